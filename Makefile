@@ -1,0 +1,94 @@
+# negotiator: static musl binaries of negotiator-host and negotiator-guest.
+#
+#   make            both programs (x86_64, static musl) and the i386 guest when its libc is there
+#   make check      every test tier (bats); make check-fast: unit and fake-port tiers only
+#   make asan       the same programs under AddressSanitizer/UBSan (glibc) in asan/
+#   make demo       boot a test VM and call both ways
+#   make bench      measurements, printed as numbers
+#   make dist       a release tarball that builds with a C compiler and musl alone
+
+VERSION  = 0.9.0
+MUSLCC  ?= musl-gcc
+CC      ?= cc
+JSMN_SRC ?= /usr/include/jsmn.h
+PREFIX  ?= /usr/local
+WARN     = -std=c99 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+           -Wpointer-arith -Wcast-qual -Wwrite-strings
+CFLAGS  ?= -Os
+DEFS     = -D_GNU_SOURCE
+LDSTATIC = -static -Wl,--gc-sections -s
+SHARED   = neg.c neg_proto.c
+HEADERS  = neg_proto.h jsmn.h
+
+# i386: Debian's musl:i386 and musl-dev:i386 unpacked under t/.cache/musl-i386 by t/setup-i386
+I386ROOT ?= t/.cache/musl-i386/usr/lib/i386-linux-musl
+I386INC  ?= t/.cache/musl-i386/usr/include/i386-linux-musl
+
+PROGS = negotiator-host negotiator-guest
+ALL   = $(PROGS) $(if $(wildcard $(I386ROOT)/libc.a),negotiator-guest.i386)
+
+all: $(ALL)
+
+jsmn.h:
+	@test -r $(JSMN_SRC) || { echo "jsmn.h: $(JSMN_SRC) is missing: apt-get install libjsmn-dev" >&2; exit 1; }
+	cp $(JSMN_SRC) $@
+
+negotiator-host: neg_host.c $(SHARED) $(HEADERS)
+	$(MUSLCC) $(WARN) $(CFLAGS) $(DEFS) -ffunction-sections -fdata-sections -o $@ neg_host.c $(SHARED) $(LDSTATIC)
+
+negotiator-guest: neg_guest.c $(SHARED) $(HEADERS)
+	$(MUSLCC) $(WARN) $(CFLAGS) $(DEFS) -ffunction-sections -fdata-sections -o $@ neg_guest.c $(SHARED) $(LDSTATIC)
+
+negotiator-guest.i386: neg_guest.c $(SHARED) $(HEADERS)
+	$(CC) -m32 $(WARN) $(CFLAGS) $(DEFS) -ffunction-sections -fdata-sections -fno-stack-protector \
+	  -nostdinc -nostdlib -isystem $(I386INC) -isystem $$($(CC) -m32 -print-file-name=include) \
+	  -o $@ $(I386ROOT)/crt1.o $(I386ROOT)/crti.o neg_guest.c $(SHARED) \
+	  $(I386ROOT)/libc.a $$($(CC) -m32 -print-libgcc-file-name) $(I386ROOT)/crtn.o $(LDSTATIC)
+
+i386:
+	t/setup-i386
+	$(MAKE) negotiator-guest.i386
+
+t/fakeport: t/fakeport.c
+	$(CC) $(WARN) -O1 $(DEFS) -o $@ t/fakeport.c
+
+t/neg-test: t/neg_test.c $(SHARED) $(HEADERS)
+	$(MUSLCC) $(WARN) -O1 $(DEFS) -I. -o $@ t/neg_test.c $(SHARED) -static
+
+asan/negotiator-host asan/negotiator-guest asan/neg-test: neg_host.c neg_guest.c t/neg_test.c $(SHARED) $(HEADERS)
+	mkdir -p asan
+	$(CC) $(WARN) -O1 -g $(DEFS) -I. -fsanitize=address,undefined -fno-sanitize-recover=all -o asan/negotiator-host neg_host.c $(SHARED)
+	$(CC) $(WARN) -O1 -g $(DEFS) -I. -fsanitize=address,undefined -fno-sanitize-recover=all -o asan/negotiator-guest neg_guest.c $(SHARED)
+	$(CC) $(WARN) -O1 -g $(DEFS) -I. -fsanitize=address,undefined -fno-sanitize-recover=all -o asan/neg-test t/neg_test.c $(SHARED)
+
+asan: asan/negotiator-host
+
+check: all t/neg-test t/fakeport asan
+	t/run-tests
+
+check-fast: all t/neg-test t/fakeport
+	NEG_TIERS="unit fake" t/run-tests
+
+demo: all
+	t/demo
+
+bench: all t/neg-test t/fakeport
+	t/bench
+
+install: $(PROGS)
+	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)/usr/lib/negotiator/commands
+	install -m 755 $(PROGS) $(DESTDIR)$(PREFIX)/sbin/
+
+dist: jsmn.h
+	rm -rf negotiator-$(VERSION)
+	mkdir -p negotiator-$(VERSION)
+	cp -R Makefile LICENSE README.md jsmn.h neg.c neg_proto.c neg_proto.h neg_host.c neg_guest.c \
+	  commands t negotiator-$(VERSION)/
+	rm -rf negotiator-$(VERSION)/t/.cache negotiator-$(VERSION)/t/neg-test negotiator-$(VERSION)/t/fakeport
+	tar czf negotiator-$(VERSION).tar.gz negotiator-$(VERSION)
+	rm -rf negotiator-$(VERSION)
+
+clean:
+	rm -rf $(PROGS) negotiator-guest.i386 t/neg-test t/fakeport asan negotiator-*.tar.gz
+
+.PHONY: all i386 asan check check-fast demo bench install dist clean

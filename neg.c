@@ -1,0 +1,1693 @@
+/*
+ * neg.c: what negotiator-host and negotiator-guest share.
+ *
+ * Logging (stderr or syslog), option helpers, signals through a self-pipe,
+ * the commands directory and the built-in commands, the command runner, the
+ * dispatch of one request, and the client side of one call.
+ *
+ * The command runner never uses a shell.  A command is a plain name, looked up
+ * in the commands directory, else in the built-in table, and exec'd (or, for a
+ * built-in, run in a forked child) with the argv the peer sent, a fixed small
+ * environment, its own session, stdin from the request, and stdout and stderr
+ * read by the caller's poll loop into bounded buffers.  A failed exec comes
+ * back through a close-on-exec pipe as an errno, not as a mystery exit 127.
+ *
+ * Job states:   running --exit--> reaped --pipes at EOF--> done
+ *               running --deadline--> SIGTERM --grace--> SIGKILL (group)
+ *               reaped --pipes still open after grace--> done (pipes closed)
+ */
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/wait.h>
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ifaddrs.h>
+#include <limits.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "neg_proto.h"
+
+const char *neg_progname = "negotiator";
+int neg_verbosity = LOG_WARNING;
+int neg_syslog;
+
+static char clean_path[] =
+    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+static char clean_home[] = "HOME=/";
+
+/* ---- logging and small helpers ---- */
+
+static void
+vlog(int prio, const char *fmt, va_list ap)
+{
+	char msg[1024];
+
+	if (prio > neg_verbosity)
+		return;
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	if (neg_syslog)
+		syslog(prio, "%s", msg);
+	else
+		fprintf(stderr, "%s: %s\n", neg_progname, msg);
+}
+
+void
+neg_log(int prio, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vlog(prio, fmt, ap);
+	va_end(ap);
+}
+
+void
+neg_die(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vlog(LOG_ERR, fmt, ap);
+	va_end(ap);
+	exit(255);
+}
+
+void *
+neg_alloc(size_t n)
+{
+	void *p = calloc(1, n ? n : 1);
+
+	if (p == NULL)
+		neg_die("out of memory");
+	return p;
+}
+
+char *
+neg_strdup(const char *s)
+{
+	size_t n = strlen(s) + 1;
+
+	return memcpy(neg_alloc(n), s, n);
+}
+
+/* Monotonic milliseconds. */
+int64_t
+neg_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int
+neg_parse_seconds(const char *s, double *d)
+{
+	char *end;
+
+	errno = 0;
+	*d = strtod(s, &end);
+	if (end == s || *end != '\0' || errno != 0 || *d < 0 || *d > 1e7 || *d != *d)
+		return -1;
+	return 0;
+}
+
+/* A byte count, optionally with a K, M or G suffix (binary). */
+int
+neg_parse_size(const char *s, size_t *n)
+{
+	unsigned long long v;
+	char *end;
+
+	if (!isdigit((unsigned char)*s))
+		return -1;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno != 0)
+		return -1;
+	switch (*end) {
+	case 'k': case 'K': v <<= 10; end++; break;
+	case 'm': case 'M': v <<= 20; end++; break;
+	case 'g': case 'G': v <<= 30; end++; break;
+	}
+	if (*end != '\0' || v > PROTO_MAX_FRAME_LIMIT || v < 1024)
+		return -1;
+	*n = (size_t)v;
+	return 0;
+}
+
+void
+neg_strv_free(char **v)
+{
+	size_t i;
+
+	for (i = 0; v && v[i]; i++)
+		free(v[i]);
+	free(v);
+}
+
+/*
+ * Splits a command line the way a POSIX shell splits words: blanks separate,
+ * '...' is literal, "..." honours \" \\ \$ \`, a backslash outside quotes
+ * escapes the next character.  No expansion of any kind.
+ */
+int
+neg_split(const char *s, char ***argvp, size_t *argcp, char *err, size_t errlen)
+{
+	char **argv = NULL;
+	size_t argc = 0;
+	struct buf w = {0};
+	int inword = 0;
+
+	for (;;) {
+		if (*s == '\0' || *s == ' ' || *s == '\t' || *s == '\n') {
+			if (inword) {
+				argv = realloc(argv, sizeof(char *) * (argc + 2));
+				if (argv == NULL)
+					neg_die("out of memory");
+				argv[argc] = neg_alloc(w.len + 1);
+				if (w.len)
+					memcpy(argv[argc], w.p, w.len);
+				argc++;
+				w.len = 0;
+				inword = 0;
+			}
+			if (*s == '\0')
+				break;
+			s++;
+			continue;
+		}
+		inword = 1;
+		if (*s == '\'') {
+			const char *e = strchr(s + 1, '\'');
+
+			if (e == NULL)
+				goto unterminated;
+			buf_add(&w, s + 1, (size_t)(e - s - 1));
+			s = e + 1;
+		} else if (*s == '"') {
+			for (s++; *s != '"'; s++) {
+				if (*s == '\0')
+					goto unterminated;
+				if (*s == '\\' && strchr("\"\\$`\n", s[1]) && s[1] != '\0')
+					s++;
+				buf_add(&w, s, 1);
+			}
+			s++;
+		} else if (*s == '\\') {
+			if (s[1] != '\0')
+				s++;
+			buf_add(&w, s++, 1);
+		} else {
+			buf_add(&w, s++, 1);
+		}
+	}
+	buf_free(&w);
+	if (argc == 0) {
+		free(argv);
+		snprintf(err, errlen, "the command line is empty");
+		return -1;
+	}
+	argv[argc] = NULL;
+	*argvp = argv;
+	*argcp = argc;
+	return 0;
+unterminated:
+	buf_free(&w);
+	if (argv)
+		argv[argc] = NULL;
+	neg_strv_free(argv);
+	snprintf(err, errlen, "unterminated quote in the command line");
+	return -1;
+}
+
+/* Reads a whole file (or stdin for "-"), bounded by PROTO_MAX_FRAME_LIMIT. */
+int
+neg_read_file(const char *path, struct buf *b, char *err, size_t errlen)
+{
+	int fd = strcmp(path, "-") == 0 ? 0 : open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+
+	if (fd < 0) {
+		snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+		return -1;
+	}
+	for (;;) {
+		buf_reserve(b, 65536);
+		n = read(fd, b->p + b->len, 65536);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno));
+			break;
+		}
+		if (n == 0)
+			break;
+		b->len += (size_t)n;
+		if (b->len > PROTO_MAX_FRAME_LIMIT) {
+			snprintf(err, errlen, "%s is larger than %u bytes", path, PROTO_MAX_FRAME_LIMIT);
+			n = -1;
+			break;
+		}
+	}
+	if (fd != 0)
+		close(fd);
+	buf_reserve(b, 0);
+	b->p[b->len] = '\0';
+	return n < 0 ? -1 : 0;
+}
+
+void
+neg_set_nonblock(int fd)
+{
+	int fl = fcntl(fd, F_GETFL);
+
+	if (fl >= 0)
+		fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+}
+
+/* ---- signals: handlers only set a flag and write a byte to the self-pipe ---- */
+
+static int selfpipe[2] = { -1, -1 };
+volatile int neg_got_sigterm, neg_got_sighup, neg_got_sigio;
+static volatile sig_atomic_t got_sigchld;
+
+static void
+on_signal(int sig)
+{
+	int saved = errno;
+	char c = (char)sig;
+
+	switch (sig) {
+	case SIGTERM: case SIGINT: neg_got_sigterm = 1; break;
+	case SIGHUP: neg_got_sighup = 1; break;
+	case SIGIO: neg_got_sigio = 1; break;
+	case SIGCHLD: got_sigchld = 1; break;
+	}
+	if (write(selfpipe[1], &c, 1) < 0) {
+		/* full pipe: a wake-up is already pending */
+	}
+	errno = saved;
+}
+
+int
+neg_signals_init(void)
+{
+	static const int sigs[] = { SIGTERM, SIGINT, SIGHUP, SIGIO, SIGCHLD };
+	struct sigaction sa;
+	size_t i;
+
+	int fd;
+
+	/* Descriptors 0-2 must be taken, or a pipe could land there and be dup2'ed away. */
+	while ((fd = open("/dev/null", O_RDWR)) >= 0 && fd <= 2)
+		;
+	if (fd > 2)
+		close(fd);
+	if (pipe2(selfpipe, O_CLOEXEC | O_NONBLOCK) < 0)
+		return -1;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigemptyset(&sa.sa_mask);
+	sa.sa_flags = SA_RESTART;
+	for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+		sigaction(sigs[i], &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	return 0;
+}
+
+int
+neg_sigpipe_fd(void)
+{
+	return selfpipe[0];
+}
+
+/* Empties the self-pipe; returns whether SIGCHLD arrived since the last call. */
+int
+neg_signal_drain(void)
+{
+	char tmp[64];
+	int chld;
+
+	while (read(selfpipe[0], tmp, sizeof(tmp)) > 0)
+		;
+	chld = got_sigchld;
+	got_sigchld = 0;
+	return chld;
+}
+
+/* ---- built-in commands ---- */
+
+/* Reads KEY=value (value optionally quoted) from a shell-style release file. */
+static int
+release_value(const char *path, const char *key, char *out, size_t outlen)
+{
+	FILE *f = fopen(path, "re");
+	char line[512], *v, *e;
+	size_t klen = strlen(key);
+	int found = 0;
+
+	if (f == NULL)
+		return 0;
+	while (fgets(line, sizeof(line), f)) {
+		if (strncmp(line, key, klen) != 0 || line[klen] != '=')
+			continue;
+		v = line + klen + 1;
+		v[strcspn(v, "\r\n")] = '\0';
+		if ((*v == '"' || *v == '\'') && (e = strrchr(v + 1, *v)) != NULL) {
+			*e = '\0';
+			v++;
+		}
+		if (*v == '\0')
+			continue;
+		snprintf(out, outlen, "%s", v);
+		found = 1;
+	}
+	fclose(f);
+	return found;
+}
+
+/* The first line of a file, without its newline. */
+static int
+first_line(const char *path, char *out, size_t outlen)
+{
+	FILE *f = fopen(path, "re");
+	int ok;
+
+	if (f == NULL)
+		return 0;
+	ok = fgets(out, (int)outlen, f) != NULL;
+	fclose(f);
+	if (ok)
+		out[strcspn(out, "\r\n")] = '\0';
+	return ok && out[0] != '\0';
+}
+
+enum { DIST_ID, DIST_RELEASE, DIST_CODENAME };
+
+/*
+ * What `lsb_release --short --id|--release|--codename` prints: from
+ * /etc/lsb-release, then /etc/os-release, then /etc/debian_version or
+ * /etc/redhat-release.
+ */
+static int
+builtin_distribution(int what)
+{
+	static const char *const lsb[] = { "DISTRIB_ID", "DISTRIB_RELEASE", "DISTRIB_CODENAME" };
+	char v[256], line[256], *p, *q;
+
+	if (release_value("/etc/lsb-release", lsb[what], v, sizeof(v)))
+		goto print;
+	switch (what) {
+	case DIST_ID:
+		if (release_value("/etc/os-release", "NAME", v, sizeof(v)) ||
+		    release_value("/usr/lib/os-release", "NAME", v, sizeof(v))) {
+			v[strcspn(v, " ")] = '\0';	/* "Debian GNU/Linux" -> "Debian" */
+			goto print;
+		}
+		break;
+	case DIST_RELEASE:
+		if (release_value("/etc/os-release", "VERSION_ID", v, sizeof(v)) ||
+		    release_value("/usr/lib/os-release", "VERSION_ID", v, sizeof(v)))
+			goto print;
+		if (first_line("/etc/debian_version", v, sizeof(v)))
+			goto print;
+		break;
+	case DIST_CODENAME:
+		if (release_value("/etc/os-release", "VERSION_CODENAME", v, sizeof(v)) ||
+		    release_value("/etc/os-release", "UBUNTU_CODENAME", v, sizeof(v)) ||
+		    release_value("/usr/lib/os-release", "VERSION_CODENAME", v, sizeof(v)))
+			goto print;
+		/* VERSION="7 (wheezy)" */
+		if (release_value("/etc/os-release", "VERSION", line, sizeof(line)) &&
+		    (p = strchr(line, '(')) && (q = strchr(p, ')'))) {
+			*q = '\0';
+			snprintf(v, sizeof(v), "%s", p + 1);
+			goto print;
+		}
+		break;
+	}
+	/* "CentOS release 6.10 (Final)" */
+	if (first_line("/etc/redhat-release", line, sizeof(line))) {
+		if (what == DIST_ID) {
+			line[strcspn(line, " ")] = '\0';
+			snprintf(v, sizeof(v), "%s", line);
+			goto print;
+		}
+		if (what == DIST_RELEASE && (p = strstr(line, " release ")) != NULL) {
+			p += 9;
+			p[strcspn(p, " ")] = '\0';
+			snprintf(v, sizeof(v), "%s", p);
+			goto print;
+		}
+		if (what == DIST_CODENAME && (p = strchr(line, '(')) && (q = strchr(p, ')'))) {
+			*q = '\0';
+			snprintf(v, sizeof(v), "%s", p + 1);
+			goto print;
+		}
+	}
+	fprintf(stderr, "cannot determine the distribution (no /etc/lsb-release or /etc/os-release)\n");
+	return 1;
+print:
+	printf("%s\n", v);
+	return 0;
+}
+
+/* Undoes /proc/mounts' octal escapes (\040 for a space) in place. */
+static void
+unoctal(char *s)
+{
+	char *o = s;
+
+	for (; *s; s++) {
+		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' &&
+		    s[3] >= '0' && s[3] <= '7') {
+			*o++ = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 + (s[3] - '0'));
+			s += 3;
+		} else {
+			*o++ = *s;
+		}
+	}
+	*o = '\0';
+}
+
+/* DEVICE MOUNTPOINT BYTES_TOTAL BYTES_USED for every mounted /dev/ device, as df -B1. */
+static int
+builtin_disk_usage(void)
+{
+	FILE *f = fopen("/proc/mounts", "re");
+	char line[4096], *dev, *mnt;
+	struct statvfs st;
+
+	if (f == NULL) {
+		fprintf(stderr, "cannot open /proc/mounts: %s\n", strerror(errno));
+		return 1;
+	}
+	while (fgets(line, sizeof(line), f)) {
+		dev = strtok(line, " ");
+		mnt = strtok(NULL, " ");
+		if (dev == NULL || mnt == NULL || strncmp(dev, "/dev/", 5) != 0)
+			continue;
+		unoctal(dev);
+		unoctal(mnt);
+		if (mnt[0] != '/' || statvfs(mnt, &st) < 0)
+			continue;
+		printf("%s %s %llu %llu\n", dev, mnt,
+		    (unsigned long long)st.f_blocks * st.f_frsize,
+		    (unsigned long long)(st.f_blocks - st.f_bfree) * st.f_frsize);
+	}
+	fclose(f);
+	return 0;
+}
+
+/* Every IPv4 address in CIDR form, one per line, as `ip addr show` lists them. */
+static int
+builtin_ip_addresses(void)
+{
+	struct ifaddrs *ifa, *i;
+	char addr[INET_ADDRSTRLEN];
+	uint32_t mask;
+	int bits;
+
+	if (getifaddrs(&ifa) < 0) {
+		fprintf(stderr, "cannot list network interfaces: %s\n", strerror(errno));
+		return 1;
+	}
+	for (i = ifa; i; i = i->ifa_next) {
+		if (i->ifa_addr == NULL || i->ifa_addr->sa_family != AF_INET)
+			continue;
+		inet_ntop(AF_INET, &((struct sockaddr_in *)(void *)i->ifa_addr)->sin_addr,
+		    addr, sizeof(addr));
+		mask = i->ifa_netmask ?
+		    ntohl(((struct sockaddr_in *)(void *)i->ifa_netmask)->sin_addr.s_addr) : 0;
+		for (bits = 0; mask & 0x80000000u; mask <<= 1)
+			bits++;
+		printf("%s/%d\n", addr, bits);
+	}
+	freeifaddrs(ifa);
+	return 0;
+}
+
+static int builtin_codename(void) { return builtin_distribution(DIST_CODENAME); }
+static int builtin_release(void) { return builtin_distribution(DIST_RELEASE); }
+static int builtin_distributor(void) { return builtin_distribution(DIST_ID); }
+
+static const struct {
+	const char *name;
+	int (*run)(void);
+} builtins[] = {
+	{ "find-disk-usage", builtin_disk_usage },
+	{ "find-distribution-codename", builtin_codename },
+	{ "find-distribution-release", builtin_release },
+	{ "find-distributor-id", builtin_distributor },
+	{ "find-ip-addresses", builtin_ip_addresses },
+};
+
+#define NBUILTINS (sizeof(builtins) / sizeof(builtins[0]))
+
+static int
+builtin_index(const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < NBUILTINS; i++)
+		if (strcmp(builtins[i].name, name) == 0)
+			return (int)i;
+	return -1;
+}
+
+/* Runs a built-in in this process (a forked child, or a test); returns its exit status. */
+int
+neg_builtin_run(const char *name)
+{
+	int i = builtin_index(name), rc;
+
+	if (i < 0)
+		return 127;
+	rc = builtins[i].run();
+	if (fflush(stdout) != 0)
+		rc = 1;
+	return rc;
+}
+
+/* ---- the commands directory ---- */
+
+/* A plain name: [A-Za-z0-9._-], not starting with a dot, at most NEG_MAX_NAME bytes. */
+int
+neg_valid_name(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > NEG_MAX_NAME || s[0] == '.')
+		return 0;
+	return strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+	    "0123456789._-") == n;
+}
+
+/* Whether dir/name is an executable regular file; its path goes to path. */
+static int
+user_command(const char *dir, const char *name, char *path, size_t pathlen)
+{
+	struct stat st;
+	int n = snprintf(path, pathlen, "%s/%s", dir, name);
+
+	return n > 0 && (size_t)n < pathlen && stat(path, &st) == 0 &&
+	    S_ISREG(st.st_mode) && access(path, X_OK) == 0;
+}
+
+static int
+cmpstr(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The sorted union of the built-ins and the executables in the commands directory. */
+int
+neg_list_commands(const struct neg_cmdenv *env, char ***namesp, size_t *np)
+{
+	char **v = NULL, path[PATH_MAX];
+	size_t n = 0, cap = 0, i, j;
+	DIR *d;
+	struct dirent *e;
+
+	for (i = 0; i < NBUILTINS; i++) {
+		if (n == cap && (v = realloc(v, sizeof(char *) * (cap = cap * 2 + 16))) == NULL)
+			neg_die("out of memory");
+		v[n++] = neg_strdup(builtins[i].name);
+	}
+	if ((d = opendir(env->dir)) != NULL) {
+		while ((e = readdir(d)) != NULL && n < 65536) {
+			if (!neg_valid_name(e->d_name) ||
+			    !user_command(env->dir, e->d_name, path, sizeof(path)))
+				continue;
+			if (n == cap && (v = realloc(v, sizeof(char *) * (cap = cap * 2 + 16))) == NULL)
+				neg_die("out of memory");
+			v[n++] = neg_strdup(e->d_name);
+		}
+		closedir(d);
+	}
+	qsort(v, n, sizeof(char *), cmpstr);
+	for (i = j = 0; i < n; i++) {
+		if (j > 0 && strcmp(v[j - 1], v[i]) == 0)
+			free(v[i]);
+		else
+			v[j++] = v[i];
+	}
+	*namesp = v;
+	*np = j;
+	return 0;
+}
+
+/* ---- the command runner ---- */
+
+static void
+close_fd(int *fd)
+{
+	if (*fd >= 0)
+		close(*fd);
+	*fd = -1;
+}
+
+/* In the child: every descriptor above 2 goes but keep, whatever our own parent left open. */
+static void
+close_others(int keep)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+	int fd;
+	long max;
+
+	if (d != NULL) {
+		while ((e = readdir(d)) != NULL) {
+			fd = atoi(e->d_name);
+			if (fd > 2 && fd != keep && fd != dirfd(d))
+				close(fd);
+		}
+		closedir(d);
+		return;
+	}
+	max = sysconf(_SC_OPEN_MAX);
+	if (max < 0 || max > 65536)
+		max = 65536;
+	for (fd = 3; fd < max; fd++)
+		if (fd != keep)
+			close(fd);
+}
+
+static void
+child(const char *path, int builtin, char *const *argv, const struct neg_cmdenv *env,
+    int in, int out, int err, int errpipe)
+{
+	char guestvar[512];
+	char *envp[4];
+	sigset_t none;
+	int e, i = 0;
+
+	setsid();
+	for (e = 1; e < NSIG; e++)
+		signal(e, SIG_DFL);
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	if (in < 0)
+		in = open("/dev/null", O_RDONLY);
+	if (in < 0 || dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0)
+		goto fail;
+	close_others(errpipe);
+	if (chdir("/") < 0)
+		goto fail;
+	envp[i++] = clean_path;
+	envp[i++] = clean_home;
+	if (env->guest != NULL) {
+		snprintf(guestvar, sizeof(guestvar), "NEGOTIATOR_GUEST=%s", env->guest);
+		envp[i++] = guestvar;
+	}
+	envp[i] = NULL;
+	if (builtin) {
+		extern char **environ;
+
+		environ = envp;
+		close(errpipe);
+		_exit(neg_builtin_run(argv[0]));
+	}
+	execve(path, argv, envp);
+fail:
+	e = errno;
+	if (write(errpipe, &e, sizeof(e)) < 0)
+		_exit(127);
+	_exit(127);
+}
+
+/*
+ * Starts argv[0] from the commands directory or the built-ins.  On failure
+ * (bad name, unknown command, exec failed) nothing is left running and err says
+ * why in a sentence fit for a reply.
+ */
+int
+neg_job_start(struct neg_job *j, const struct neg_cmdenv *env, char *const *argv,
+    const char *input, size_t inputlen, double timeout, size_t max_out,
+    char *err, size_t errlen)
+{
+	char path[PATH_MAX];
+	int in[2] = { -1, -1 }, out[2] = { -1, -1 }, er[2] = { -1, -1 }, ep[2] = { -1, -1 };
+	int builtin = 0, e = 0;
+	ssize_t n;
+
+	memset(j, 0, sizeof(*j));
+	j->fd_in = j->fd_out = j->fd_err = -1;
+	if (argv == NULL || argv[0] == NULL) {
+		snprintf(err, errlen, "No command given");
+		return -1;
+	}
+	if (!neg_valid_name(argv[0])) {
+		snprintf(err, errlen, "Invalid command name (only letters, digits, '.', '_' and '-', not starting with '.')");
+		return -1;
+	}
+	snprintf(j->name, sizeof(j->name), "%s", argv[0]);
+	if (!user_command(env->dir, argv[0], path, sizeof(path))) {
+		if (builtin_index(argv[0]) < 0) {
+			snprintf(err, errlen, "Command %s is not available (not in %s and not a built-in)",
+			    argv[0], env->dir);
+			return -1;
+		}
+		builtin = 1;
+	}
+	if ((input != NULL && pipe2(in, O_CLOEXEC) < 0) || pipe2(out, O_CLOEXEC) < 0 ||
+	    pipe2(er, O_CLOEXEC) < 0 || pipe2(ep, O_CLOEXEC) < 0) {
+		snprintf(err, errlen, "Cannot create pipes: %s", strerror(errno));
+		goto fail;
+	}
+	/* Flush stdio so a built-in's child does not inherit and repeat buffered output. */
+	fflush(NULL);
+	j->pid = fork();
+	if (j->pid < 0) {
+		snprintf(err, errlen, "Cannot fork: %s", strerror(errno));
+		goto fail;
+	}
+	if (j->pid == 0)
+		child(path, builtin, argv, env, in[0], out[1], er[1], ep[1]);
+	close_fd(&in[0]);
+	close_fd(&out[1]);
+	close_fd(&er[1]);
+	close_fd(&ep[1]);
+	do
+		n = read(ep[0], &e, sizeof(e));
+	while (n < 0 && errno == EINTR);
+	close_fd(&ep[0]);
+	if (n == (ssize_t)sizeof(e)) {
+		snprintf(err, errlen, "Cannot execute %s: %s", argv[0], strerror(e));
+		while (waitpid(j->pid, NULL, 0) < 0 && errno == EINTR)
+			;
+		j->pid = 0;
+		goto fail;
+	}
+	j->fd_in = in[1];
+	j->fd_out = out[0];
+	j->fd_err = er[0];
+	j->in = input;
+	j->inlen = inputlen;
+	if (j->fd_in >= 0)
+		neg_set_nonblock(j->fd_in);
+	neg_set_nonblock(j->fd_out);
+	neg_set_nonblock(j->fd_err);
+	j->max_out = max_out;
+	if (timeout > 0)
+		j->deadline = neg_now() + (int64_t)(timeout * 1000);
+	if (j->fd_in >= 0 && inputlen == 0)
+		close_fd(&j->fd_in);
+	return 0;
+fail:
+	close_fd(&in[0]); close_fd(&in[1]);
+	close_fd(&out[0]); close_fd(&out[1]);
+	close_fd(&er[0]); close_fd(&er[1]);
+	close_fd(&ep[0]); close_fd(&ep[1]);
+	return -1;
+}
+
+/* Fills up to three pollfds; returns how many. */
+int
+neg_job_pollfds(struct neg_job *j, struct pollfd *p)
+{
+	int n = 0;
+
+	if (j->fd_in >= 0) {
+		p[n].fd = j->fd_in;
+		p[n++].events = POLLOUT;
+	}
+	if (j->fd_out >= 0) {
+		p[n].fd = j->fd_out;
+		p[n++].events = POLLIN;
+	}
+	if (j->fd_err >= 0) {
+		p[n].fd = j->fd_err;
+		p[n++].events = POLLIN;
+	}
+	return n;
+}
+
+/* Reads what is there, at most a bounded amount per wake-up so others get their turn. */
+static void
+job_drain(struct neg_job *j, int *fd, struct buf *b, size_t cap, int is_out)
+{
+	char tmp[65536];
+	ssize_t n;
+	int rounds;
+
+	for (rounds = 0; rounds < 16; rounds++) {
+		n = read(*fd, tmp, sizeof(tmp));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN)
+			return;
+		if (n <= 0) {
+			close_fd(fd);
+			return;
+		}
+		if (b->len + (size_t)n <= cap) {
+			buf_add(b, tmp, (size_t)n);
+		} else if (b->len < cap) {
+			buf_add(b, tmp, cap - b->len);
+			if (is_out)
+				j->overflow = 1;
+		} else if (is_out) {
+			j->overflow = 1;
+		}
+		if (j->overflow && j->kill_at == 0)
+			neg_job_kill(j, neg_now());
+	}
+}
+
+void
+neg_job_io(struct neg_job *j, const struct pollfd *p, int n)
+{
+	ssize_t w;
+	size_t chunk;
+	int i;
+
+	for (i = 0; i < n; i++) {
+		if (p[i].revents == 0)
+			continue;
+		if (p[i].fd == j->fd_in) {
+			chunk = j->inlen - j->inpos < 65536 ? j->inlen - j->inpos : 65536;
+			w = write(j->fd_in, j->in + j->inpos, chunk);
+			if (w > 0)
+				j->inpos += (size_t)w;
+			/* EPIPE: the command does not read its input; that is its business */
+			if ((w < 0 && errno != EAGAIN && errno != EINTR) || j->inpos == j->inlen)
+				close_fd(&j->fd_in);
+		} else if (p[i].fd == j->fd_out) {
+			job_drain(j, &j->fd_out, &j->out, j->max_out, 1);
+		} else if (p[i].fd == j->fd_err) {
+			job_drain(j, &j->fd_err, &j->err, NEG_MAX_STDERR, 0);
+		}
+	}
+}
+
+void
+neg_job_reap(struct neg_job *j)
+{
+	int st;
+
+	if (j->pid <= 0 || j->reaped)
+		return;
+	if (waitpid(j->pid, &st, WNOHANG) == j->pid) {
+		j->status = st;
+		j->reaped = 1;
+		close_fd(&j->fd_in);
+		/* a background child may hold the pipes: give it the grace period, not forever */
+		if (j->kill_at == 0 || j->kill_at > neg_now() + NEG_KILL_GRACE_MS)
+			j->kill_at = neg_now() + NEG_KILL_GRACE_MS;
+	}
+}
+
+/* SIGTERM to the command's process group now, SIGKILL after the grace period. */
+void
+neg_job_kill(struct neg_job *j, int64_t now)
+{
+	if (j->pid <= 0 || j->kill_at != 0)
+		return;
+	if (!j->reaped)
+		kill(-j->pid, SIGTERM);
+	j->kill_at = now + NEG_KILL_GRACE_MS;
+}
+
+void
+neg_job_tick(struct neg_job *j, int64_t now)
+{
+	if (j->deadline && now >= j->deadline && !j->reaped && j->kill_at == 0) {
+		j->timed_out = 1;
+		neg_job_kill(j, now);
+	}
+	if (j->kill_at && now >= j->kill_at) {
+		if (!j->reaped)
+			kill(-j->pid, SIGKILL);
+		else {
+			close_fd(&j->fd_out);
+			close_fd(&j->fd_err);
+		}
+	}
+}
+
+/* The next time neg_job_tick has something to do; 0 for none. */
+int64_t
+neg_job_wake(const struct neg_job *j)
+{
+	if (j->kill_at)
+		return j->kill_at;
+	return j->reaped ? 0 : j->deadline;
+}
+
+int
+neg_job_done(const struct neg_job *j)
+{
+	return j->reaped && j->fd_out < 0 && j->fd_err < 0;
+}
+
+/* The reference strips the output of a one-line command and keeps several lines as they are. */
+static void
+strip_one_line(const char **s, size_t *len)
+{
+	const char *p = *s, *e = *s + *len, *q;
+	size_t lines = 0;
+
+	for (q = p; q < e; q++) {
+		if (*q == '\n' || *q == '\r') {
+			lines++;
+			if (*q == '\r' && q + 1 < e && q[1] == '\n')
+				q++;
+			if (q + 1 == e)
+				lines--;	/* a final line break ends a line, it does not start one */
+		}
+	}
+	if (*len == 0 || lines > 0)
+		return;
+	while (p < e && isspace((unsigned char)*p))
+		p++;
+	while (e > p && isspace((unsigned char)e[-1]))
+		e--;
+	*s = p;
+	*len = (size_t)(e - p);
+}
+
+void
+neg_job_reply(struct neg_job *j, const struct proto_request *req, struct buf *frame,
+    size_t max_frame)
+{
+	struct proto_failure f;
+	char msg[512];
+	const char *s = j->out.p ? j->out.p : "";
+	size_t len = j->out.len, start = frame->len;
+
+	memset(&f, 0, sizeof(f));
+	f.error = msg;
+	f.exit_code = -1;
+	f.base64 = req->base64;
+	f.stderr_text = j->err.p;
+	f.stderr_len = j->err.len;
+	f.stdout_text = s;
+	f.stdout_len = len;
+	if (j->timed_out) {
+		snprintf(msg, sizeof(msg), "External command %s timed out after %g seconds",
+		    j->name, req->timeout);
+		f.timed_out = 1;
+		f.signal = WIFSIGNALED(j->status) ? WTERMSIG(j->status) : 0;
+	} else if (j->overflow) {
+		snprintf(msg, sizeof(msg), "Output of %s exceeds the limit of %zu bytes",
+		    j->name, j->max_out);
+		f.stdout_len = 0;
+	} else if (WIFEXITED(j->status) && WEXITSTATUS(j->status) == 0) {
+		if (!req->base64)
+			strip_one_line(&s, &len);
+		proto_reply_string(frame, req->id, s, len, req->base64, j->err.p, j->err.len);
+		goto check;
+	} else if (WIFEXITED(j->status)) {
+		f.exit_code = WEXITSTATUS(j->status);
+		snprintf(msg, sizeof(msg), "External command failed with exit code %d (command: %s)",
+		    f.exit_code, j->name);
+	} else {
+		f.signal = WTERMSIG(j->status);
+		snprintf(msg, sizeof(msg), "External command failed: %s was killed by signal %d (%s)",
+		    j->name, f.signal, strsignal(f.signal));
+	}
+	proto_reply_error(frame, req->id, &f);
+check:
+	if (frame->len - start > max_frame) {
+		frame->len = start;
+		memset(&f, 0, sizeof(f));
+		f.exit_code = -1;
+		snprintf(msg, sizeof(msg), "The reply of %s would exceed the frame limit of %zu bytes",
+		    j->name, max_frame);
+		f.error = msg;
+		proto_reply_error(frame, req->id, &f);
+	}
+}
+
+void
+neg_job_free(struct neg_job *j)
+{
+	close_fd(&j->fd_in);
+	close_fd(&j->fd_out);
+	close_fd(&j->fd_err);
+	buf_free(&j->out);
+	buf_free(&j->err);
+}
+
+/* ---- serving one request ---- */
+
+void
+neg_reply_text(struct buf *out, const char *id, const char *msg)
+{
+	struct proto_failure f;
+
+	memset(&f, 0, sizeof(f));
+	f.error = msg;
+	f.exit_code = -1;
+	proto_reply_error(out, id, &f);
+}
+
+/*
+ * Handles one request frame: writes the reply to out and returns 0, or starts
+ * a job and returns 1 (req is then filled and the reply comes from
+ * neg_job_reply when the job is done).
+ */
+int
+neg_serve_frame(struct neg_server *srv, const struct neg_cmdenv *env, const char *payload,
+    size_t len,
+    struct neg_job *job, struct proto_request *req, struct buf *out)
+{
+	char err[512];
+	char **names;
+	size_t n, i;
+
+	if (proto_request_parse(req, payload, len, err, sizeof(err)) < 0) {
+		neg_log(LOG_WARNING, "%s", err);
+		/* "id": null says "not an answer to any call of yours" to callers that sent an id */
+		neg_reply_text(out, req->id[0] ? req->id : "null", err);
+		proto_request_free(req);
+		return 0;
+	}
+	switch (proto_method_lookup(req->method)) {
+	case PROTO_M_EXECUTE:
+		neg_log(LOG_INFO, "executing %s (%zu arguments)", req->argc ? req->argv[0] : "",
+		    req->argc ? req->argc - 1 : 0);
+		if (neg_job_start(job, env, req->argv, req->has_input ? req->input.p : NULL,
+		    req->input.len, req->timeout, srv->max_frame, err, sizeof(err)) == 0)
+			return 1;
+		neg_log(LOG_WARNING, "%s", err);
+		neg_reply_text(out, req->id, err);
+		break;
+	case PROTO_M_LIST_COMMANDS:
+		neg_list_commands(env, &names, &n);
+		proto_reply_list(out, req->id, names, n);
+		for (i = 0; i < n; i++)
+			free(names[i]);
+		free(names);
+		break;
+	case PROTO_M_PING:
+		proto_reply_string(out, req->id, "pong", 4, 0, NULL, 0);
+		break;
+	case PROTO_M_VERSION:
+		proto_reply_string(out, req->id, NEG_VERSION, strlen(NEG_VERSION), 0, NULL, 0);
+		break;
+	default:
+		snprintf(err, sizeof(err), "Method %s not supported", req->method);
+		neg_log(LOG_WARNING, "%s", err);
+		neg_reply_text(out, req->id, err);
+		break;
+	}
+	proto_request_free(req);
+	return 0;
+}
+
+/* ---- a served channel ---- */
+
+int64_t
+neg_min_deadline(int64_t a, int64_t b)
+{
+	if (a == 0)
+		return b;
+	if (b == 0)
+		return a;
+	return a < b ? a : b;
+}
+
+/* A poll() timeout in ms for an absolute deadline (0: none, wait forever). */
+int
+neg_poll_timeout(int64_t deadline, int64_t now)
+{
+	if (deadline == 0)
+		return -1;
+	if (deadline <= now)
+		return 0;
+	return deadline - now > 3600000 ? 3600000 : (int)(deadline - now);
+}
+
+void
+neg_chan_init(struct neg_chan *c, int fd, struct neg_server *srv, int maxjobs)
+{
+	memset(c, 0, sizeof(*c));
+	c->fd = fd;
+	c->srv = srv;
+	c->maxjobs = maxjobs < 1 ? 1 : maxjobs > NEG_CHAN_MAXJOBS ? NEG_CHAN_MAXJOBS : maxjobs;
+	proto_reader_init(&c->rd, srv->max_frame);
+	c->last_rx = neg_now();
+}
+
+static struct neg_slot *
+chan_slot(struct neg_chan *c, int i)
+{
+	return &c->slot[(c->head + i) % NEG_CHAN_MAXJOBS];
+}
+
+/* Whether the channel may take another request now (a slot free, output drained). */
+static int
+chan_can_take(const struct neg_chan *c)
+{
+	return c->count < c->maxjobs && c->out.len - c->outoff < c->srv->max_frame;
+}
+
+/* Moves finished replies, in request order, to the output queue. */
+static void
+chan_flush(struct neg_chan *c)
+{
+	struct neg_slot *s;
+
+	while (c->count > 0 && (s = chan_slot(c, 0))->done) {
+		buf_add(&c->out, s->reply.p, s->reply.len);
+		buf_free(&s->reply);
+		memset(s, 0, sizeof(*s));
+		c->head = (c->head + 1) % NEG_CHAN_MAXJOBS;
+		c->count--;
+	}
+}
+
+/* Feeds buffered input to the reader while requests can be taken. */
+static void
+chan_process(struct neg_chan *c)
+{
+	struct neg_cmdenv env = { c->srv->env.dir, c->guest };
+	struct neg_slot *s;
+	enum proto_event ev;
+	size_t used;
+
+	while (c->inoff < c->in.len && chan_can_take(c) &&
+	    c->srv->running < c->srv->max_running) {
+		ev = proto_reader_feed(&c->rd, c->in.p + c->inoff, c->in.len - c->inoff, &used);
+		c->inoff += used;
+		if (ev == PROTO_NEED_MORE)
+			break;
+		s = chan_slot(c, c->count++);
+		memset(s, 0, sizeof(*s));
+		if (ev == PROTO_ERROR) {
+			neg_log(LOG_WARNING, "%s", c->rd.err);
+			neg_reply_text(&s->reply, "null", c->rd.err);
+			s->done = 1;
+		} else if (neg_serve_frame(c->srv, &env, c->rd.body.p, c->rd.body.len, &s->job,
+		    &s->req, &s->reply) == 1) {
+			s->running = 1;
+			c->srv->running++;
+		} else {
+			s->done = 1;
+		}
+		/* a large frame's buffer is not kept around between requests */
+		if (c->rd.body.cap > 1 << 20)
+			buf_free(&c->rd.body);
+	}
+	if (c->inoff == c->in.len) {
+		c->in.len = c->inoff = 0;
+		if (c->in.cap > 1 << 20)
+			buf_free(&c->in);
+	}
+	chan_flush(c);
+}
+
+/*
+ * The channel's pollfds: its own fd first (input wanted only when a request
+ * can be taken, output when queued), then its commands' pipes.
+ */
+int
+neg_chan_pollfds(struct neg_chan *c, struct pollfd *p, int want_input)
+{
+	int n = 1, i;
+	struct neg_slot *s;
+
+	p[0].fd = c->fd;	/* -1 while disconnected: poll() skips it, the jobs are still served */
+	p[0].events = 0;
+	p[0].revents = 0;
+	if (want_input && chan_can_take(c) && c->inoff == c->in.len)
+		p[0].events |= POLLIN;
+	if (c->outoff < c->out.len)
+		p[0].events |= POLLOUT;
+	for (i = 0; i < c->count; i++) {
+		s = chan_slot(c, i);
+		s->nfds = s->running ? neg_job_pollfds(&s->job, p + n) : 0;
+		n += s->nfds;
+	}
+	return n;
+}
+
+static void
+chan_job_finished(struct neg_chan *c, struct neg_slot *s)
+{
+	if (!s->running || !neg_job_done(&s->job))
+		return;
+	if (!s->job.discard)
+		neg_job_reply(&s->job, &s->req, &s->reply, c->srv->max_frame);
+	neg_job_free(&s->job);
+	proto_request_free(&s->req);
+	s->running = 0;
+	s->done = 1;
+	c->srv->running--;
+}
+
+/* Handles poll results; returns -1 when the peer is gone (errno says how, 0 for EOF). */
+int
+neg_chan_io(struct neg_chan *c, const struct pollfd *p, int n)
+{
+	char tmp[65536];
+	ssize_t r;
+	int i, k, rounds, gone = 0;
+	struct neg_slot *s;
+
+	for (i = 0, k = 1; i < c->count; i++) {
+		s = chan_slot(c, i);
+		if (!s->running)
+			continue;
+		if (k + s->nfds <= n)
+			neg_job_io(&s->job, p + k, s->nfds);
+		k += s->nfds;
+	}
+	if (p[0].revents & POLLOUT) {
+		size_t len = c->out.len - c->outoff;
+
+		r = write(c->fd, c->out.p + c->outoff, len < NEG_WRITE_CHUNK ? len : NEG_WRITE_CHUNK);
+		if (r > 0) {
+			c->outoff += (size_t)r;
+			if (c->outoff == c->out.len) {
+				c->out.len = c->outoff = 0;
+				if (c->out.cap > 1 << 20)
+					buf_free(&c->out);
+			}
+		} else if (r < 0 && errno != EAGAIN && errno != EINTR) {
+			gone = 1;
+		}
+	}
+	if (!gone && (p[0].revents & POLLIN)) {
+		for (rounds = 0; rounds < 16; rounds++) {
+			buf_reserve(&c->in, sizeof(tmp));
+			r = read(c->fd, c->in.p + c->in.len, sizeof(tmp));
+			if (r > 0) {
+				c->in.len += (size_t)r;
+				c->last_rx = neg_now();
+				continue;
+			}
+			if (r < 0 && errno == EINTR)
+				continue;
+			if (r == 0)
+				errno = 0;
+			if (r == 0 || errno != EAGAIN)
+				gone = 1;
+			break;
+		}
+	}
+	if (!gone && (p[0].revents & (POLLHUP | POLLERR | POLLNVAL)) && !(p[0].revents & POLLIN)) {
+		errno = 0;
+		gone = 1;
+	}
+	for (i = 0; i < c->count; i++)
+		chan_job_finished(c, chan_slot(c, i));
+	chan_process(c);
+	return gone ? -1 : 0;
+}
+
+void
+neg_chan_reap(struct neg_chan *c)
+{
+	int i;
+
+	for (i = 0; i < c->count; i++)
+		if (chan_slot(c, i)->running)
+			neg_job_reap(&chan_slot(c, i)->job);
+	for (i = 0; i < c->count; i++)
+		chan_job_finished(c, chan_slot(c, i));
+	chan_flush(c);
+}
+
+void
+neg_chan_tick(struct neg_chan *c, int64_t now)
+{
+	int i;
+
+	for (i = 0; i < c->count; i++)
+		if (chan_slot(c, i)->running)
+			neg_job_tick(&chan_slot(c, i)->job, now);
+	if (proto_reader_partial(&c->rd) && c->inoff == c->in.len &&
+	    now - c->last_rx >= PROTO_PARTIAL_MS && chan_can_take(c)) {
+		struct neg_slot *s = chan_slot(c, c->count++);
+
+		memset(s, 0, sizeof(*s));
+		neg_log(LOG_WARNING, "dropping an incomplete frame");
+		neg_reply_text(&s->reply, "null", "Protocol error: incomplete frame (the rest did not arrive in time)");
+		s->done = 1;
+		proto_reader_reset(&c->rd);
+	}
+	for (i = 0; i < c->count; i++)
+		chan_job_finished(c, chan_slot(c, i));
+	chan_process(c);
+}
+
+int64_t
+neg_chan_wake(const struct neg_chan *c)
+{
+	int64_t t = 0;
+	int i;
+	const struct neg_slot *s;
+
+	for (i = 0; i < c->count; i++) {
+		s = &c->slot[(c->head + i) % NEG_CHAN_MAXJOBS];
+		if (s->running)
+			t = neg_min_deadline(t, neg_job_wake(&s->job));
+	}
+	if (proto_reader_partial(&c->rd))
+		t = neg_min_deadline(t, c->last_rx + PROTO_PARTIAL_MS);
+	/* old guest kernels can lose the POLLOUT wake-up: retry writes on a timer */
+	if (c->outoff < c->out.len)
+		t = neg_min_deadline(t, neg_now() + 100);
+	/* requests held back by the global cap are looked at again soon */
+	if (c->inoff < c->in.len)
+		t = neg_min_deadline(t, neg_now() + 50);
+	return t;
+}
+
+/*
+ * The peer went away: its requests are void.  Running commands are killed
+ * and their replies discarded; the slots stay until the commands are reaped.
+ */
+void
+neg_chan_reset(struct neg_chan *c)
+{
+	int64_t now = neg_now();
+	struct neg_slot *s;
+	int i;
+
+	for (i = 0; i < c->count; i++) {
+		s = chan_slot(c, i);
+		buf_free(&s->reply);
+		if (s->running) {
+			s->job.discard = 1;
+			neg_job_kill(&s->job, now);
+		} else {
+			s->done = 1;
+		}
+	}
+	proto_reader_reset(&c->rd);
+	c->in.len = c->inoff = 0;
+	c->out.len = c->outoff = 0;
+}
+
+/* Whether commands are still running (a reset channel waits for them to be reaped). */
+int
+neg_chan_busy(const struct neg_chan *c)
+{
+	int i;
+
+	for (i = 0; i < c->count; i++)
+		if (c->slot[(c->head + i) % NEG_CHAN_MAXJOBS].running)
+			return 1;
+	return 0;
+}
+
+/* ---- the client side of a call ---- */
+
+/* Milliseconds until deadline (-1 for none), at most cap. */
+static int
+wait_ms(int64_t deadline, int cap)
+{
+	int64_t left;
+
+	if (deadline < 0)
+		return cap;
+	left = deadline - neg_now();
+	if (left < 0)
+		return 0;
+	return left < cap ? (int)left : cap;
+}
+
+static int
+expired(int64_t deadline)
+{
+	return deadline >= 0 && neg_now() >= deadline;
+}
+
+/*
+ * Writes all of s, at most NEG_WRITE_CHUNK per write() (virtio_console's
+ * limit), waiting for POLLOUT in short slices because old guest kernels lose
+ * that wake-up.  On a port, POLLHUP means the host is not there yet: wait.
+ */
+int
+neg_write_all(int fd, int flags, const char *s, size_t len, int64_t deadline,
+    char *err, size_t errlen)
+{
+	struct pollfd p;
+	ssize_t n;
+	size_t off = 0;
+	int away = 0;
+
+	while (off < len) {
+		p.fd = fd;
+		p.events = POLLOUT;
+		p.revents = 0;
+		if (poll(&p, 1, wait_ms(deadline, 100)) < 0 && errno != EINTR) {
+			snprintf(err, errlen, "poll failed: %s", strerror(errno));
+			return -1;
+		}
+		if ((p.revents & POLLHUP) && (flags & NEG_CALL_PORT) && off == 0) {
+			away = 1;
+			if (expired(deadline))
+				break;
+			poll(NULL, 0, 50);
+			continue;
+		}
+		if (p.revents & (POLLERR | POLLNVAL | POLLHUP)) {
+			snprintf(err, errlen, "the connection was closed while sending");
+			return -1;
+		}
+		n = write(fd, s + off, len - off < NEG_WRITE_CHUNK ? len - off : NEG_WRITE_CHUNK);
+		if (n > 0) {
+			off += (size_t)n;
+			continue;
+		}
+		if (n < 0 && errno != EAGAIN && errno != EINTR) {
+			snprintf(err, errlen, "cannot send: %s", strerror(errno));
+			return -1;
+		}
+		if (expired(deadline))
+			break;
+	}
+	if (off == len)
+		return 0;
+	snprintf(err, errlen, away ? "the other side is not connected to the channel" :
+	    "timed out while sending");
+	return -1;
+}
+
+/*
+ * One call: sends the request (with a fresh id) and waits for the reply with
+ * that id, dropping stale replies of earlier calls.  deadline < 0: no limit.
+ */
+int
+neg_call(int fd, int flags, const struct proto_request *kw, const char *method,
+    int64_t deadline, size_t max_frame, struct proto_response *resp,
+    char *err, size_t errlen)
+{
+	static unsigned counter;
+	struct proto_request req;
+	struct proto_reader r;
+	struct buf frame = {0};
+	struct pollfd p;
+	char tmp[65536];
+	size_t used, off;
+	ssize_t n;
+	int rc = -1;
+	enum proto_event ev;
+
+	memset(&req, 0, sizeof(req));
+	if (kw)
+		req = *kw;
+	if (counter == 0)
+		counter = (unsigned)getpid() * 7919u + (unsigned)neg_now();
+	counter = counter * 1103515245u + 12345u;
+	snprintf(req.id, sizeof(req.id), "%u", counter % 1000000000u);
+	proto_request_write(&frame, method, req.argv, req.argc, &req);
+	if (neg_write_all(fd, flags, frame.p, frame.len, deadline, err, errlen) < 0) {
+		buf_free(&frame);
+		return -1;
+	}
+	buf_free(&frame);
+	proto_reader_init(&r, max_frame);
+	for (;;) {
+		p.fd = fd;
+		p.events = POLLIN;
+		p.revents = 0;
+		if (expired(deadline)) {
+			snprintf(err, errlen, "no reply within the timeout");
+			break;
+		}
+		if (poll(&p, 1, wait_ms(deadline, 1000)) < 0 && errno != EINTR) {
+			snprintf(err, errlen, "poll failed: %s", strerror(errno));
+			break;
+		}
+		if (p.revents == 0)
+			continue;
+		n = read(fd, tmp, sizeof(tmp));
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			continue;
+		if (n < 0) {
+			snprintf(err, errlen, "cannot receive: %s", strerror(errno));
+			break;
+		}
+		if (n == 0) {
+			snprintf(err, errlen, "the other side closed the connection before replying");
+			break;
+		}
+		for (off = 0; off < (size_t)n; off += used) {
+			ev = proto_reader_feed(&r, tmp + off, (size_t)n - off, &used);
+			if (ev == PROTO_ERROR) {
+				snprintf(err, errlen, "%s", r.err);
+				goto out;
+			}
+			if (ev != PROTO_FRAME)
+				continue;
+			if (proto_response_parse(resp, r.body.p, r.body.len, err, errlen) < 0)
+				goto out;
+			/* A 0.8 peer echoes no id; ours does, and a stale reply is dropped. */
+			if (resp->id[0] && strcmp(resp->id, req.id) != 0) {
+				neg_log(LOG_INFO, "dropping a reply to an earlier call (id %s)", resp->id);
+				proto_response_free(resp);
+				continue;
+			}
+			rc = 0;
+			goto out;
+		}
+	}
+out:
+	proto_reader_free(&r);
+	return rc;
+}
+
+static void
+write_out(int fd, const char *s, size_t len)
+{
+	ssize_t n;
+
+	while (len > 0) {
+		n = write(fd, s, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return;
+		s += n;
+		len -= (size_t)n;
+	}
+}
+
+/* The exit status a 0.8 peer's error text implies ("... exit code N ..."), else 255. */
+static int
+status_from_text(const char *e)
+{
+	const char *p = strstr(e, "exit code ");
+	int v;
+
+	if (p && sscanf(p + 10, "%d", &v) == 1 && v > 0 && v < 256)
+		return v;
+	return 255;
+}
+
+/* Deadline for a call whose callee enforces the timeout itself: a little later, to hear why. */
+static int64_t
+call_deadline(double timeout)
+{
+	return timeout > 0 ? neg_now() + (int64_t)(timeout * 1000) + 2000 : -1;
+}
+
+/*
+ * -e: runs argv on the other side and behaves like ssh: the command's stdout
+ * and stderr on ours, its exit status as ours, 255 when negotiator failed.
+ */
+int
+neg_cli_execute(int fd, int flags, char **argv, size_t argc, const char *input_path,
+    double timeout, size_t max_frame, const char *peer)
+{
+	struct proto_request kw;
+	struct proto_response resp;
+	char err[512];
+	int rc;
+	size_t len;
+
+	memset(&kw, 0, sizeof(kw));
+	kw.argv = argv;
+	kw.argc = argc;
+	kw.base64 = 1;
+	kw.timeout = timeout;
+	if (input_path) {
+		if (neg_read_file(input_path, &kw.input, err, sizeof(err)) < 0) {
+			neg_log(LOG_ERR, "%s", err);
+			buf_free(&kw.input);
+			return 255;
+		}
+		kw.has_input = 1;
+	}
+	rc = neg_call(fd, flags, &kw, "execute", call_deadline(timeout), max_frame, &resp,
+	    err, sizeof(err));
+	buf_free(&kw.input);
+	if (rc < 0) {
+		neg_log(LOG_ERR, "%s: %s", peer, err);
+		return 255;
+	}
+	if (resp.stderr_text.len)
+		write_out(2, resp.stderr_text.p, resp.stderr_text.len);
+	if (resp.success || resp.result.len) {
+		if (resp.base64) {
+			write_out(1, resp.result.p, resp.result.len);
+		} else {
+			/* a 0.8 peer: print as its CLI does, trailing white space removed */
+			len = resp.result.len;
+			while (len > 0 && isspace((unsigned char)resp.result.p[len - 1]))
+				len--;
+			write_out(1, resp.result.p, len);
+			write_out(1, "\n", 1);
+		}
+	}
+	if (resp.success)
+		rc = 0;
+	else if (resp.timed_out)
+		rc = 255;
+	else if (resp.exit_code > 0)
+		rc = resp.exit_code;
+	else if (resp.signal > 0)
+		rc = 128 + resp.signal;
+	else
+		rc = status_from_text(resp.error);
+	if (!resp.success)
+		neg_log(LOG_ERR, "%s: %s", peer, resp.error);
+	proto_response_free(&resp);
+	return rc;
+}
+
+int
+neg_cli_list(int fd, int flags, double timeout, size_t max_frame, const char *peer)
+{
+	struct proto_response resp;
+	char err[512];
+	size_t i;
+
+	if (neg_call(fd, flags, NULL, "list_commands",
+	    timeout > 0 ? neg_now() + (int64_t)(timeout * 1000) : -1, max_frame, &resp,
+	    err, sizeof(err)) < 0) {
+		neg_log(LOG_ERR, "%s: %s", peer, err);
+		return 255;
+	}
+	if (!resp.success || resp.result_kind != PROTO_J_ARRAY) {
+		neg_log(LOG_ERR, "%s: %s", peer, resp.success ? "the reply is not a list" : resp.error);
+		proto_response_free(&resp);
+		return 255;
+	}
+	qsort(resp.list, resp.nlist, sizeof(char *), cmpstr);
+	for (i = 0; i < resp.nlist; i++)
+		printf("%s\n", resp.list[i]);
+	proto_response_free(&resp);
+	return fflush(stdout) == 0 ? 0 : 255;
+}

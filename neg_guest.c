@@ -1,0 +1,463 @@
+/*
+ * neg_guest.c: negotiator-guest, the agent inside a virtual machine.
+ *
+ * As a daemon (-d) it serves the host-to-guest port: requests from the host,
+ * one command at a time, replies in order.  As a client (-l, -e) it calls
+ * the host daemon over the guest-to-host port.  Ports are found by name in
+ * /sys/class/virtio-ports, or given with -c (also a virtconsole tty such as
+ * /dev/hvc0 on kernels without named ports).
+ *
+ * virtio_console's quirks shape the port loop (see spec/reference-0.8.md):
+ * with the host side away, read() returns 0 and poll() reports POLLHUP at once,
+ * so a level-triggered loop would spin.  The port is therefore in one of:
+ *
+ *   CLOSED --open ok--> UP --POLLHUP/read()==0--> AWAY --probe: EAGAIN/data--> UP
+ *     ^                  |                          |
+ *     +---ENODEV/ENXIO---+--------------------------+
+ *
+ * In AWAY the fd is not polled; it is probed on SIGIO (where the kernel sends
+ * it) and on a backoff timer (always: old kernels have no fasync, and a SIGIO
+ * can be missed).  Once a SIGIO has been seen the timer is only a safety net.
+ * The port stays open for the daemon's life: closing it discards data.
+ */
+#include <sys/stat.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include "neg_proto.h"
+
+#define H2G_NAME "negotiator-host-to-guest.0"
+#define G2H_NAME "negotiator-guest-to-host.0"
+#define PORTS_DIR "/sys/class/virtio-ports"
+#define FIND_PORT_MS 5000      /* the name file appears a moment after the node */
+#define PROBE_MIN_MS 50
+#define PROBE_MAX_MS 500       /* until a SIGIO has been seen: the no-fasync path */
+#define PROBE_SAFETY_MS 5000   /* once SIGIO is known to work */
+#define REOPEN_MS 1000
+
+static const char usage_text[] =
+"Usage: negotiator-guest [OPTIONS]\n"
+"\n"
+"Communicate from a KVM/QEMU guest with its host, or serve the host's calls.\n"
+"\n"
+"  -l, --list-commands          list the commands the host exposes to this guest\n"
+"  -e, --execute=COMMAND        run COMMAND (split like a shell would, no expansion) on\n"
+"                               the host; its output and exit status become ours\n"
+"  -d, --daemon                 serve the host's calls (foreground, until SIGTERM)\n"
+"  -t, --timeout=SECONDS        give up after this long (default 10, 0 = never)\n"
+"  -c, --character-device=PATH  the port to use (default: found by its name)\n"
+"      --commands-directory=DIR the commands the host may run (default\n"
+"                               /usr/lib/negotiator/commands)\n"
+"      --input=FILE|-           with -e: the command's standard input\n"
+"      --max-frame=BYTES        largest message accepted (default 64M)\n"
+"      --syslog                 log to syslog instead of standard error\n"
+"  -v, --verbose                more logging (repeatable)\n"
+"  -q, --quiet                  less logging (repeatable)\n"
+"      --version                print the version and exit\n"
+"  -h, --help                   show this message and exit\n"
+"\n"
+"Exit status of -e: the host command's status when it failed, 0 on success,\n"
+"255 when negotiator itself failed.\n";
+
+enum { OPT_COMMANDS = 256, OPT_INPUT, OPT_MAX_FRAME, OPT_SYSLOG, OPT_VERSION };
+
+static const struct option longopts[] = {
+	{ "list-commands", no_argument, NULL, 'l' },
+	{ "execute", required_argument, NULL, 'e' },
+	{ "daemon", no_argument, NULL, 'd' },
+	{ "timeout", required_argument, NULL, 't' },
+	{ "character-device", required_argument, NULL, 'c' },
+	{ "commands-directory", required_argument, NULL, OPT_COMMANDS },
+	{ "input", required_argument, NULL, OPT_INPUT },
+	{ "max-frame", required_argument, NULL, OPT_MAX_FRAME },
+	{ "syslog", no_argument, NULL, OPT_SYSLOG },
+	{ "verbose", no_argument, NULL, 'v' },
+	{ "quiet", no_argument, NULL, 'q' },
+	{ "version", no_argument, NULL, OPT_VERSION },
+	{ "help", no_argument, NULL, 'h' },
+	{ NULL, 0, NULL, 0 }
+};
+
+/* Finds /dev/NAME for the port whose sysfs name is `name`, rescanning until deadline. */
+static int
+guest_find_port(const char *name, char *path, size_t pathlen, int64_t deadline)
+{
+	char file[PATH_MAX], buf[128];
+	struct dirent *e;
+	DIR *d;
+	FILE *f;
+	int found;
+
+	for (;;) {
+		found = 0;
+		if ((d = opendir(PORTS_DIR)) != NULL) {
+			while (!found && (e = readdir(d)) != NULL) {
+				if (e->d_name[0] == '.')
+					continue;
+				snprintf(file, sizeof(file), PORTS_DIR "/%s/name", e->d_name);
+				if ((f = fopen(file, "re")) == NULL)
+					continue;
+				if (fgets(buf, sizeof(buf), f) != NULL) {
+					buf[strcspn(buf, "\n")] = '\0';
+					if (strcmp(buf, name) == 0) {
+						snprintf(path, pathlen, "/dev/%s", e->d_name);
+						found = 1;
+					}
+				}
+				fclose(f);
+			}
+			closedir(d);
+		}
+		if (found)
+			return 0;
+		if (neg_now() >= deadline)
+			return -1;
+		poll(NULL, 0, 200);
+	}
+}
+
+/*
+ * Opens the port non-blocking; "already open" (EBUSY, or EMFILE on old
+ * kernels) is retried until deadline.  A tty (virtconsole) is put in raw mode.
+ */
+static int
+guest_open_port(const char *path, int64_t deadline, int quiet)
+{
+	struct termios t;
+	int fd;
+
+	for (;;) {
+		fd = open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+		if (fd >= 0)
+			break;
+		if ((errno != EBUSY && errno != EMFILE) || neg_now() >= deadline) {
+			if (!quiet)
+				neg_log(LOG_ERR, "cannot open %s: %s%s", path, strerror(errno),
+				    errno == EBUSY || errno == EMFILE ?
+				    " (another program has the port open)" : "");
+			return -1;
+		}
+		poll(NULL, 0, 100);
+	}
+	if (isatty(fd) && tcgetattr(fd, &t) == 0) {
+		cfmakeraw(&t);
+		tcsetattr(fd, TCSANOW, &t);
+	}
+	return fd;
+}
+
+static int
+find_and_open(const char *given, const char *name, int64_t deadline, char *path,
+    size_t pathlen)
+{
+	if (given) {
+		snprintf(path, pathlen, "%s", given);
+	} else if (guest_find_port(name, path, pathlen, deadline) < 0) {
+		neg_log(LOG_ERR, "no virtio port named %s in %s: add the channel to the "
+		    "guest's definition (see README) or give the device with -c PATH",
+		    name, PORTS_DIR);
+		return -1;
+	}
+	return guest_open_port(path, deadline, 0);
+}
+
+/* ---- the daemon ---- */
+
+enum { PORT_CLOSED, PORT_UP, PORT_AWAY };
+
+struct port {
+	int state;
+	char path[PATH_MAX];
+	const char *given;
+	int64_t probe_at;
+	int probe_ms;
+	int sigio;        /* we asked for SIGIO */
+	int sigio_seen;
+	struct neg_chan chan;
+};
+
+static void
+port_away(struct port *pt, int64_t now)
+{
+	if (pt->state == PORT_UP)
+		neg_log(LOG_INFO, "host disconnected from %s", pt->path);
+	neg_chan_reset(&pt->chan);
+	pt->state = PORT_AWAY;
+	pt->probe_ms = PROBE_MIN_MS;
+	pt->probe_at = now + pt->probe_ms;
+}
+
+static void
+port_close(struct port *pt, int64_t now)
+{
+	neg_log(LOG_WARNING, "lost %s: %s; looking for it again", pt->path, strerror(errno));
+	neg_chan_reset(&pt->chan);
+	close(pt->chan.fd);
+	pt->chan.fd = -1;
+	pt->state = PORT_CLOSED;
+	pt->probe_at = now + REOPEN_MS;
+}
+
+static void
+port_attach(struct port *pt, struct neg_server *srv, int fd, const char *path, int64_t now)
+{
+	snprintf(pt->path, sizeof(pt->path), "%s", path);
+	if (pt->sigio) {
+		fcntl(fd, F_SETOWN, getpid());
+		fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_ASYNC);
+	}
+	if (pt->chan.srv == NULL)
+		neg_chan_init(&pt->chan, fd, srv, 1);
+	pt->chan.fd = fd;
+	neg_log(LOG_INFO, "serving %s", path);
+	pt->state = PORT_AWAY;
+	pt->probe_ms = PROBE_MIN_MS;
+	pt->probe_at = now;
+}
+
+/* After an unplug: find the port again (quietly; it may take a while to come back). */
+static void
+port_reopen(struct port *pt, struct neg_server *srv, int64_t now)
+{
+	char path[PATH_MAX];
+	int fd;
+
+	pt->probe_at = now + REOPEN_MS;
+	if (pt->given)
+		snprintf(path, sizeof(path), "%s", pt->given);
+	else if (guest_find_port(H2G_NAME, path, sizeof(path), now) < 0)
+		return;
+	if ((fd = guest_open_port(path, now, 1)) >= 0)
+		port_attach(pt, srv, fd, path, now);
+}
+
+/*
+ * Whether the host is there: read() gives 0 while it is away, EAGAIN (or data)
+ * while it is connected, ENODEV once the port is unplugged.  Data read here is
+ * kept for the channel.
+ */
+static void
+port_probe(struct port *pt, int64_t now)
+{
+	struct neg_chan *c = &pt->chan;
+	ssize_t n;
+
+	buf_reserve(&c->in, 65536);
+	n = read(c->fd, c->in.p + c->in.len, 65536);
+	if (n > 0) {
+		c->in.len += (size_t)n;
+		c->last_rx = now;
+	}
+	if (n > 0 || (n < 0 && (errno == EAGAIN || errno == EINTR))) {
+		neg_log(LOG_INFO, "host connected to %s", pt->path);
+		pt->state = PORT_UP;
+		return;
+	}
+	if (n < 0 && errno != EAGAIN) {
+		port_close(pt, now);
+		return;
+	}
+	pt->probe_ms = pt->probe_ms * 2;
+	if (pt->probe_ms > (pt->sigio_seen ? PROBE_SAFETY_MS : PROBE_MAX_MS))
+		pt->probe_ms = pt->sigio_seen ? PROBE_SAFETY_MS : PROBE_MAX_MS;
+	pt->probe_at = now + pt->probe_ms;
+}
+
+static int
+guest_daemon(struct neg_server *srv, const char *given)
+{
+	struct pollfd p[1 + NEG_CHAN_FDS];
+	struct port pt;
+	int64_t now, wake;
+	char path[PATH_MAX];
+	int n, chld, i, fd, stopping = 0;
+	const char *no_sigio = getenv("NEGOTIATOR_NO_SIGIO");
+
+	memset(&pt, 0, sizeof(pt));
+	pt.chan.fd = -1;
+	pt.given = given;
+	/* NEGOTIATOR_NO_SIGIO=1 takes the path of kernels without fasync, for tests */
+	pt.sigio = !(no_sigio && *no_sigio && strcmp(no_sigio, "0") != 0);
+	if (neg_signals_init() < 0)
+		neg_die("cannot set up signal handling: %s", strerror(errno));
+	if ((fd = find_and_open(given, H2G_NAME, neg_now() + FIND_PORT_MS, path, sizeof(path))) < 0)
+		return 255;
+	port_attach(&pt, srv, fd, path, neg_now());
+	neg_log(LOG_INFO, "negotiator-guest %s started", NEG_VERSION);
+	for (;;) {
+		now = neg_now();
+		if (neg_got_sigterm && !stopping) {
+			neg_log(LOG_INFO, "terminating");
+			stopping = 1;
+			if (pt.chan.srv)
+				neg_chan_reset(&pt.chan);
+		}
+		if (stopping && (pt.chan.srv == NULL || !neg_chan_busy(&pt.chan)))
+			return 0;
+		if (pt.state != PORT_UP && now >= pt.probe_at && !stopping) {
+			if (pt.state == PORT_CLOSED)
+				port_reopen(&pt, srv, now);
+			else
+				port_probe(&pt, now);
+			continue;
+		}
+		p[0].fd = neg_sigpipe_fd();
+		p[0].events = POLLIN;
+		p[0].revents = 0;
+		n = 1;
+		wake = pt.state == PORT_UP || stopping ? 0 : pt.probe_at;
+		if (pt.chan.srv) {
+			n += neg_chan_pollfds(&pt.chan, p + 1, !stopping);
+			if (pt.state != PORT_UP)
+				p[1].fd = -1;	/* never poll a port whose host is away: it spins */
+			wake = neg_min_deadline(wake, neg_chan_wake(&pt.chan));
+		}
+		if (poll(p, (nfds_t)n, neg_poll_timeout(wake, now)) < 0 && errno != EINTR)
+			neg_die("poll failed: %s", strerror(errno));
+		now = neg_now();
+		chld = 0;
+		if (p[0].revents & POLLIN)
+			chld = neg_signal_drain();
+		if (neg_got_sigio) {
+			neg_got_sigio = 0;
+			pt.sigio_seen = 1;
+			if (pt.state == PORT_AWAY)
+				pt.probe_at = now;
+		}
+		if (neg_got_sighup)
+			neg_got_sighup = 0;
+		if (pt.chan.srv == NULL)
+			continue;
+		if (pt.state == PORT_UP) {
+			if (neg_chan_io(&pt.chan, p + 1, n - 1) < 0) {
+				if (errno == 0 || errno == EPIPE || errno == ECONNRESET)
+					port_away(&pt, now);
+				else
+					port_close(&pt, now);
+			}
+		} else {
+			for (i = 2; i < n; i++)
+				if (p[i].revents)
+					break;
+			if (i < n) {
+				p[1].revents = 0;
+				neg_chan_io(&pt.chan, p + 1, n - 1);
+			}
+		}
+		if (chld)
+			neg_chan_reap(&pt.chan);
+		neg_chan_tick(&pt.chan, now);
+	}
+}
+
+int
+main(int argc, char **argv)
+{
+	struct neg_server srv;
+	const char *command = NULL, *device = NULL, *input = NULL;
+	char path[PATH_MAX], err[256];
+	double timeout = 10;
+	char **cargv = NULL;
+	size_t cargc;
+	int c, mode = 0, fd, rc, loud = 0;
+	int64_t deadline;
+
+	neg_progname = "negotiator-guest";
+	memset(&srv, 0, sizeof(srv));
+	srv.env.dir = "/usr/lib/negotiator/commands";
+	srv.max_frame = PROTO_MAX_FRAME_DEFAULT;
+	srv.max_running = 1;
+	while ((c = getopt_long(argc, argv, "le:dt:c:vqh", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'l': case 'd':
+			mode = c;
+			break;
+		case 'e':
+			mode = c;
+			command = optarg;
+			break;
+		case 't':
+			if (neg_parse_seconds(optarg, &timeout) < 0)
+				neg_die("invalid timeout '%s': give a number of seconds", optarg);
+			break;
+		case 'c':
+			device = optarg;
+			break;
+		case OPT_COMMANDS:
+			srv.env.dir = optarg;
+			break;
+		case OPT_INPUT:
+			input = optarg;
+			break;
+		case OPT_MAX_FRAME:
+			if (neg_parse_size(optarg, &srv.max_frame) < 0)
+				neg_die("invalid --max-frame '%s': give bytes (1K to 1G)", optarg);
+			break;
+		case OPT_SYSLOG:
+			neg_syslog = 1;
+			break;
+		case 'v':
+			loud++;
+			break;
+		case 'q':
+			loud--;
+			break;
+		case OPT_VERSION:
+			printf("negotiator-guest %s\n", NEG_VERSION);
+			return 0;
+		case 'h':
+			fputs(usage_text, stdout);
+			return 0;
+		default:
+			fprintf(stderr, "Try 'negotiator-guest --help' for more information.\n");
+			return 255;
+		}
+	}
+	if (optind < argc)
+		neg_die("unexpected argument '%s' (the guest takes no positional arguments)",
+		    argv[optind]);
+	if (mode == 0) {
+		fputs(usage_text, stdout);
+		return 0;
+	}
+	/* daemons tell what they do by default; clients speak only of trouble */
+	neg_verbosity = (mode == 'd' ? LOG_INFO : LOG_WARNING) + loud;
+	if (neg_verbosity < LOG_ERR)
+		neg_verbosity = LOG_ERR;
+	if (neg_verbosity > LOG_DEBUG)
+		neg_verbosity = LOG_DEBUG;
+	if (neg_syslog)
+		openlog("negotiator-guest", LOG_PID, LOG_DAEMON);
+	if (mode == 'd') {
+		return guest_daemon(&srv, device);
+	}
+	if (input && mode != 'e')
+		neg_die("--input goes with -e");
+	if (mode == 'e' && neg_split(command, &cargv, &cargc, err, sizeof(err)) < 0)
+		neg_die("cannot run '%s': %s", command, err);
+	signal(SIGPIPE, SIG_IGN);
+	deadline = timeout > 0 ? neg_now() + (int64_t)(timeout * 1000) : neg_now() + 3600000;
+	if ((fd = find_and_open(device, G2H_NAME, deadline, path, sizeof(path))) < 0) {
+		neg_strv_free(cargv);
+		return 255;
+	}
+	if (mode == 'l')
+		rc = neg_cli_list(fd, NEG_CALL_PORT, timeout, srv.max_frame, "host");
+	else
+		rc = neg_cli_execute(fd, NEG_CALL_PORT, cargv, cargc, input, timeout,
+		    srv.max_frame, "host");
+	close(fd);
+	neg_strv_free(cargv);
+	return rc;
+}

@@ -1,0 +1,293 @@
+/*
+ * neg_proto.h: the interfaces shared by negotiator-host and negotiator-guest.
+ *
+ * Two halves.  proto_*: frames, strict JSON, requests and responses, base64,
+ * the method table; pure functions over memory, no I/O policy (neg_proto.c).
+ * neg_*: what both programs do with the outside world: logging, options,
+ * the command runner, the commands directory, built-ins and the client side
+ * of a call (neg.c).
+ */
+#ifndef NEG_PROTO_H
+#define NEG_PROTO_H
+
+#include <poll.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define NEG_VERSION "0.9.0"
+
+/* Bounds, all in one place.  Nothing the peer sends is allocated past these. */
+#define PROTO_MAX_FRAME_DEFAULT (64u << 20) /* payload bytes of one frame */
+#define PROTO_MAX_FRAME_LIMIT (1u << 30)    /* what --max-frame may raise it to */
+#define PROTO_MAX_LENLINE 32                /* bytes of a length line, newline included */
+#define PROTO_MAX_DEPTH 32                  /* nesting of arrays and objects */
+#define PROTO_MAX_ARGS 4096                 /* argv entries of execute */
+#define PROTO_MAX_ID 64                     /* bytes of the JSON text of a request id */
+#define PROTO_PARTIAL_MS 10000              /* a frame left incomplete this long is dropped */
+#define NEG_MAX_STDERR (64u << 10)          /* captured stderr kept for the reply */
+#define NEG_MAX_NAME 255                    /* bytes of a command name */
+#define NEG_WRITE_CHUNK (32u << 10)         /* virtio_console takes at most this per write() */
+#define NEG_KILL_GRACE_MS 2000              /* SIGTERM to SIGKILL */
+
+/* A growable byte buffer; the data is always NUL-terminated for convenience. */
+struct buf {
+	char *p;
+	size_t len;
+	size_t cap;
+};
+
+void buf_reserve(struct buf *, size_t);
+void buf_add(struct buf *, const void *, size_t);
+void buf_adds(struct buf *, const char *);
+void buf_addf(struct buf *, const char *, ...)
+    __attribute__((format(printf, 2, 3)));
+void buf_consume(struct buf *, size_t);
+void buf_free(struct buf *);
+
+/* Frame reader: "LEN\n" + LEN bytes, fed incrementally. */
+enum proto_event { PROTO_NEED_MORE, PROTO_FRAME, PROTO_ERROR };
+
+struct proto_reader {
+	int state;
+	char line[PROTO_MAX_LENLINE];
+	size_t linelen;
+	size_t want;     /* payload bytes still expected (or to skip) */
+	size_t max_frame;
+	struct buf body; /* the payload when PROTO_FRAME is returned */
+	char err[160];   /* the reason when PROTO_ERROR is returned */
+};
+
+void proto_reader_init(struct proto_reader *, size_t max_frame);
+void proto_reader_reset(struct proto_reader *);
+void proto_reader_free(struct proto_reader *);
+int proto_reader_partial(const struct proto_reader *);
+enum proto_event proto_reader_feed(struct proto_reader *, const char *, size_t,
+    size_t *used);
+void proto_frame_begin(struct buf *);
+void proto_frame_end(struct buf *, size_t start);
+
+/* JSON: validated text plus jsmn's tokens. */
+struct proto_json {
+	const char *js;
+	size_t len;
+	void *tok; /* jsmntok_t[ntok]; jsmn.h is included by neg_proto.c alone */
+	int ntok;
+};
+
+int proto_json_parse(struct proto_json *, const char *, size_t, char *err,
+    size_t errlen);
+void proto_json_free(struct proto_json *);
+int proto_json_get(const struct proto_json *, int obj, const char *key);
+int proto_json_next(const struct proto_json *, int tok);
+int proto_json_type(const struct proto_json *, int tok);
+int proto_json_size(const struct proto_json *, int tok);
+int proto_json_is(const struct proto_json *, int tok, const char *literal);
+int proto_json_string(const struct proto_json *, int tok, struct buf *);
+int proto_json_number(const struct proto_json *, int tok, double *);
+enum { PROTO_J_OBJECT = 1, PROTO_J_ARRAY, PROTO_J_STRING, PROTO_J_PRIMITIVE };
+
+void proto_put_string(struct buf *, const char *, size_t);
+
+/* base64, RFC 4648 with padding. */
+void proto_b64_encode(struct buf *, const void *, size_t);
+int proto_b64_decode(struct buf *, const char *, size_t);
+int proto_utf8_valid(const char *, size_t);
+
+/* The methods a daemon serves: a fixed table, never reflection. */
+enum proto_method {
+	PROTO_M_UNKNOWN,
+	PROTO_M_EXECUTE,
+	PROTO_M_LIST_COMMANDS,
+	PROTO_M_PING,
+	PROTO_M_VERSION
+};
+
+enum proto_method proto_method_lookup(const char *);
+
+struct proto_request {
+	char *method;
+	char **argv; /* NULL-terminated */
+	size_t argc;
+	struct buf input;
+	int has_input;
+	int base64;
+	double timeout; /* seconds, 0 = none */
+	char id[PROTO_MAX_ID + 1]; /* the id's JSON text, "" if none */
+};
+
+int proto_request_parse(struct proto_request *, const char *, size_t,
+    char *err, size_t errlen);
+void proto_request_free(struct proto_request *);
+void proto_request_write(struct buf *, const char *method, char *const *argv,
+    size_t argc, const struct proto_request *kw);
+
+struct proto_response {
+	int success;
+	int result_kind; /* PROTO_J_STRING, PROTO_J_ARRAY or 0 */
+	struct buf result; /* a string result, decoded (and base64-decoded) */
+	char **list;       /* an array result of strings, NULL-terminated */
+	size_t nlist;
+	char *error;
+	int exit_code;   /* -1 if not given */
+	int signal;      /* 0 if not given */
+	int timed_out;
+	int base64;      /* the peer encoded result and stderr: not a 0.8 peer */
+	struct buf stderr_text;
+	char id[PROTO_MAX_ID + 1];
+};
+
+int proto_response_parse(struct proto_response *, const char *, size_t,
+    char *err, size_t errlen);
+void proto_response_free(struct proto_response *);
+
+/* Reply writers; id is the request's id text ("" for none). */
+struct proto_failure {
+	const char *error;
+	int exit_code; /* -1: none */
+	int signal;    /* 0: none */
+	int timed_out;
+	const char *stdout_text; /* what the command printed before it failed */
+	size_t stdout_len;
+	const char *stderr_text;
+	size_t stderr_len;
+	int base64;
+};
+
+void proto_reply_string(struct buf *, const char *id, const char *, size_t,
+    int base64, const char *err, size_t errlen);
+void proto_reply_list(struct buf *, const char *id, char *const *, size_t);
+void proto_reply_error(struct buf *, const char *id, const struct proto_failure *);
+
+/* ---- neg.c ---- */
+
+extern const char *neg_progname;
+extern int neg_verbosity;   /* LOG_ERR .. LOG_DEBUG */
+extern int neg_syslog;
+
+void neg_log(int prio, const char *, ...) __attribute__((format(printf, 2, 3)));
+void neg_die(const char *, ...) __attribute__((format(printf, 1, 2), noreturn));
+void *neg_alloc(size_t);
+char *neg_strdup(const char *);
+int64_t neg_now(void);
+int neg_parse_seconds(const char *, double *);
+int neg_parse_size(const char *, size_t *);
+int neg_split(const char *, char ***argv, size_t *argc, char *err, size_t errlen);
+void neg_strv_free(char **);
+int neg_read_file(const char *, struct buf *, char *err, size_t errlen);
+int neg_signals_init(void);
+int neg_sigpipe_fd(void);
+int neg_signal_drain(void);
+extern volatile int neg_got_sigterm, neg_got_sighup, neg_got_sigio;
+void neg_set_nonblock(int);
+
+/* Commands: a directory of executables plus the built-ins. */
+struct neg_cmdenv {
+	const char *dir;      /* the commands directory */
+	const char *guest;    /* NEGOTIATOR_GUEST on the host, NULL in the guest */
+};
+
+int neg_valid_name(const char *);
+int neg_list_commands(const struct neg_cmdenv *, char ***names, size_t *n);
+int neg_builtin_run(const char *name);
+
+/* One running command, driven by the caller's poll loop. */
+struct neg_job {
+	pid_t pid;
+	int status;    /* wait status, valid when reaped */
+	int reaped;
+	int fd_in, fd_out, fd_err;
+	const char *in;
+	size_t inlen, inpos;
+	struct buf out, err;
+	size_t max_out;
+	int overflow;
+	int64_t deadline;  /* ms, 0: none */
+	int64_t kill_at;   /* ms, when SIGKILL follows SIGTERM; 0: not signalled */
+	int timed_out;
+	int discard;       /* the caller went away: no reply */
+	char name[NEG_MAX_NAME + 1];
+};
+
+int neg_job_start(struct neg_job *, const struct neg_cmdenv *, char *const *argv,
+    const char *input, size_t inputlen, double timeout, size_t max_out,
+    char *err, size_t errlen);
+int neg_job_pollfds(struct neg_job *, struct pollfd *);
+void neg_job_io(struct neg_job *, const struct pollfd *, int n);
+void neg_job_reap(struct neg_job *);
+void neg_job_tick(struct neg_job *, int64_t now);
+int64_t neg_job_wake(const struct neg_job *);
+int neg_job_done(const struct neg_job *);
+void neg_job_kill(struct neg_job *, int64_t now);
+void neg_job_reply(struct neg_job *, const struct proto_request *, struct buf *frame,
+    size_t max_frame);
+void neg_job_free(struct neg_job *);
+
+/* Serving requests: dispatch by the method table; a global cap on running commands. */
+struct neg_server {
+	struct neg_cmdenv env;
+	size_t max_frame;
+	int running;
+	int max_running;
+};
+
+int neg_serve_frame(struct neg_server *, const struct neg_cmdenv *, const char *, size_t,
+    struct neg_job *, struct proto_request *, struct buf *out);
+void neg_reply_text(struct buf *, const char *id, const char *msg);
+
+/*
+ * One served channel: a byte stream carrying requests from the peer and our
+ * replies, with up to maxjobs commands running at once and replies sent in
+ * the order of the requests.  Both daemons drive these from their poll loop.
+ */
+#define NEG_CHAN_MAXJOBS 16
+#define NEG_CHAN_FDS (1 + 3 * NEG_CHAN_MAXJOBS)
+
+struct neg_slot {
+	struct neg_job job;
+	struct proto_request req;
+	struct buf reply;
+	int nfds;      /* pollfds of the job in the current pass */
+	int running;
+	int done;
+};
+
+struct neg_chan {
+	int fd;
+	struct neg_server *srv;
+	struct proto_reader rd;
+	struct buf in;
+	size_t inoff;
+	struct buf out;
+	size_t outoff;
+	int64_t out_retry;
+	int64_t last_rx;
+	struct neg_slot slot[NEG_CHAN_MAXJOBS];
+	int head, count, maxjobs;
+	const char *guest;   /* NEGOTIATOR_GUEST for this channel's commands */
+};
+
+void neg_chan_init(struct neg_chan *, int fd, struct neg_server *, int maxjobs);
+int neg_chan_pollfds(struct neg_chan *, struct pollfd *, int want_input);
+int neg_chan_io(struct neg_chan *, const struct pollfd *, int n);
+void neg_chan_reap(struct neg_chan *);
+void neg_chan_tick(struct neg_chan *, int64_t now);
+int64_t neg_chan_wake(const struct neg_chan *);
+void neg_chan_reset(struct neg_chan *);
+int neg_chan_busy(const struct neg_chan *);
+int64_t neg_min_deadline(int64_t, int64_t);
+int neg_poll_timeout(int64_t deadline, int64_t now);
+
+/* The client side of one call. */
+enum { NEG_CALL_PORT = 1 };    /* fd is a virtio port: read()==0 means "host away", wait */
+
+int neg_call(int fd, int flags, const struct proto_request *req, const char *method,
+    int64_t deadline, size_t max_frame, struct proto_response *resp,
+    char *err, size_t errlen);
+int neg_write_all(int fd, int flags, const char *, size_t, int64_t deadline,
+    char *err, size_t errlen);
+int neg_cli_execute(int fd, int flags, char **argv, size_t argc,
+    const char *input_path, double timeout, size_t max_frame, const char *peer);
+int neg_cli_list(int fd, int flags, double timeout, size_t max_frame, const char *peer);
+
+#endif

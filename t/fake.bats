@@ -1,0 +1,277 @@
+#!/usr/bin/env bats
+# Tier 2: both daemons and both CLIs on one machine; t/fakeport (a pty and a UNIX
+# socket) stands in for each virtio-serial port.
+
+load helpers
+
+setup_file() {
+	export D=$(mktemp -d "${BATS_FILE_TMPDIR:-/tmp}/fake.XXXXXX")
+	make_test_commands "$D/guestcmds"
+	make_test_commands "$D/hostcmds"
+	mkdir -p "$D/chan"
+	# host -> guest: the guest daemon serves a fake port
+	"$FAKEPORT" "$D/h2g-port" "$D/h2g.sock" & echo $! > "$D/fp1.pid"
+	wait_for "$D/h2g.sock"
+	FOO=leak "$GUESTBIN" -d -c "$D/h2g-port" --commands-directory "$D/guestcmds" \
+		2> "$D/guest.log" & echo $! > "$D/guest.pid"
+	# guest -> host: the host daemon finds the fake guest in its channel directory
+	"$FAKEPORT" "$D/g2h-port" "$D/chan/fakeguest.negotiator-guest-to-host.0" & echo $! > "$D/fp2.pid"
+	wait_for "$D/chan/fakeguest.negotiator-guest-to-host.0"
+	NEGOTIATOR_NO_VIRSH=1 "$HOSTBIN" -d --channel-directory "$D/chan" \
+		--commands-directory "$D/hostcmds" 2> "$D/host.log" & echo $! > "$D/host.pid"
+	for _ in $(seq 1 100); do
+		grep -q "serving" "$D/host.log" && grep -q "host connected" "$D/guest.log" 2>/dev/null && break
+		"$HOSTBIN" --socket "$D/h2g.sock" -t 1 -e ping-never >/dev/null 2>&1 || true
+		sleep 0.1
+	done
+}
+
+teardown_file() {
+	[ -z "${NEG_KEEP_LOGS:-}" ] || cp "$D/guest.log" "$D/host.log" "$NEG_KEEP_LOGS"/
+	for p in guest host fp1 fp2; do stop_pid "$(cat "$D/$p.pid")"; done
+}
+
+H() { "$HOSTBIN" --socket "$D/h2g.sock" "$@"; }
+G() { "$GUESTBIN" -c "$D/g2h-port" "$@"; }
+
+@test "host -e: arguments with spaces and quotes arrive intact" {
+	run H -e "show 'a b' \"c \\\"d\\\"\" '' e\\ f"
+	assert_success
+	assert_output "$(printf 'args: 4\n[a b]\n[c "d"]\n[]\n[e f]')"
+}
+
+@test "host -c lists built-ins and executable user commands, sorted" {
+	run H -c
+	assert_success
+	assert_output "$(printf '%s\n' bigout binary cat env fail find-disk-usage find-distribution-codename \
+		find-distribution-release find-distributor-id find-ip-addresses oneline show slow twolines)"
+	refute_output --partial notexec
+}
+
+@test "a user command wins over the built-in of the same name" {
+	run H -e find-distributor-id
+	assert_success
+	assert_output "UserOverride"
+}
+
+@test "built-ins run in the guest without any external program" {
+	run H -e find-ip-addresses
+	assert_success
+	assert_line "127.0.0.1/8"
+	run H -e find-distribution-codename
+	assert_success
+	assert_output "$(. /etc/os-release; echo "$VERSION_CODENAME")"
+}
+
+@test "--input FILE and --input - feed the command's stdin" {
+	printf 'line one\nline two\n' > "$D/in.txt"
+	run H -e cat --input "$D/in.txt"
+	assert_success
+	assert_output "$(printf 'line one\nline two')"
+	run bash -c "printf 'from stdin' | '$HOSTBIN' --socket '$D/h2g.sock' -e cat --input -"
+	assert_success
+	assert_output "from stdin"
+}
+
+@test "binary data round-trips intact both ways" {
+	head -c 1048576 /dev/urandom > "$D/rand.bin"
+	H -e cat --input "$D/rand.bin" > "$D/rand.out"
+	cmp "$D/rand.bin" "$D/rand.out"
+	run bash -c "'$HOSTBIN' --socket '$D/h2g.sock' -e binary | od -An -tx1"
+	assert_success
+	assert_output " ff fe 00 01"
+}
+
+@test "large output (20 MiB) arrives whole" {
+	run bash -c "'$HOSTBIN' --socket '$D/h2g.sock' -t 60 -e 'bigout 20971520' | wc -c"
+	assert_success
+	assert_output "20971520"
+}
+
+@test "large input and output together (16 MiB through cat) do not deadlock" {
+	head -c 16777216 /dev/urandom > "$D/big.bin"
+	"$HOSTBIN" --socket "$D/h2g.sock" -t 60 -e cat --input "$D/big.bin" > "$D/big.out"
+	cmp "$D/big.bin" "$D/big.out"
+}
+
+@test "a failing command: its exit status, its stderr and output, one line from negotiator" {
+	run --separate-stderr H -e "fail 3"
+	assert_failure 3
+	assert_output "partial output"
+	[ "${#stderr_lines[@]}" -eq 2 ]
+	[ "${stderr_lines[0]}" = "fail: giving up with status 3" ]
+	[[ ${stderr_lines[1]} == "negotiator-host: $D/h2g.sock: External command failed with exit code 3"* ]]
+}
+
+@test "a missing command: exit 255 and one clear line" {
+	run --separate-stderr H -e nosuch
+	assert_failure 255
+	assert_output ""
+	[ "$stderr" = "negotiator-host: $D/h2g.sock: Command nosuch is not available (not in $D/guestcmds and not a built-in)" ]
+}
+
+@test "no shell and no path tricks: names are plain names" {
+	for name in '../../bin/sh' '/bin/sh' '.hidden' 'x;id' 'a b'; do
+		run --separate-stderr H -e "'$name'"
+		assert_failure 255
+		[[ $stderr == *"Invalid command name"* ]]
+	done
+	run H -e 'show ;id $(id) `id`'
+	assert_success
+	assert_output "$(printf 'args: 3\n[;id]\n[$(id)]\n[`id`]')"
+}
+
+@test "commands get a clean environment and run in /" {
+	run H -e env
+	assert_success
+	assert_line "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	assert_line "HOME=/"
+	assert_line "PWD=/"
+	refute_output --partial "FOO=leak"
+	refute_output --partial "NEGOTIATOR_GUEST"
+}
+
+@test "the callee kills a command that outlives the timeout (process group, no leftovers)" {
+	start=$(date +%s)
+	run --separate-stderr H -t 1 -e "slow $D/slow.pid 30"
+	assert_failure 255
+	[[ $stderr == *"timed out after 1 seconds"* ]]
+	[ $(( $(date +%s) - start )) -lt 10 ]
+	pid=$(cat "$D/slow.pid")
+	for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+	run kill -0 "$pid"
+	assert_failure
+}
+
+@test "a late reply to an abandoned call is never taken for the next call's" {
+	# a caller sends a request and goes away before the reply; the fake port does not
+	# signal that, so the reply reaches the next caller, who must drop it by its id
+	raw_call "$D/h2g.sock" 0 '%s' "$(frame '{"method": "execute", "args": ["slow", "/dev/null", "1"], "id": 111}')" >/dev/null || true
+	run H -e "show next"
+	assert_success
+	assert_output "$(printf 'args: 1\n[next]')"
+}
+
+@test "single-line output is stripped like the reference; several lines kept" {
+	# through a 0.8-style request (no base64), as a Python caller would see it
+	run raw_call "$D/h2g.sock" 1 '%s' "$(frame '{"method": "execute", "args": ["oneline"], "kw": {"capture": true}}')"
+	assert_success
+	assert_output "$(frame '{"success": true, "result": "padded"}')"
+	run raw_call "$D/h2g.sock" 1 '%s' "$(frame '{"method": "execute", "args": ["twolines"], "kw": {"capture": true}}')"
+	assert_output "$(frame '{"success": true, "result": "  a  \n  b  \n"}')"
+	run raw_call "$D/h2g.sock" 1 '%s' "$(frame '{"method": "execute", "args": ["binary"], "kw": {"capture": true}}')"
+	assert_output --partial '"success": false, "error": "Command output is not valid UTF-8'
+}
+
+@test "unknown and private methods: the reference's error text" {
+	run raw_call "$D/h2g.sock" 1 '%s' "$(frame '{"method": "prepare_environment"}')"
+	assert_output "$(frame '{"success": false, "error": "Method prepare_environment not supported"}')"
+}
+
+@test "hostile frames get error replies and the daemon keeps serving" {
+	run raw_call "$D/h2g.sock" 1 'garbage\n'
+	assert_output --partial "Protocol error: expected a byte count"
+	run raw_call "$D/h2g.sock" 1 '5\n{"a"}'
+	assert_output --partial "Protocol error: invalid JSON at byte 4"
+	run raw_call "$D/h2g.sock" 1 '9\n{"a":\x00 1}'
+	assert_output --partial "NUL byte"
+	run raw_call "$D/h2g.sock" 1 '%s\n' "$(head -c 200 /dev/zero | tr '\0' 9)"
+	assert_output --partial "length line longer than 32 bytes"
+	deep=$(printf '[%.0s' $(seq 1 100))
+	run raw_call "$D/h2g.sock" 1 '%s' "$(frame "{\"method\": $deep}")"
+	assert_output --partial "nesting too deep"
+	kill -0 "$(cat "$D/guest.pid")"
+	run H -t 5 -e "show alive"
+	assert_success
+	assert_output "$(printf 'args: 1\n[alive]')"
+}
+
+@test "an oversize frame is refused, skipped, and the next frame is served in step" {
+	"$FAKEPORT" "$D/small-port" "$D/small.sock" & fp=$!
+	wait_for "$D/small.sock"
+	"$GUESTBIN" -d -c "$D/small-port" --commands-directory "$D/guestcmds" --max-frame 4K \
+		2> "$D/small.log" & g=$!
+	sleep 0.3
+	filler=$(head -c 5000 /dev/zero | tr '\0' ' ')
+	run raw_call "$D/small.sock" 1 '5000\n%s%s' "$filler" "$(frame '{"method": "ping", "id": 5}')"
+	stop_pid "$g"; stop_pid "$fp"
+	assert_output "$(frame '{"success": false, "error": "Protocol error: frame of 5000 bytes exceeds the limit of 4096 bytes", "id": null}')$(frame '{"success": true, "result": "pong", "id": 5}')"
+}
+
+@test "guest -e: the host daemon runs a host command that knows the guest's name" {
+	run G -e env
+	assert_success
+	assert_line "NEGOTIATOR_GUEST=fakeguest"
+	run G -e "show 'x y'"
+	assert_success
+	assert_output "$(printf 'args: 1\n[x y]')"
+}
+
+@test "guest -l lists the host's commands; guest -e reports the host command's status" {
+	run G -l
+	assert_success
+	assert_line show
+	assert_line find-ip-addresses
+	run --separate-stderr G -e "fail 7"
+	assert_failure 7
+	assert_output "partial output"
+	run --separate-stderr G -e nosuch
+	assert_failure 255
+	[[ $stderr == "negotiator-guest: host: Command nosuch is not available"* ]]
+}
+
+@test "guest --input: binary data reaches the host command and comes back" {
+	head -c 300000 /dev/urandom > "$D/g.bin"
+	G -e cat --input "$D/g.bin" > "$D/g.out"
+	cmp "$D/g.bin" "$D/g.out"
+}
+
+@test "a 0.8 (Python) peer's replies are understood: plain text, no id" {
+	frame '{"success": true, "result": "Debian\n"}' > "$D/py-reply1"
+	frame '{"success": false, "error": "External command failed with exit code 4! (command: x)"}' > "$D/py-reply2"
+	socat UNIX-LISTEN:"$D/py.sock" SYSTEM:"cat >/dev/null & cat $D/py-reply1; sleep 1" &
+	wait_for "$D/py.sock"
+	run "$HOSTBIN" --socket "$D/py.sock" -e find-distributor-id
+	assert_success
+	assert_output "Debian"
+	socat UNIX-LISTEN:"$D/py2.sock" SYSTEM:"cat >/dev/null & cat $D/py-reply2; sleep 1" &
+	wait_for "$D/py2.sock"
+	run --separate-stderr "$HOSTBIN" --socket "$D/py2.sock" -e x
+	assert_failure 4
+	assert_equal "$stderr" "negotiator-host: $D/py2.sock: External command failed with exit code 4! (command: x)"
+}
+
+@test "CLI misuse: one line on stderr and exit 255" {
+	run --separate-stderr "$HOSTBIN" --bogus
+	assert_failure 255
+	run --separate-stderr "$HOSTBIN" -e show
+	assert_failure 255
+	assert_equal "$stderr" "negotiator-host: give the name of a guest (negotiator-host -g lists them) or --socket PATH"
+	run --separate-stderr "$HOSTBIN" -t soon -e show g
+	assert_failure 255
+	assert_equal "$stderr" "negotiator-host: invalid timeout 'soon': give a number of seconds"
+	run --separate-stderr "$HOSTBIN" --socket "$D/nothing.sock" -e show
+	assert_failure 255
+	assert_equal "$stderr" "negotiator-host: the guest is not running: nobody listens on $D/nothing.sock"
+	run --separate-stderr "$HOSTBIN" --channel-directory "$D/chan" -e show nosuchguest
+	assert_failure 255
+	[[ $stderr == "negotiator-host: no guest named nosuchguest:"* ]]
+	run --separate-stderr "$GUESTBIN" -c "$D/no-such-port" -e show
+	assert_failure 255
+	assert_equal "$stderr" "negotiator-guest: cannot open $D/no-such-port: No such file or directory"
+	run --separate-stderr "$GUESTBIN" -e "show 'open"
+	assert_failure 255
+	assert_equal "$stderr" "negotiator-guest: cannot run 'show 'open': unterminated quote in the command line"
+	run "$HOSTBIN" -h
+	assert_success
+	assert_line --index 0 "Usage: negotiator-host [OPTIONS] [GUEST_NAME]"
+	run "$GUESTBIN" --version
+	assert_success
+	assert_output --regexp '^negotiator-guest [0-9]+\.[0-9]+\.[0-9]+$'
+}
+
+@test "GUEST may come before or after the options" {
+	run "$HOSTBIN" fakeguest --socket "$D/h2g.sock" -e "show x"
+	assert_success
+	assert_output "$(printf 'args: 1\n[x]')"
+}

@@ -1,0 +1,102 @@
+# Shared by the bats files: where the programs are, and small fixtures.
+# NEG_BIN picks the build under test (the repository root, or asan/ for the sanitizer build).
+bats_require_minimum_version 1.5.0
+load /usr/lib/bats/bats-support/load
+load /usr/lib/bats/bats-assert/load
+
+ROOT=$(cd "$BATS_TEST_DIRNAME/.." && pwd)
+BIN=$(cd "$ROOT/${NEG_BIN:-.}" && pwd)
+HOSTBIN=$BIN/negotiator-host
+GUESTBIN=$BIN/negotiator-guest
+NEGTEST=$BIN/neg-test
+[ -x "$NEGTEST" ] || NEGTEST=$ROOT/t/neg-test
+FAKEPORT=$ROOT/t/fakeport
+
+# Waits (bounded) until a path exists; fails with a message naming it.
+wait_for() {
+	local path=$1 i
+	for i in $(seq 1 100); do
+		[ -e "$path" ] && return 0
+		sleep 0.05
+	done
+	echo "timed out waiting for $path" >&2
+	return 1
+}
+
+# The commands the tests' daemons may run, as a user would write them.
+make_test_commands() {
+	local d=$1
+	mkdir -p "$d"
+	cat > "$d/show" <<'EOS'
+#!/bin/sh
+echo "args: $#"
+for a in "$@"; do echo "[$a]"; done
+EOS
+	cat > "$d/cat" <<'EOS'
+#!/bin/sh
+exec cat
+EOS
+	cat > "$d/fail" <<'EOS'
+#!/bin/sh
+echo "partial output"
+echo "fail: giving up with status $1" >&2
+exit "$1"
+EOS
+	cat > "$d/bigout" <<'EOS'
+#!/bin/sh
+head -c "$1" /dev/zero | tr '\0' 'x'
+EOS
+	cat > "$d/slow" <<'EOS'
+#!/bin/sh
+echo $$ > "$1"
+sleep "$2"
+echo done
+EOS
+	cat > "$d/env" <<'EOS'
+#!/bin/sh
+env | sort
+EOS
+	cat > "$d/find-distributor-id" <<'EOS'
+#!/bin/sh
+echo "UserOverride"
+EOS
+	cat > "$d/oneline" <<'EOS'
+#!/bin/sh
+printf '  padded  \n'
+EOS
+	cat > "$d/twolines" <<'EOS'
+#!/bin/sh
+printf '  a  \n  b  \n'
+EOS
+	cat > "$d/binary" <<'EOS'
+#!/bin/sh
+printf '\377\376\000\001'
+EOS
+	printf 'not executable\n' > "$d/notexec"
+	chmod 755 "$d/show" "$d/cat" "$d/fail" "$d/bigout" "$d/slow" "$d/env" \
+		"$d/find-distributor-id" "$d/oneline" "$d/twolines" "$d/binary"
+	chmod 644 "$d/notexec"
+}
+
+# Sends raw bytes (printf format) to a UNIX socket and prints what comes back within $2 s.
+# The sending side stays open meanwhile: QEMU takes a half-close for a disconnect.
+raw_call() {
+	local sock=$1 secs=$2; shift 2
+	{ printf "$@"; sleep "$secs"; } | socat -t 0.2 - "UNIX-CONNECT:$sock"
+}
+
+# A frame as the reference writes it: the payload's length in bytes, a newline, the payload.
+frame() {
+	printf '%s\n%s' "$(printf '%s' "$1" | wc -c)" "$1"
+}
+
+# Stops a background process started by a test and waits for it.
+stop_pid() {
+	local pid=$1
+	kill "$pid" 2>/dev/null || return 0
+	for _ in $(seq 1 100); do
+		kill -0 "$pid" 2>/dev/null || return 0
+		sleep 0.05
+	done
+	kill -9 "$pid" 2>/dev/null || true
+}

@@ -1,0 +1,211 @@
+/*
+ * neg-test: drives the protocol layer (neg_proto.c) from the unit tests.
+ *
+ *   neg-test request            parse stdin as a request payload, print its fields
+ *   neg-test response           parse stdin as a reply payload, print its fields
+ *   neg-test frames [CHUNK]     feed stdin to the frame reader CHUNK bytes at a time,
+ *                               print every frame and error
+ *   neg-test write-request METHOD [ARG...]   print the request frame the CLIs send
+ *   neg-test write-reply TEXT   print a success reply with a string result
+ *   neg-test write-list NAME... print a success reply with a list result
+ *   neg-test write-error TEXT   print a failure reply
+ *   neg-test b64enc | b64dec    base64 of stdin
+ *   neg-test split LINE         split LINE like the -e option does, one [word] per line
+ *   neg-test builtin NAME       run a built-in command here
+ *
+ * Exit status 0 on success, 1 when the input was refused (the reason on stderr).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "neg_proto.h"
+
+static void
+read_stdin(struct buf *b)
+{
+	char err[256];
+
+	if (neg_read_file("-", b, err, sizeof(err)) < 0) {
+		fprintf(stderr, "%s\n", err);
+		exit(2);
+	}
+}
+
+static void
+print_bytes(const char *label, const char *s, size_t n)
+{
+	size_t i;
+
+	printf("%s=", label);
+	for (i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (c >= 0x20 && c < 0x7f && c != '\\')
+			putchar(c);
+		else
+			printf("\\x%02x", c);
+	}
+	putchar('\n');
+}
+
+static int
+do_request(void)
+{
+	struct proto_request r;
+	struct buf in = {0};
+	char err[256];
+	size_t i;
+
+	read_stdin(&in);
+	if (proto_request_parse(&r, in.p, in.len, err, sizeof(err)) < 0) {
+		fprintf(stderr, "%s\n", err);
+		if (r.id[0])
+			fprintf(stderr, "id=%s\n", r.id);
+		proto_request_free(&r);
+		buf_free(&in);
+		return 1;
+	}
+	printf("method=%s\n", r.method);
+	printf("argc=%zu\n", r.argc);
+	for (i = 0; i < r.argc; i++)
+		print_bytes("arg", r.argv[i], strlen(r.argv[i]));
+	if (r.has_input)
+		print_bytes("input", r.input.p, r.input.len);
+	printf("base64=%d\n", r.base64);
+	if (r.timeout > 0)
+		printf("timeout=%g\n", r.timeout);
+	if (r.id[0])
+		printf("id=%s\n", r.id);
+	printf("dispatch=%d\n", (int)proto_method_lookup(r.method));
+	proto_request_free(&r);
+	buf_free(&in);
+	return 0;
+}
+
+static int
+do_response(void)
+{
+	struct proto_response r;
+	struct buf in = {0};
+	char err[256];
+	size_t i;
+
+	read_stdin(&in);
+	if (proto_response_parse(&r, in.p, in.len, err, sizeof(err)) < 0) {
+		fprintf(stderr, "%s\n", err);
+		buf_free(&in);
+		return 1;
+	}
+	printf("success=%d\n", r.success);
+	if (r.result_kind == PROTO_J_STRING)
+		print_bytes("result", r.result.p, r.result.len);
+	for (i = 0; i < r.nlist; i++)
+		printf("item=%s\n", r.list[i]);
+	if (r.error)
+		printf("error=%s\n", r.error);
+	if (r.exit_code >= 0)
+		printf("exit_code=%d\n", r.exit_code);
+	if (r.signal)
+		printf("signal=%d\n", r.signal);
+	if (r.stderr_text.len)
+		print_bytes("stderr", r.stderr_text.p, r.stderr_text.len);
+	if (r.id[0])
+		printf("id=%s\n", r.id);
+	proto_response_free(&r);
+	buf_free(&in);
+	return 0;
+}
+
+static int
+do_frames(size_t chunk)
+{
+	struct proto_reader r;
+	struct buf in = {0};
+	size_t off = 0, end, used;
+	int bad = 0;
+	enum proto_event ev;
+
+	read_stdin(&in);
+	proto_reader_init(&r, 1 << 20);
+	while (off < in.len) {
+		end = off + chunk < in.len ? off + chunk : in.len;
+		while (off < end) {
+			ev = proto_reader_feed(&r, in.p + off, end - off, &used);
+			off += used;
+			if (ev == PROTO_FRAME) {
+				print_bytes("frame", r.body.p, r.body.len);
+			} else if (ev == PROTO_ERROR) {
+				printf("error=%s\n", r.err);
+				bad = 1;
+			}
+		}
+	}
+	if (proto_reader_partial(&r))
+		printf("partial\n");
+	proto_reader_free(&r);
+	buf_free(&in);
+	return bad;
+}
+
+int
+main(int argc, char **argv)
+{
+	struct buf b = {0}, in = {0};
+	struct proto_failure f;
+	char err[256], **v;
+	size_t n, i;
+
+	neg_progname = "neg-test";
+	if (argc < 2) {
+		fprintf(stderr, "usage: neg-test MODE [ARG...]\n");
+		return 2;
+	}
+	if (strcmp(argv[1], "request") == 0)
+		return do_request();
+	if (strcmp(argv[1], "response") == 0)
+		return do_response();
+	if (strcmp(argv[1], "frames") == 0)
+		return do_frames(argc > 2 ? (size_t)atoi(argv[2]) : 1 << 20);
+	if (strcmp(argv[1], "write-request") == 0 && argc > 2) {
+		proto_request_write(&b, argv[2], argv + 3, (size_t)(argc - 3), NULL);
+	} else if (strcmp(argv[1], "write-reply") == 0 && argc == 3) {
+		proto_reply_string(&b, "", argv[2], strlen(argv[2]), 0, NULL, 0);
+	} else if (strcmp(argv[1], "write-list") == 0) {
+		proto_reply_list(&b, "", argv + 2, (size_t)(argc - 2));
+	} else if (strcmp(argv[1], "write-error") == 0 && argc == 3) {
+		memset(&f, 0, sizeof(f));
+		f.error = argv[2];
+		f.exit_code = -1;
+		proto_reply_error(&b, "", &f);
+	} else if (strcmp(argv[1], "b64enc") == 0) {
+		read_stdin(&in);
+		proto_b64_encode(&b, in.p, in.len);
+	} else if (strcmp(argv[1], "b64dec") == 0) {
+		read_stdin(&in);
+		if (proto_b64_decode(&b, in.p, in.len) < 0) {
+			fprintf(stderr, "invalid base64\n");
+			return 1;
+		}
+	} else if (strcmp(argv[1], "split") == 0 && argc == 3) {
+		if (neg_split(argv[2], &v, &n, err, sizeof(err)) < 0) {
+			fprintf(stderr, "%s\n", err);
+			return 1;
+		}
+		for (i = 0; i < n; i++)
+			printf("[%s]\n", v[i]);
+		neg_strv_free(v);
+		return 0;
+	} else if (strcmp(argv[1], "builtin") == 0 && argc == 3) {
+		return neg_builtin_run(argv[2]);
+	} else {
+		fprintf(stderr, "neg-test: unknown mode %s\n", argv[1]);
+		return 2;
+	}
+	if (b.len)
+		fwrite(b.p, 1, b.len, stdout);
+	buf_free(&b);
+	buf_free(&in);
+	return 0;
+}

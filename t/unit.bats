@@ -1,0 +1,225 @@
+#!/usr/bin/env bats
+# Tier 1: the protocol layer (neg_proto.c) against good, bad and hostile input.
+
+load helpers
+
+@test "request frames are byte-for-byte what the 0.8 reference writes" {
+	run "$NEGTEST" write-request execute find-distributor-id
+	assert_success
+	assert_output "$(printf '79\n{"method": "execute", "args": ["find-distributor-id"], "kw": {"capture": true}}')"
+	run "$NEGTEST" write-request list_commands
+	assert_success
+	assert_output "$(printf '49\n{"method": "list_commands", "args": [], "kw": {}}')"
+}
+
+@test "reply frames are byte-for-byte what the 0.8 reference writes" {
+	run "$NEGTEST" write-reply Debian
+	assert_success
+	assert_output "$(printf '37\n{"success": true, "result": "Debian"}')"
+	run "$NEGTEST" write-list a b
+	assert_output "$(printf '39\n{"success": true, "result": ["a", "b"]}')"
+	run "$NEGTEST" write-error "Method foo not supported"
+	assert_output "$(printf '55\n{"success": false, "error": "Method foo not supported"}')"
+}
+
+@test "non-ASCII is written as json.dumps writes it (\\u escapes, surrogate pairs)" {
+	run "$NEGTEST" write-reply "$(printf 'caf\303\251 \360\237\230\200 "q" \\ \t')"
+	assert_success
+	assert_output "$(printf '%s\n%s' 65 '{"success": true, "result": "caf\u00e9 \ud83d\ude00 \"q\" \\ \t"}')"
+}
+
+@test "a request is read with its args, kw and our extensions" {
+	run "$NEGTEST" request <<< '{"method": "execute", "args": ["cmd", "a b", "caf\u00e9"], "kw": {"capture": true, "input": "aGk=", "encoding": "base64", "timeout": 2.5}, "id": 42}'
+	assert_success
+	assert_output "$(printf 'method=execute\nargc=3\narg=cmd\narg=a b\narg=caf\\xc3\\xa9\ninput=hi\nbase64=1\ntimeout=2.5\nid=42\ndispatch=1')"
+}
+
+@test "the docstring's key spellings (command/arguments/keyword-arguments) are accepted" {
+	run "$NEGTEST" request <<< '{"command": "execute", "arguments": ["x"], "keyword-arguments": {"input": "in"}}'
+	assert_success
+	assert_line "method=execute"
+	assert_line "arg=x"
+	assert_line "input=in"
+}
+
+@test "the method table dispatches only known methods" {
+	for m in execute:1 list_commands:2 ping:3 version:4 prepare_environment:0 raw_write:0 __init__:0; do
+		run "$NEGTEST" request <<< "{\"method\": \"${m%:*}\"}"
+		assert_success
+		assert_line "dispatch=${m#*:}"
+	done
+}
+
+@test "jsmn's lenient inputs are refused: {\"a\"} {,} [1,,3] trailing data trueish" {
+	for bad in '{"a"}' '{,}' '{"method": "x", "args": [1,,3]}' '{"method": "x"} {}' \
+		'{"method": trueish}' '{"method": "x",}' '{"method" "x"}' '{"a": 01}' '{"a": 1.}' \
+		'{"a": -}' "{'method': 'x'}" '{"a": [1 2]}' '{"a": tru}' '[]' '"x"' '' '{"a": {"b": }}' \
+		'{"a":1}}' '{"a": "x"' '{"a": "\x"}' '{"a": "\u12"}'; do
+		run "$NEGTEST" request <<< "$bad"
+		assert_failure 1
+		assert_output --partial "Protocol error: invalid JSON"
+		[ "${#lines[@]}" -eq 1 ]
+	done
+}
+
+@test "NUL bytes, \\u0000, raw control bytes, bad UTF-8 and lone surrogates are refused" {
+	run "$NEGTEST" request < <(printf '{"method": "ex\000ecute"}')
+	assert_failure 1
+	assert_output --partial "NUL byte"
+	run "$NEGTEST" request <<< '{"method": "a\u0000b"}'
+	assert_failure 1
+	assert_output --partial '\u0000'
+	run "$NEGTEST" request < <(printf '{"method": "a\001b"}')
+	assert_failure 1
+	assert_output --partial "control character"
+	run "$NEGTEST" request < <(printf '{"method": "a\377b"}')
+	assert_failure 1
+	assert_output --partial "UTF-8"
+	run "$NEGTEST" request <<< '{"method": "\ud800"}'
+	assert_failure 1
+	assert_output --partial "surrogate"
+	run "$NEGTEST" request <<< '{"method": "\udc00x"}'
+	assert_failure 1
+	assert_output --partial "surrogate"
+}
+
+@test "nesting is bounded" {
+	deep=$(printf '[%.0s' $(seq 1 40))$(printf ']%.0s' $(seq 1 40))
+	run "$NEGTEST" request <<< "{\"method\": \"x\", \"kw\": $deep}"
+	assert_failure 1
+	assert_output --partial "nesting too deep"
+	ok=$(printf '[%.0s' $(seq 1 20))$(printf ']%.0s' $(seq 1 20))
+	run "$NEGTEST" request <<< "{\"method\": \"x\", \"args\": $ok}"
+	assert_failure 1
+	assert_output --partial "argument 1 is not a string"
+}
+
+@test "requests of the wrong shape get a clear reason, with the id when there is one" {
+	run "$NEGTEST" request <<< '{"args": ["x"], "id": 7}'
+	assert_failure 1
+	assert_line --index 0 "Protocol error: the request has no method name"
+	assert_line --index 1 "id=7"
+	run "$NEGTEST" request <<< '{"method": "execute", "args": "x"}'
+	assert_failure 1
+	assert_output "Protocol error: args must be an array"
+	run "$NEGTEST" request <<< '{"method": "execute", "args": ["x"], "kw": {"encoding": "rot13"}}'
+	assert_failure 1
+	assert_output --partial "base64"
+	run "$NEGTEST" request <<< '{"method": "execute", "args": ["x"], "kw": {"encoding": "base64", "input": "!!"}}'
+	assert_failure 1
+	assert_output "Protocol error: input is not valid base64"
+	run "$NEGTEST" request <<< '{"method": "execute", "kw": {"timeout": -1}}'
+	assert_failure 1
+	assert_output --partial "timeout"
+	run "$NEGTEST" request <<< '{"method": "x", "id": {"a": 1}}'
+	assert_failure 1
+	assert_output --partial "id"
+}
+
+@test "duplicate keys: the last one wins, as in Python" {
+	run "$NEGTEST" request <<< '{"method": "ping", "method": "version"}'
+	assert_success
+	assert_line "method=version"
+}
+
+@test "the frame reader is lenient about white space around the length, as the reference" {
+	run "$NEGTEST" frames < <(printf ' 2 \r\n{}\t7\t\n{"a":1}')
+	assert_success
+	assert_output "$(printf 'frame={}\nframe={"a":1}')"
+}
+
+@test "frames split at every byte boundary come out the same" {
+	stream=$(printf '37\n{"success": true, "result": "Debian"}\n15\n{"method": "x"}3\n{}x')
+	run "$NEGTEST" frames 1 <<< "$stream"
+	assert_success
+	expected=$(printf 'frame={"success": true, "result": "Debian"}\nframe={"method": "x"}\nframe={}x')
+	assert_output "$expected"
+	run "$NEGTEST" frames 7 <<< "$stream"
+	assert_output "$expected"
+}
+
+@test "a bad length line is an error and the next frame is still read" {
+	run "$NEGTEST" frames < <(printf 'hello\n2\n{}-5\n2\n{}')
+	assert_failure 1
+	assert_output "$(printf 'error=Protocol error: expected a byte count, got a line of other characters\nframe={}\nerror=Protocol error: expected a byte count, got a line of other characters\nframe={}')"
+}
+
+@test "an oversize length is refused before anything is allocated, and skipped" {
+	# the reader's limit is 1 MiB here; 2 MiB of payload follow the length line
+	run "$NEGTEST" frames < <(printf '2097152\n'; head -c 2097152 /dev/zero | tr '\0' 'x'; printf '2\n{}')
+	assert_failure 1
+	assert_output "$(printf 'error=Protocol error: frame of 2097152 bytes exceeds the limit of 1048576 bytes\nframe={}')"
+	run "$NEGTEST" frames < <(printf '99999999999999999999999999\n2\n{}')
+	assert_failure 1
+	assert_line --index 0 "error=Protocol error: expected a byte count, got a line of too many digits"
+	assert_line --index 1 "frame={}"
+}
+
+@test "an endless length line is cut off and the reader resynchronizes at the next newline" {
+	run "$NEGTEST" frames < <(head -c 100000 /dev/zero | tr '\0' '7'; printf '\n2\n{}')
+	assert_failure 1
+	assert_output "$(printf 'error=Protocol error: length line longer than 32 bytes\nframe={}')"
+}
+
+@test "a short frame stays incomplete (never parsed as if whole)" {
+	run "$NEGTEST" frames < <(printf '10\n{}')
+	assert_success
+	assert_output "partial"
+}
+
+@test "replies are read, with our extensions and from a 0.8 peer" {
+	run "$NEGTEST" response <<< '{"success": true, "result": "Debian"}'
+	assert_success
+	assert_output "$(printf 'success=1\nresult=Debian')"
+	run "$NEGTEST" response <<< '{"success": false, "error": "External command failed with exit code 3", "exit_code": 3, "stderr": "b29wcw==", "encoding": "base64", "id": "abc"}'
+	assert_success
+	assert_output "$(printf 'success=0\nerror=External command failed with exit code 3\nexit_code=3\nstderr=oops\nid="abc"')"
+	run "$NEGTEST" response <<< '{"success": true, "result": ["b", "a"]}'
+	assert_output "$(printf 'success=1\nitem=b\nitem=a')"
+	run "$NEGTEST" response <<< '{"result": "x"}'
+	assert_failure 1
+	assert_output --partial "success"
+}
+
+@test "base64 round-trips every byte value and refuses malformed input" {
+	all=$(for i in $(seq 0 255); do printf "\\\\$(printf %03o "$i")"; done)
+	run bash -c "printf '$all' | '$NEGTEST' b64enc | '$NEGTEST' b64dec | od -An -tx1 | tr -d ' \n'"
+	assert_success
+	assert_output "$(printf "$all" | od -An -tx1 | tr -d ' \n')"
+	run "$NEGTEST" b64enc <<< ''
+	assert_output "Cg=="
+	for bad in 'abc' 'a===' 'ab=c' 'ab==cd==' '$$$$'; do
+		run "$NEGTEST" b64dec < <(printf '%s' "$bad")
+		assert_failure 1
+	done
+}
+
+@test "-e command lines are split like a POSIX shell would, without expansion" {
+	run "$NEGTEST" split "cmd 'a b' \"c \\\"d\\\" \\\$HOME\" e\\ f \$HOME '' *"
+	assert_success
+	assert_output "$(printf '[cmd]\n[a b]\n[c "d" $HOME]\n[e f]\n[$HOME]\n[]\n[*]')"
+	run "$NEGTEST" split "cmd 'unterminated"
+	assert_failure 1
+	assert_output "unterminated quote in the command line"
+	run "$NEGTEST" split "   "
+	assert_failure 1
+	assert_output "the command line is empty"
+}
+
+@test "built-ins answer in the reference's formats" {
+	run "$NEGTEST" builtin find-ip-addresses
+	assert_success
+	assert_line --regexp '^127\.0\.0\.1/8$'
+	for l in "${lines[@]}"; do [[ $l =~ ^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+/[0-9]+$ ]]; done
+	run "$NEGTEST" builtin find-disk-usage
+	assert_success
+	for l in "${lines[@]}"; do [[ $l =~ ^/dev/[^\ ]+\ /[^\ ]*\ [0-9]+\ [0-9]+$ ]]; done
+	run "$NEGTEST" builtin find-distributor-id
+	assert_success
+	expected=$(. /etc/os-release; echo "${NAME%% *}")
+	assert_output "$expected"
+	run "$NEGTEST" builtin find-distribution-release
+	assert_output "$(. /etc/os-release; echo "$VERSION_ID")"
+	run "$NEGTEST" builtin find-distribution-codename
+	assert_output "$(. /etc/os-release; echo "$VERSION_CODENAME")"
+}
