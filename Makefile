@@ -52,6 +52,9 @@ i386:
 t/fakeport: t/fakeport.c
 	$(CC) $(WARN) -O1 $(DEFS) -o $@ t/fakeport.c
 
+t/fakeguests: t/fakeguests.c $(SHARED) $(HEADERS)
+	$(CC) $(WARN) -O2 $(DEFS) -I. -o $@ t/fakeguests.c $(SHARED)
+
 t/neg-test: t/neg_test.c $(SHARED) $(HEADERS)
 	$(MUSLCC) $(WARN) -O1 $(DEFS) -I. -o $@ t/neg_test.c $(SHARED) -static
 
@@ -63,16 +66,16 @@ asan/negotiator-host asan/negotiator-guest asan/neg-test: neg_host.c neg_guest.c
 
 asan: asan/negotiator-host
 
-check: all t/neg-test t/fakeport asan
+check: all t/neg-test t/fakeport t/fakeguests asan
 	t/run-tests
 
-check-fast: all t/neg-test t/fakeport
+check-fast: all t/neg-test t/fakeport t/fakeguests
 	NEG_TIERS="unit fake" t/run-tests
 
 demo: all
 	t/demo
 
-bench: all t/neg-test t/fakeport
+bench: all t/neg-test t/fakeport t/fakeguests
 	t/bench
 
 install: $(PROGS)
@@ -84,11 +87,11 @@ dist: jsmn.h
 	mkdir -p negotiator-$(VERSION)
 	cp -R Makefile LICENSE README.md jsmn.h neg.c neg_proto.c neg_proto.h neg_host.c neg_guest.c \
 	  commands t negotiator-$(VERSION)/
-	rm -rf negotiator-$(VERSION)/t/.cache negotiator-$(VERSION)/t/neg-test negotiator-$(VERSION)/t/fakeport
+	rm -rf negotiator-$(VERSION)/t/.cache negotiator-$(VERSION)/t/neg-test negotiator-$(VERSION)/t/fakeport negotiator-$(VERSION)/t/fakeguests
 	tar czf negotiator-$(VERSION).tar.gz negotiator-$(VERSION)
 	rm -rf negotiator-$(VERSION)
 
 clean:
-	rm -rf $(PROGS) negotiator-guest.i386 t/neg-test t/fakeport asan negotiator-*.tar.gz
+	rm -rf $(PROGS) negotiator-guest.i386 t/neg-test t/fakeport t/fakeguests asan negotiator-*.tar.gz
 
 .PHONY: all i386 asan check check-fast demo bench install dist clean
