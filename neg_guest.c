@@ -274,6 +274,30 @@ port_probe(struct port *pt, int64_t now)
 	pt->probe_at = now + pt->probe_ms;
 }
 
+/*
+ * A POLLHUP is taken for the host's departure only when read() agrees (0, or
+ * an error): poll has been seen to report a hang-up while the host stayed
+ * connected, and killing its running command then would be wrong.
+ */
+static int
+port_still_up(struct port *pt)
+{
+	struct neg_chan *c = &pt->chan;
+	ssize_t n;
+
+	buf_reserve(&c->in, 65536);
+	n = read(c->fd, c->in.p + c->in.len, 65536);
+	if (n > 0) {
+		c->in.len += (size_t)n;
+		c->last_rx = neg_now();
+	}
+	if (n > 0 || (n < 0 && (errno == EAGAIN || errno == EINTR))) {
+		neg_log(LOG_DEBUG, "port: a hang-up the port itself does not confirm; staying");
+		return 1;
+	}
+	return 0;
+}
+
 static int
 guest_daemon(struct neg_server *srv, const char *given)
 {
@@ -341,10 +365,11 @@ guest_daemon(struct neg_server *srv, const char *given)
 			continue;
 		if (pt.state == PORT_UP) {
 			if (neg_chan_io(&pt.chan, p + 1, n - 1) < 0) {
-				if (errno == 0 || errno == EPIPE || errno == ECONNRESET)
-					port_away(&pt, now);
-				else
+				neg_log(LOG_DEBUG, "port: revents %#x, errno %d", p[1].revents, errno);
+				if (errno != 0 && errno != EPIPE && errno != ECONNRESET)
 					port_close(&pt, now);
+				else if (!port_still_up(&pt))
+					port_away(&pt, now);
 			}
 		} else {
 			for (i = 2; i < n; i++)

@@ -12,12 +12,18 @@
  *   neg-test b64enc | b64dec    base64 of stdin
  *   neg-test split LINE         split LINE like the -e option does, one [word] per line
  *   neg-test builtin NAME       run a built-in command here
+ *   neg-test calls SOCKET N METHOD [ARG...]   N calls one after another over one connection
+ *                               to SOCKET; prints counts, calls per second and latencies
  *
  * Exit status 0 on success, 1 when the input was refused (the reason on stderr).
  */
+#include <sys/socket.h>
+#include <sys/un.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "neg_proto.h"
@@ -149,6 +155,70 @@ do_frames(size_t chunk)
 	return bad;
 }
 
+static int64_t
+now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static int
+cmp_i64(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* The round trip of a call on a persistent connection, as a benchmark and a soak. */
+static int
+do_calls(const char *sock, int n, const char *method, char **args, int nargs)
+{
+	struct sockaddr_un sa;
+	struct proto_request kw;
+	struct proto_response r;
+	int64_t start, t, *lat = calloc((size_t)n + 1, sizeof(int64_t));
+	char err[256];
+	int fd, i, ok = 0;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sun_family = AF_UNIX;
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock);
+	if ((fd = socket(AF_UNIX, SOCK_STREAM, 0)) < 0 ||
+	    connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		perror(sock);
+		return 1;
+	}
+	memset(&kw, 0, sizeof(kw));
+	kw.argv = args;
+	kw.argc = (size_t)nargs;
+	start = now_us();
+	for (i = 0; i < n; i++) {
+		t = now_us();
+		if (neg_call(fd, 0, &kw, method, neg_now() + 30000, PROTO_MAX_FRAME_DEFAULT, &r,
+		    err, sizeof(err)) < 0) {
+			fprintf(stderr, "call %d: %s\n", i + 1, err);
+			break;
+		}
+		lat[i] = now_us() - t;
+		if (r.success)
+			ok++;
+		else
+			fprintf(stderr, "call %d: %s\n", i + 1, r.error);
+		proto_response_free(&r);
+	}
+	t = now_us() - start;
+	qsort(lat, (size_t)i, sizeof(int64_t), cmp_i64);
+	printf("calls=%d ok=%d seconds=%.3f calls_per_second=%.0f p50_us=%lld p99_us=%lld\n", n, ok,
+	    (double)t / 1e6, t ? (double)ok * 1e6 / (double)t : 0.0,
+	    i ? (long long)lat[i / 2] : 0LL, i ? (long long)lat[i * 99 / 100] : 0LL);
+	free(lat);
+	close(fd);
+	return ok == n ? 0 : 1;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -166,6 +236,8 @@ main(int argc, char **argv)
 		return do_request();
 	if (strcmp(argv[1], "response") == 0)
 		return do_response();
+	if (strcmp(argv[1], "calls") == 0 && argc >= 5)
+		return do_calls(argv[2], atoi(argv[3]), argv[4], argv + 5, argc - 5);
 	if (strcmp(argv[1], "frames") == 0)
 		return do_frames(argc > 2 ? (size_t)atoi(argv[2]) : 1 << 20);
 	if (strcmp(argv[1], "write-request") == 0 && argc > 2) {

@@ -1,0 +1,214 @@
+#!/usr/bin/env bats
+# Tier 3: the guest on real virtio-serial.  One VM (Debian's cloud kernel, busybox, our static
+# binaries) boots for the whole file; its two virtserialports are UNIX sockets on this side.
+
+load helpers
+source "$BATS_TEST_DIRNAME/vm.bash"
+
+setup_file() {
+	export D=$(mktemp -d /tmp/negq.XXXXXX)
+	make_test_commands "$D/guestcmds"
+	make_test_commands "$D/hostcmds"
+	printf '#!/bin/sh\necho "$NEGOTIATOR_GUEST"\n' > "$D/hostcmds/whoami"
+	chmod 755 "$D/hostcmds/whoami"
+	bins=("$GUESTBIN")
+	[ -x "$ROOT/negotiator-guest.i386" ] && bins+=("$ROOT/negotiator-guest.i386")
+	VM_COMMANDS_DIR=$D/guestcmds vm_boot "$D/vm" "${bins[@]}"
+	echo "$VM_BOOT_SECONDS" > "$D/boot-seconds"
+	# the host daemon finds the VM's guest-to-host socket in the NAME.CHANNEL layout
+	mkdir -p "$D/chan"
+	ln -s "$VM_G2H" "$D/chan/testvm.negotiator-guest-to-host.0"
+	NEGOTIATOR_NO_VIRSH=1 "$HOSTBIN" -d --channel-directory "$D/chan" \
+		--commands-directory "$D/hostcmds" 2> "$D/host.log" & echo $! > "$D/host.pid"
+	start_guest_daemon
+}
+
+teardown_file() {
+	stop_pid "$(cat "$D/host.pid")"
+	vm_shutdown || true
+	[ -z "${NEG_KEEP_LOGS:-}" ] || cp "$D/host.log" "$D/vm/console.log" "$NEG_KEEP_LOGS"/
+	rm -rf "$D"
+}
+
+# Starts the guest daemon in the VM (options in $@) and waits until it answers a call.
+start_guest_daemon() {
+	vm_run "killall negotiator-guest negotiator-guest.i386 2>/dev/null; while pidof negotiator-guest negotiator-guest.i386 >/dev/null; do sleep 0.1; done; ${GD_ENV:-} ${GD_BIN:-negotiator-guest} -d -v $* >/tmp/gd.log 2>&1 &"
+	for _ in $(seq 1 50); do
+		"$HOSTBIN" --socket "$VM_H2G" -t 2 -c >/dev/null 2>&1 && return 0
+		sleep 0.2
+	done
+	vm_run 'cat /tmp/gd.log' >&2
+	return 1
+}
+
+gd_pid() {
+	vm_run "pidof ${GD_BIN:-negotiator-guest}"
+}
+
+H() { "$HOSTBIN" --socket "$VM_H2G" "$@"; }
+
+@test "the guest daemon finds its port by name and serves the host" {
+	run vm_run 'cat /tmp/gd.log'
+	assert_output --regexp 'serving /dev/vport[0-9]+p[0-9]+'
+	run H -c
+	assert_success
+	assert_line find-distributor-id
+	assert_line show
+	run H -e find-distributor-id
+	assert_success
+	assert_output "UserOverride"
+	run H -e find-distribution-codename
+	assert_success
+	assert_output "testy"
+	run H -e find-disk-usage
+	assert_success
+}
+
+@test "a user command with arguments and stdin, and binary data, over the real port" {
+	run H -e "show 'a b' c"
+	assert_success
+	assert_output "$(printf 'args: 2\n[a b]\n[c]')"
+	head -c 200000 /dev/urandom > "$D/rand.bin"
+	H -t 60 -e cat --input "$D/rand.bin" > "$D/rand.out"
+	cmp "$D/rand.bin" "$D/rand.out"
+	run bash -c "'$HOSTBIN' --socket '$VM_H2G' -t 60 -e 'bigout 3000000' | wc -c"
+	assert_output "3000000"
+}
+
+@test "a failing command's status and stderr come through; a missing one is one line" {
+	run --separate-stderr H -e "fail 5"
+	assert_failure 5
+	assert_output "partial output"
+	[ "${stderr_lines[0]}" = "fail: giving up with status 5" ]
+	run --separate-stderr H -e nosuch
+	assert_failure 255
+	[[ $stderr == *"Command nosuch is not available"* ]]
+}
+
+@test "guest -> host: guest -e runs a host command that sees NEGOTIATOR_GUEST; -l lists" {
+	run vm_run 'negotiator-guest -e whoami'
+	assert_success
+	assert_output "testvm"
+	run vm_run "negotiator-guest -e \"show 'x y' z\""
+	assert_success
+	assert_output "$(printf 'args: 2\n[x y]\n[z]')"
+	run vm_run 'negotiator-guest -l'
+	assert_success
+	assert_line whoami
+	run vm_run 'negotiator-guest -e "fail 9"; echo "status=$?"'
+	assert_line "status=9"
+}
+
+@test "the guest's port is busy while another opener has it: retried until the timeout" {
+	vm_run "negotiator-guest -e 'slow /tmp/busy.pid 3' >/tmp/busy.out 2>&1 &"
+	sleep 1
+	run vm_run 'negotiator-guest -t 1 -l; echo "status=$?"'
+	assert_line --partial "cannot open /dev/vport"
+	assert_line --partial "busy (another program has the port open)"
+	assert_line "status=255"
+	run vm_run 'negotiator-guest -t 20 -e "show waited"'
+	assert_success
+	assert_output "$(printf 'args: 1\n[waited]')"
+	run vm_run 'cat /tmp/busy.out'
+	assert_output "done"
+}
+
+@test "a missing port is a clear error pointing to the fix" {
+	run vm_run 'mount -t tmpfs none /sys/class/virtio-ports && negotiator-guest -t 1 -l; s=$?; umount /sys/class/virtio-ports; echo "status=$s"'
+	assert_line "negotiator-guest: no virtio port named negotiator-guest-to-host.0 in /sys/class/virtio-ports: add the channel to the guest's definition (see README) or give the device with -c PATH"
+	assert_line "status=255"
+}
+
+@test "host disconnect mid-command: the command is killed, the daemon serves the next caller" {
+	"$HOSTBIN" --socket "$VM_H2G" -t 0 -e "slow /tmp/mid.pid 60" > "$D/mid.out" 2>&1 &
+	cli=$!
+	for _ in $(seq 1 50); do vm_run 'test -s /tmp/mid.pid' && break; sleep 0.2; done
+	pid=$(vm_run 'cat /tmp/mid.pid')
+	vm_run "kill -0 $pid"
+	kill "$cli"
+	for _ in $(seq 1 50); do vm_run "kill -0 $pid 2>/dev/null" || break; sleep 0.2; done
+	run vm_run "kill -0 $pid 2>/dev/null"
+	assert_failure
+	run vm_run 'cat /tmp/gd.log'
+	assert_output --partial "host disconnected"
+	run H -e "show after"
+	assert_success
+	assert_output "$(printf 'args: 1\n[after]')"
+}
+
+@test "a second host connection after a timed-out call never sees the previous reply" {
+	run --separate-stderr H -t 1 -e "slow /tmp/to.pid 5"
+	assert_failure 255
+	[[ $stderr == *"timed out"* ]]
+	# a raw caller sends and leaves at once; its reply must not reach the next caller
+	raw_call "$VM_H2G" 0 '%s' "$(frame '{"method": "execute", "args": ["slow", "/tmp/raw.pid", "2"], "id": 99}')" || true
+	run H -e "show fresh"
+	assert_success
+	assert_output "$(printf 'args: 1\n[fresh]')"
+}
+
+@test "1000 calls in a row over the real port, none fails" {
+	run "$NEGTEST" calls "$VM_H2G" 1000 ping
+	assert_success
+	echo "$output" > "$D/calls.txt"
+	[[ $output == "calls=1000 ok=1000 "* ]]
+	run "$NEGTEST" calls "$VM_H2G" 100 execute find-distribution-release
+	assert_success
+	[[ $output == "calls=100 ok=100 "* ]]
+	cp "$D/calls.txt" "${NEG_REPORT_DIR:-$D}/qemu-calls.txt" 2>/dev/null || true
+}
+
+@test "no spinning while no host is connected: the daemon idles for 30 s on ~0 CPU" {
+	pid=$(gd_pid)
+	before=$(vm_run "cut -d' ' -f14,15 /proc/$pid/stat" | awk '{print $1+$2}')
+	sleep 30
+	after=$(vm_run "cut -d' ' -f14,15 /proc/$pid/stat" | awk '{print $1+$2}')
+	rss=$(vm_run "grep VmRSS /proc/$pid/status" | awk '{print $2}')
+	echo "idle_cpu_ticks_30s=$((after - before)) rss_kb=$rss" > "${NEG_REPORT_DIR:-$D}/qemu-idle.txt"
+	# a spinning loop would burn ~3000 ticks (30 s); allow a hundredth of that
+	[ $((after - before)) -lt 30 ]
+	run H -e "show awake"
+	assert_success
+}
+
+@test "without SIGIO (old kernels' path) the daemon notices a host by its timer" {
+	GD_ENV=NEGOTIATOR_NO_SIGIO=1 start_guest_daemon
+	sleep 3
+	pid=$(gd_pid)
+	before=$(vm_run "cut -d' ' -f14,15 /proc/$pid/stat" | awk '{print $1+$2}')
+	sleep 5
+	after=$(vm_run "cut -d' ' -f14,15 /proc/$pid/stat" | awk '{print $1+$2}')
+	[ $((after - before)) -lt 20 ]
+	for i in 1 2 3; do
+		run H -t 5 -e "show nosigio$i"
+		assert_success
+		assert_output "$(printf 'args: 1\n[nosigio%s]' "$i")"
+		sleep 2
+	done
+	start_guest_daemon
+}
+
+@test "i386: the static i386 guest binary serves and calls the same way" {
+	[ -x "$ROOT/negotiator-guest.i386" ] || skip "no i386 build (run t/setup, then make)"
+	GD_BIN=negotiator-guest.i386 start_guest_daemon
+	run H -e "show 'i 386'"
+	assert_success
+	assert_output "$(printf 'args: 1\n[i 386]')"
+	run H -e find-distributor-id
+	assert_output "UserOverride"
+	run "$NEGTEST" calls "$VM_H2G" 200 ping
+	assert_success
+	run vm_run 'negotiator-guest.i386 -e whoami'
+	assert_success
+	assert_output "testvm"
+	run vm_run 'negotiator-guest.i386 -e "fail 4"; echo "status=$?"'
+	assert_line "status=4"
+	start_guest_daemon
+}
+
+@test "the host daemon served the VM and logged no trouble" {
+	kill -0 "$(cat "$D/host.pid")"
+	run cat "$D/host.log"
+	assert_output --partial "testvm: serving"
+	refute_output --partial "poll failed"
+}
