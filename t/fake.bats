@@ -9,16 +9,28 @@ setup_file() {
 	make_test_commands "$D/guestcmds"
 	make_test_commands "$D/hostcmds"
 	mkdir -p "$D/chan"
+	# every syscall of the (musl) guest binary is recorded, for the 2.6.32 check at the end
+	if [ "${NEG_BIN:-.}" = . ] && command -v strace >/dev/null; then
+		export NEG_STRACE_DIR=$D/strace
+		mkdir -p "$NEG_STRACE_DIR"
+	fi
 	# host -> guest: the guest daemon serves a fake port
-	"$FAKEPORT" "$D/h2g-port" "$D/h2g.sock" & echo $! > "$D/fp1.pid"
+	"$FAKEPORT" "$D/h2g-port" "$D/h2g.sock" 3>&- & echo $! > "$D/fp1.pid"
 	wait_for "$D/h2g.sock"
-	FOO=leak "$GUESTBIN" -d -c "$D/h2g-port" --commands-directory "$D/guestcmds" \
-		2> "$D/guest.log" & echo $! > "$D/guest.pid"
+	if [ -n "${NEG_STRACE_DIR:-}" ]; then
+		FOO=leak strace -f -qq -o "$NEG_STRACE_DIR/trace.daemon" "$GUESTBIN" -d -c "$D/h2g-port" \
+			--commands-directory "$D/guestcmds" 2> "$D/guest.log" 3>&- &
+		tracer=$!
+		for _ in $(seq 1 50); do pgrep -P "$tracer" > "$D/guest.pid" && break; sleep 0.1; done
+	else
+		FOO=leak "$GUESTBIN" -d -c "$D/h2g-port" --commands-directory "$D/guestcmds" \
+			2> "$D/guest.log" 3>&- & echo $! > "$D/guest.pid"
+	fi
 	# guest -> host: the host daemon finds the fake guest in its channel directory
-	"$FAKEPORT" "$D/g2h-port" "$D/chan/fakeguest.negotiator-guest-to-host.0" & echo $! > "$D/fp2.pid"
+	"$FAKEPORT" "$D/g2h-port" "$D/chan/fakeguest.negotiator-guest-to-host.0" 3>&- & echo $! > "$D/fp2.pid"
 	wait_for "$D/chan/fakeguest.negotiator-guest-to-host.0"
 	NEGOTIATOR_NO_VIRSH=1 "$HOSTBIN" -d --channel-directory "$D/chan" \
-		--commands-directory "$D/hostcmds" 2> "$D/host.log" & echo $! > "$D/host.pid"
+		--commands-directory "$D/hostcmds" 2> "$D/host.log" 3>&- & echo $! > "$D/host.pid"
 	for _ in $(seq 1 100); do
 		grep -q "serving" "$D/host.log" && grep -q "host connected" "$D/guest.log" 2>/dev/null && break
 		"$HOSTBIN" --socket "$D/h2g.sock" -t 1 -e ping-never >/dev/null 2>&1 || true
@@ -32,7 +44,16 @@ teardown_file() {
 }
 
 H() { "$HOSTBIN" --socket "$D/h2g.sock" "$@"; }
-G() { "$GUESTBIN" -c "$D/g2h-port" "$@"; }
+G() { guest_run -c "$D/g2h-port" "$@"; }
+
+# The guest binary, under strace when syscalls are being recorded.
+guest_run() {
+	if [ -n "${NEG_STRACE_DIR:-}" ]; then
+		strace -f -qq -o "$NEG_STRACE_DIR/trace.$BASHPID.$RANDOM" "$GUESTBIN" "$@"
+	else
+		"$GUESTBIN" "$@"
+	fi
+}
 
 @test "host -e: arguments with spaces and quotes arrive intact" {
 	run H -e "show 'a b' \"c \\\"d\\\"\" '' e\\ f"
@@ -274,4 +295,19 @@ G() { "$GUESTBIN" -c "$D/g2h-port" "$@"; }
 	run "$HOSTBIN" fakeguest --socket "$D/h2g.sock" -e "show x"
 	assert_success
 	assert_output "$(printf 'args: 1\n[x]')"
+}
+
+@test "the guest binary made no system call newer than Linux 2.6.32 (strace of this file's runs)" {
+	[ -n "${NEG_STRACE_DIR:-}" ] || skip "syscalls are recorded for the musl build only"
+	# the daemon's trace is complete once it has stopped
+	stop_pid "$(cat "$D/guest.pid")"
+	sleep 0.3
+	used=$(cat "$NEG_STRACE_DIR"/trace.* | "$ROOT/t/syscalls-used" | sort -u)
+	[ -n "$used" ]
+	allowed=$(sed -n '/^\[x86_64\]/,/^\[/p' "$ROOT/t/syscalls-2.6.32.txt" | grep -v '^\[')
+	newer=$(comm -23 <(echo "$used") <(echo "$allowed" | sort -u))
+	echo "syscalls used: $(echo $used)"
+	[ -z "$newer" ] || { echo "newer than 2.6.32: $newer"; false; }
+	echo "$used" | grep -qx read
+	echo "$used" | grep -qx poll
 }
