@@ -1259,7 +1259,7 @@ neg_chan_io(struct neg_chan *c, const struct pollfd *p, int n)
 {
 	char tmp[65536];
 	ssize_t r;
-	int i, k, rounds, gone = 0;
+	int i, k, rounds, gone = 0, why = 0;
 	struct neg_slot *s;
 
 	for (i = 0, k = 1; i < c->count; i++) {
@@ -1283,6 +1283,7 @@ neg_chan_io(struct neg_chan *c, const struct pollfd *p, int n)
 			}
 		} else if (r < 0 && errno != EAGAIN && errno != EINTR) {
 			gone = 1;
+			why = errno;
 		}
 	}
 	if (!gone && (p[0].revents & POLLIN)) {
@@ -1296,20 +1297,20 @@ neg_chan_io(struct neg_chan *c, const struct pollfd *p, int n)
 			}
 			if (r < 0 && errno == EINTR)
 				continue;
-			if (r == 0)
-				errno = 0;
-			if (r == 0 || errno != EAGAIN)
+			if (r == 0 || errno != EAGAIN) {
 				gone = 1;
+				why = r == 0 ? 0 : errno;
+			}
 			break;
 		}
 	}
-	if (!gone && (p[0].revents & (POLLHUP | POLLERR | POLLNVAL)) && !(p[0].revents & POLLIN)) {
-		errno = 0;
+	if (!gone && (p[0].revents & (POLLHUP | POLLERR | POLLNVAL)) && !(p[0].revents & POLLIN))
 		gone = 1;
-	}
 	for (i = 0; i < c->count; i++)
 		chan_job_finished(c, chan_slot(c, i));
 	chan_process(c);
+	/* what happened to the peer, not whatever the commands' start-up left in errno */
+	errno = why;
 	return gone ? -1 : 0;
 }
 
