@@ -1399,12 +1399,28 @@ neg_chan_reset(struct neg_chan *c)
 	c->out.len = c->outoff = 0;
 }
 
-/* Whether commands are still running (a reset channel waits for them to be reaped). */
+/* Releases a channel whose commands are all reaped. */
+void
+neg_chan_free(struct neg_chan *c)
+{
+	int i;
+
+	neg_chan_reset(c);
+	for (i = 0; i < NEG_CHAN_MAXJOBS; i++)
+		buf_free(&c->slot[i].reply);
+	proto_reader_free(&c->rd);
+	buf_free(&c->in);
+	buf_free(&c->out);
+}
+
+/* Whether commands are still running or replies unsent (a stopping daemon waits for both). */
 int
 neg_chan_busy(const struct neg_chan *c)
 {
 	int i;
 
+	if (c->fd >= 0 && c->outoff < c->out.len)
+		return 1;
 	for (i = 0; i < c->count; i++)
 		if (c->slot[(c->head + i) % NEG_CHAN_MAXJOBS].running)
 			return 1;

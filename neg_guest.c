@@ -327,8 +327,11 @@ guest_daemon(struct neg_server *srv, const char *given)
 			if (pt.chan.srv)
 				neg_chan_reset(&pt.chan);
 		}
-		if (stopping && (pt.chan.srv == NULL || !neg_chan_busy(&pt.chan)))
+		if (stopping && (pt.chan.srv == NULL || !neg_chan_busy(&pt.chan))) {
+			if (pt.chan.srv)
+				neg_chan_free(&pt.chan);
 			return 0;
+		}
 		if (pt.state != PORT_UP && now >= pt.probe_at && !stopping) {
 			if (pt.state == PORT_CLOSED)
 				port_reopen(&pt, srv, now);

@@ -387,12 +387,19 @@ host_connect(const char *path)
 /* ---- the CLI ---- */
 
 static int
+cmp_found(const void *a, const void *b)
+{
+	return strcmp(((const struct found *)a)->name, ((const struct found *)b)->name);
+}
+
+static int
 list_guests(const char *dir)
 {
 	struct scan s = {0};
 	size_t i;
 
 	host_discover(dir, H2G_NAME, &s);
+	qsort(s.v, s.n, sizeof(*s.v), cmp_found);
 	for (i = 0; i < s.n; i++)
 		if (host_listening(s.v[i].path) != 0)
 			printf("%s\n", s.v[i].name);
@@ -535,8 +542,14 @@ hostd_rescan(struct hostd *h, int64_t now)
 			if (!h->g[k]->removed && strcmp(h->g[k]->path, s.v[i].path) == 0)
 				break;
 		if (k < h->n) {
-			h->g[k]->seen = 1;
-			snprintf(h->g[k]->name, sizeof(h->g[k]->name), "%s", s.v[i].name);
+			g = h->g[k];
+			g->seen = 1;
+			snprintf(g->name, sizeof(g->name), "%s", s.v[i].name);
+			/* something changed in the directory: a guest that refused may be back */
+			if (!g->up && !g->removed) {
+				g->retry_ms = RETRY_MIN_MS;
+				g->retry_at = now;
+			}
 			continue;
 		}
 		if (h->n >= MAX_GUESTS)
@@ -575,10 +588,9 @@ hostd_collect(struct hostd *h)
 
 	for (k = j = 0; k < h->n; k++) {
 		if (h->g[k]->removed && !neg_chan_busy(&h->g[k]->chan)) {
-			neg_chan_reset(&h->g[k]->chan);
-			proto_reader_free(&h->g[k]->chan.rd);
-			buf_free(&h->g[k]->chan.in);
-			buf_free(&h->g[k]->chan.out);
+			if (h->g[k]->chan.fd >= 0)
+				close(h->g[k]->chan.fd);
+			neg_chan_free(&h->g[k]->chan);
 			free(h->g[k]);
 		} else {
 			h->g[j++] = h->g[k];
@@ -623,8 +635,15 @@ host_daemon(const char *dir, struct neg_server *srv)
 		if (stopping) {
 			for (k = 0; k < h.n && !neg_chan_busy(&h.g[k]->chan); k++)
 				;
-			if (k == h.n)
+			if (k == h.n) {
+				for (k = 0; k < h.n; k++)
+					h.g[k]->removed = 1;
+				hostd_collect(&h);
+				free(h.g);
+				free(p);
+				free(first);
 				return 0;
+			}
 			if (now >= stop_at) {
 				for (k = 0; k < h.n; k++)
 					neg_chan_reset(&h.g[k]->chan);

@@ -24,7 +24,7 @@
 #define PROTO_MAX_DEPTH 32                  /* nesting of arrays and objects */
 #define PROTO_MAX_ARGS 4096                 /* argv entries of execute */
 #define PROTO_MAX_ID 64                     /* bytes of the JSON text of a request id */
-#define PROTO_PARTIAL_MS 10000              /* a frame left incomplete this long is dropped */
+#define PROTO_PARTIAL_MS 5000               /* a frame left incomplete this long is dropped */
 #define NEG_MAX_STDERR (64u << 10)          /* captured stderr kept for the reply */
 #define NEG_MAX_NAME 255                    /* bytes of a command name */
 #define NEG_WRITE_CHUNK (32u << 10)         /* virtio_console takes at most this per write() */
@@ -274,6 +274,7 @@ void neg_chan_reap(struct neg_chan *);
 void neg_chan_tick(struct neg_chan *, int64_t now);
 int64_t neg_chan_wake(const struct neg_chan *);
 void neg_chan_reset(struct neg_chan *);
+void neg_chan_free(struct neg_chan *);
 int neg_chan_busy(const struct neg_chan *);
 int64_t neg_min_deadline(int64_t, int64_t);
 int neg_poll_timeout(int64_t deadline, int64_t now);

@@ -1,0 +1,180 @@
+#!/usr/bin/env bats
+# Tier 2 (host daemon): discovery in libvirt's three layouts, one poll loop for many guests,
+# misbehaving guests, signals, and a scale test, with fake guests (listening UNIX sockets).
+
+load helpers
+
+setup() {
+	D=$(mktemp -d /tmp/neghd.XXXXXX)
+	mkdir -p "$D/chan" "$D/cmds"
+	make_test_commands "$D/cmds"
+	printf '#!/bin/sh\necho "$NEGOTIATOR_GUEST"\n' > "$D/cmds/whoami"
+	printf '#!/bin/sh\nsleep "$1"\necho "slept $1"\n' > "$D/cmds/nap"
+	chmod 755 "$D/cmds/whoami" "$D/cmds/nap"
+	PIDS=()
+}
+
+teardown() {
+	for p in "${PIDS[@]}"; do stop_pid "$p"; done
+	[ -z "${NEG_KEEP_LOGS:-}" ] || cp "$D"/*.log "$NEG_KEEP_LOGS"/ 2>/dev/null || true
+	rm -rf "$D"
+}
+
+# A fake guest: its port at $D/NAME.port, its host-side socket at the given path.
+fake_guest() {
+	local name=$1 sock=$2
+	mkdir -p "$(dirname "$sock")"
+	"$FAKEPORT" "$D/$name.port" "$sock" 3>&- &
+	PIDS+=($!)
+	wait_for "$sock"
+}
+
+# A socket file nobody listens on, as a guest killed with SIGKILL leaves it.
+stale_socket() {
+	mkdir -p "$(dirname "$1")"
+	socat UNIX-LISTEN:"$1" /dev/null 3>&- &
+	local p=$!
+	wait_for "$1"
+	kill -9 "$p"
+	wait "$p" 2>/dev/null || true
+	[ -S "$1" ]
+}
+
+start_daemon() {
+	NEGOTIATOR_NO_VIRSH=1 "$HOSTBIN" -d -v --channel-directory "$D/chan" --commands-directory "$D/cmds" \
+		"$@" 2> "$D/hostd.log" 3>&- &
+	DAEMON=$!
+	PIDS+=($DAEMON)
+}
+
+# Waits (bounded) for a line in the daemon's log.
+wait_log() {
+	for _ in $(seq 1 100); do
+		grep -q -- "$1" "$D/hostd.log" && return 0
+		sleep 0.05
+	done
+	echo "not in the log: $1" >&2
+	cat "$D/hostd.log" >&2
+	return 1
+}
+
+@test "-g finds guests in all three layouts, names with hyphens and dots, and skips stale sockets" {
+	fake_guest a "$D/chan/old-style.v1.negotiator-host-to-guest.0"
+	fake_guest b "$D/chan/domain-web-1/negotiator-host-to-guest.0"
+	fake_guest c "$D/chan/domain-12-db.prod-2/negotiator-host-to-guest.0"
+	# a stopped guest's leftover: the socket file stays, nobody listens
+	stale_socket "$D/chan/domain-3-stopped/negotiator-host-to-guest.0"
+	mkdir -p "$D/chan/domain-4-noport" "$D/chan/unrelated"
+	: > "$D/chan/notasocket.negotiator-host-to-guest.0"
+	run --separate-stderr "$HOSTBIN" -g --channel-directory "$D/chan"
+	assert_success
+	assert_output "$(printf 'db.prod-2\nold-style.v1\nweb-1')"
+	[ -z "$stderr" ]
+}
+
+@test "-e GUEST finds the guest's socket by name (modern layout) and calls its daemon" {
+	fake_guest g "$D/chan/domain-7-name.with-dots/negotiator-host-to-guest.0"
+	"$GUESTBIN" -d -c "$D/g.port" --commands-directory "$D/cmds" 2> "$D/guest.log" 3>&- &
+	PIDS+=($!)
+	for _ in $(seq 1 50); do grep -q serving "$D/guest.log" && break; sleep 0.05; done
+	run "$HOSTBIN" --channel-directory "$D/chan" -e "show 'x y'" name.with-dots
+	assert_success
+	assert_output "$(printf 'args: 1\n[x y]')"
+	run "$HOSTBIN" --channel-directory "$D/chan" -c name.with-dots
+	assert_success
+	assert_line show
+}
+
+@test "the daemon serves guests that appear later, notices those that go, and survives stale sockets" {
+	stale_socket "$D/chan/late.negotiator-guest-to-host.0"
+	start_daemon
+	wait_log "found guest late"
+	kill -0 "$DAEMON"
+	# the stale socket comes alive: the daemon connects without a restart
+	rm -f "$D/chan/late.negotiator-guest-to-host.0"
+	fake_guest late "$D/chan/late.negotiator-guest-to-host.0"
+	wait_log "late: serving"
+	run "$GUESTBIN" -c "$D/late.port" -e whoami
+	assert_success
+	assert_output "late"
+	# a new guest in the modern layout
+	fake_guest new "$D/chan/domain-5-new-guest/negotiator-guest-to-host.0"
+	wait_log "new-guest: serving"
+	run "$GUESTBIN" -c "$D/new.port" -e whoami
+	assert_success
+	assert_output "new-guest"
+	# it goes away
+	rm -rf "$D/chan/domain-5-new-guest"
+	wait_log "guest new-guest is gone"
+	kill -0 "$DAEMON"
+}
+
+@test "one guest's garbage or slow command does not affect another guest" {
+	fake_guest bad "$D/chan/bad.negotiator-guest-to-host.0"
+	fake_guest slow "$D/chan/slow.negotiator-guest-to-host.0"
+	fake_guest good "$D/chan/good.negotiator-guest-to-host.0"
+	start_daemon
+	wait_log "bad: serving"
+	wait_log "slow: serving"
+	wait_log "good: serving"
+	"$GUESTBIN" -c "$D/slow.port" -t 30 -e "nap 4" > "$D/slow.out" 2>&1 3>&- &
+	slow=$!
+	# the bad guest floods its port with junk (the error replies are drained)
+	cat "$D/bad.port" > /dev/null 3>&- &
+	drain=$!
+	head -c 300000 /dev/urandom > "$D/bad.port"
+	run "$GUESTBIN" -c "$D/good.port" -e whoami
+	assert_success
+	assert_output "good"
+	# the good guest's answer came while the slow guest's command still ran
+	kill -0 "$slow"
+	wait "$slow"
+	run cat "$D/slow.out"
+	assert_output "slept 4"
+	kill "$drain"
+	kill -0 "$DAEMON"
+	grep -q "Protocol error" "$D/hostd.log"
+}
+
+@test "SIGHUP rescans; SIGTERM lets a running command finish and exits 0" {
+	fake_guest g "$D/chan/g.negotiator-guest-to-host.0"
+	start_daemon
+	wait_log "g: serving"
+	kill -HUP "$DAEMON"
+	wait_log "SIGHUP: rescanning"
+	"$GUESTBIN" -c "$D/g.port" -t 30 -e "nap 2" > "$D/g.out" 2>&1 &
+	caller=$!
+	sleep 0.7
+	kill -TERM "$DAEMON"
+	wait "$caller"
+	run cat "$D/g.out"
+	assert_output "slept 2"
+	st=0
+	wait "$DAEMON" || st=$?
+	[ "$st" -eq 0 ]
+	grep -q "terminating: no new requests, 1 commands running" "$D/hostd.log"
+}
+
+@test "SIGTERM kills a command that outlives the grace period, then exits 0" {
+	fake_guest g "$D/chan/g.negotiator-guest-to-host.0"
+	start_daemon
+	wait_log "g: serving"
+	"$GUESTBIN" -c "$D/g.port" -t 60 -e "slow $D/slow.pid 120" > /dev/null 2>&1 &
+	for _ in $(seq 1 50); do [ -s "$D/slow.pid" ] && break; sleep 0.1; done
+	kill -TERM "$DAEMON"
+	st=0
+	wait "$DAEMON" || st=$?
+	[ "$st" -eq 0 ]
+	run kill -0 "$(cat "$D/slow.pid")"
+	assert_failure
+}
+
+@test "200 fake guests at once: every call answered with the caller's own name" {
+	start_daemon -q
+	run "$ROOT/t/fakeguests" "$D/chan" 200 3 execute whoami
+	assert_success
+	[[ $output == "connected=200/200 "*" calls=600 good=600 bad=0 "* ]]
+	rss=$(awk '/VmRSS/ {print $2}' "/proc/$DAEMON/status")
+	echo "$output rss_kb=$rss" > "${NEG_REPORT_DIR:-$D}/hostd-scale.txt"
+	kill -0 "$DAEMON"
+}
