@@ -1529,6 +1529,14 @@ neg_call(int fd, int flags, const struct proto_request *kw, const char *method,
 	counter = counter * 1103515245u + 12345u;
 	snprintf(req.id, sizeof(req.id), "%u", counter % 1000000000u);
 	proto_request_write(&frame, method, req.argv, req.argc, &req);
+	/* the other side would refuse it unread; say so here rather than wait for the timeout */
+	if (frame.len - (size_t)(strchr(frame.p, '\n') + 1 - frame.p) > max_frame) {
+		snprintf(err, errlen, "the request is %zu bytes (input in base64 included), over the "
+		    "frame limit of %zu: raise --max-frame on both sides",
+		    frame.len - (size_t)(strchr(frame.p, '\n') + 1 - frame.p), max_frame);
+		buf_free(&frame);
+		return -1;
+	}
 	if (neg_write_all(fd, flags, frame.p, frame.len, deadline, err, errlen) < 0) {
 		buf_free(&frame);
 		return -1;

@@ -240,7 +240,7 @@ void neg_reply_text(struct buf *, const char *id, const char *msg);
  * replies, with up to maxjobs commands running at once and replies sent in
  * the order of the requests.  Both daemons drive these from their poll loop.
  */
-#define NEG_CHAN_MAXJOBS 16
+#define NEG_CHAN_MAXJOBS 4
 #define NEG_CHAN_FDS (1 + 3 * NEG_CHAN_MAXJOBS)
 
 struct neg_slot {

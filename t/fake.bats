@@ -115,6 +115,16 @@ guest_run() {
 	cmp "$D/big.bin" "$D/big.out"
 }
 
+@test "an input too large for one frame is refused by the caller with the fix, not a timeout" {
+	head -c 52428800 /dev/zero > "$D/toobig.bin"
+	run --separate-stderr H -t 60 -e cat --input "$D/toobig.bin"
+	assert_failure 255
+	[[ $stderr == "negotiator-host: $D/h2g.sock: the request is "*" bytes (input in base64 included), over the frame limit of 67108864: raise --max-frame on both sides" ]]
+	rm -f "$D/toobig.bin"
+	run H -e "show still-fine"
+	assert_success
+}
+
 @test "a failing command: its exit status, its stderr and output, one line from negotiator" {
 	run --separate-stderr H -e "fail 3"
 	assert_failure 3

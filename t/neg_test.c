@@ -14,15 +14,19 @@
  *   neg-test builtin NAME       run a built-in command here
  *   neg-test calls SOCKET N METHOD [ARG...]   N calls one after another over one connection
  *                               to SOCKET; prints counts, calls per second and latencies
+ *   neg-test echo DEVICE        the physical floor's far end: copy what DEVICE gives back to it
+ *   neg-test rtt SOCKET N SIZE  the physical floor: N round trips of SIZE bytes through an echo
  *
  * Exit status 0 on success, 1 when the input was refused (the reason on stderr).
  */
 #include <sys/socket.h>
 #include <sys/un.h>
 
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -172,25 +176,35 @@ cmp_i64(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+static int
+connect_unix(const char *path)
+{
+	struct sockaddr_un sa;
+	int fd;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sun_family = AF_UNIX;
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+	if ((fd = socket(AF_UNIX, SOCK_STREAM, 0)) < 0 ||
+	    connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		perror(path);
+		return -1;
+	}
+	return fd;
+}
+
 /* The round trip of a call on a persistent connection, as a benchmark and a soak. */
 static int
 do_calls(const char *sock, int n, const char *method, char **args, int nargs)
 {
-	struct sockaddr_un sa;
 	struct proto_request kw;
 	struct proto_response r;
 	int64_t start, t, *lat = calloc((size_t)n + 1, sizeof(int64_t));
 	char err[256];
 	int fd, i, ok = 0;
 
-	memset(&sa, 0, sizeof(sa));
-	sa.sun_family = AF_UNIX;
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock);
-	if ((fd = socket(AF_UNIX, SOCK_STREAM, 0)) < 0 ||
-	    connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		perror(sock);
+	if ((fd = connect_unix(sock)) < 0)
 		return 1;
-	}
 	memset(&kw, 0, sizeof(kw));
 	kw.argv = args;
 	kw.argc = (size_t)nargs;
@@ -219,6 +233,58 @@ do_calls(const char *sock, int n, const char *method, char **args, int nargs)
 	return ok == n ? 0 : 1;
 }
 
+static int
+do_echo(const char *dev)
+{
+	char b[65536];
+	ssize_t n;
+	int fd = open(dev, O_RDWR | O_NOCTTY);
+	struct termios t;
+
+	if (fd < 0) {
+		perror(dev);
+		return 1;
+	}
+	if (isatty(fd) && tcgetattr(fd, &t) == 0) {
+		cfmakeraw(&t);
+		tcsetattr(fd, TCSANOW, &t);
+	}
+	while ((n = read(fd, b, sizeof(b))) >= 0) {
+		if (n > 0 && write(fd, b, (size_t)n) != n)
+			return 1;
+	}
+	return 0;
+}
+
+static int
+do_rtt(const char *sock, int n, int size)
+{
+	char *b = calloc(1, (size_t)size), *r = calloc(1, (size_t)size);
+	int64_t start, t, *lat = calloc((size_t)n + 1, sizeof(int64_t));
+	ssize_t k;
+	int fd = connect_unix(sock), i, got;
+
+	if (fd < 0)
+		return 1;
+	memset(b, 'x', (size_t)size);
+	start = now_us();
+	for (i = 0; i < n; i++) {
+		t = now_us();
+		if (write(fd, b, (size_t)size) != size)
+			return 1;
+		for (got = 0; got < size; got += (int)k)
+			if ((k = read(fd, r + got, (size_t)(size - got))) <= 0)
+				return 1;
+		lat[i] = now_us() - t;
+	}
+	t = now_us() - start;
+	qsort(lat, (size_t)n, sizeof(int64_t), cmp_i64);
+	printf("round_trips=%d bytes=%d seconds=%.3f per_second=%.0f p50_us=%lld p99_us=%lld\n", n, size,
+	    (double)t / 1e6, (double)n * 1e6 / (double)t, (long long)lat[n / 2],
+	    (long long)lat[n * 99 / 100]);
+	return 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -236,6 +302,10 @@ main(int argc, char **argv)
 		return do_request();
 	if (strcmp(argv[1], "response") == 0)
 		return do_response();
+	if (strcmp(argv[1], "echo") == 0 && argc == 3)
+		return do_echo(argv[2]);
+	if (strcmp(argv[1], "rtt") == 0 && argc == 5)
+		return do_rtt(argv[2], atoi(argv[3]), atoi(argv[4]));
 	if (strcmp(argv[1], "calls") == 0 && argc >= 5)
 		return do_calls(argv[2], atoi(argv[3]), argv[4], argv + 5, argc - 5);
 	if (strcmp(argv[1], "frames") == 0)
