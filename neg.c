@@ -19,6 +19,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 
 #include <arpa/inet.h>
@@ -51,6 +52,46 @@ static char clean_home[] = "HOME=/";
 
 /* ---- logging and small helpers ---- */
 
+/*
+ * Sends one message to the local syslog daemon (/dev/log), falling back to
+ * stderr.  Our own few lines instead of syslog(3): musl's pulls in time-zone
+ * and strftime code the guest has no other use for.
+ */
+static void
+send_syslog(int prio, const char *msg)
+{
+	static int fd = -1;
+	struct sockaddr_un sa;
+	char line[1200];
+	int n, tries;
+
+	n = snprintf(line, sizeof(line), "<%d>%s[%d]: %s", LOG_DAEMON | prio, neg_progname,
+	    (int)getpid(), msg);
+	if (n < 0)
+		return;
+	if ((size_t)n >= sizeof(line))
+		n = sizeof(line) - 1;
+	for (tries = 0; tries < 2; tries++) {
+		if (fd < 0) {
+			memset(&sa, 0, sizeof(sa));
+			sa.sun_family = AF_UNIX;
+			memcpy(sa.sun_path, "/dev/log", 9);
+			if ((fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0)) < 0)
+				break;
+			if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+				close(fd);
+				fd = -1;
+				break;
+			}
+		}
+		if (send(fd, line, (size_t)n, MSG_NOSIGNAL) == n)
+			return;
+		close(fd);	/* the syslog daemon restarted: connect again once */
+		fd = -1;
+	}
+	fprintf(stderr, "%s: %s\n", neg_progname, msg);
+}
+
 static void
 vlog(int prio, const char *fmt, va_list ap)
 {
@@ -60,7 +101,7 @@ vlog(int prio, const char *fmt, va_list ap)
 		return;
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	if (neg_syslog)
-		syslog(prio, "%s", msg);
+		send_syslog(prio, msg);
 	else
 		fprintf(stderr, "%s: %s\n", neg_progname, msg);
 }
@@ -117,11 +158,11 @@ neg_now(void)
 int
 neg_parse_seconds(const char *s, double *d)
 {
-	char *end;
+	size_t n = strspn(s, "0123456789.");
 
-	errno = 0;
-	*d = strtod(s, &end);
-	if (end == s || *end != '\0' || errno != 0 || *d < 0 || *d > 1e7 || *d != *d)
+	/* plain decimal seconds: no sign, no exponent, no hex, no "inf" */
+	if (n == 0 || s[n] != '\0' || strchr(s, '.') != strrchr(s, '.') ||
+	    proto_parse_number(s, n, d) < 0 || *d > 1e7)
 		return -1;
 	return 0;
 }
@@ -1000,8 +1041,12 @@ neg_job_reply(struct neg_job *j, const struct proto_request *req, struct buf *fr
 	f.stdout_text = s;
 	f.stdout_len = len;
 	if (j->timed_out) {
-		snprintf(msg, sizeof(msg), "External command %s timed out after %g seconds",
-		    j->name, req->timeout);
+		struct buf secs = {0};
+
+		proto_put_seconds(&secs, req->timeout);
+		snprintf(msg, sizeof(msg), "External command %s timed out after %s seconds",
+		    j->name, secs.p);
+		buf_free(&secs);
 		f.timed_out = 1;
 		f.signal = WIFSIGNALED(j->status) ? WTERMSIG(j->status) : 0;
 	} else if (j->overflow) {
@@ -1616,7 +1661,7 @@ status_from_text(const char *e)
 	const char *p = strstr(e, "exit code ");
 	int v;
 
-	if (p && sscanf(p + 10, "%d", &v) == 1 && v > 0 && v < 256)
+	if (p && (v = atoi(p + 10)) > 0 && v < 256)
 		return v;
 	return 255;
 }

@@ -465,8 +465,6 @@ main(int argc, char **argv)
 		neg_verbosity = LOG_ERR;
 	if (neg_verbosity > LOG_DEBUG)
 		neg_verbosity = LOG_DEBUG;
-	if (neg_syslog)
-		openlog("negotiator-guest", LOG_PID, LOG_DAEMON);
 	if (mode == 'd') {
 		return guest_daemon(&srv, device);
 	}

@@ -342,7 +342,8 @@ host_listening(const char *path)
 	FILE *f = fopen("/proc/net/unix", "re");
 	char line[PATH_MAX + 128], *p;
 	unsigned long flags;
-	int found = -1;
+	char *f3;
+	int found = -1, i;
 
 	if (f == NULL)
 		return -1;
@@ -350,7 +351,10 @@ host_listening(const char *path)
 	while (!found && fgets(line, sizeof(line), f)) {
 		line[strcspn(line, "\n")] = '\0';
 		/* Num RefCount Protocol Flags Type St Inode Path */
-		if (sscanf(line, "%*s %*s %*s %lx", &flags) != 1 || !(flags & 0x10000))
+		for (f3 = line, i = 0; i < 3 && f3; i++)
+			if ((f3 = strchr(f3, ' ')) != NULL)
+				f3 += strspn(f3, " ");
+		if (f3 == NULL || (flags = strtoul(f3, NULL, 16)) == 0 || !(flags & 0x10000))
 			continue;
 		if ((p = strrchr(line, ' ')) != NULL && strcmp(p + 1, path) == 0)
 			found = 1;
@@ -787,8 +791,6 @@ main(int argc, char **argv)
 		neg_verbosity = LOG_ERR;
 	if (neg_verbosity > LOG_DEBUG)
 		neg_verbosity = LOG_DEBUG;
-	if (neg_syslog)
-		openlog("negotiator-host", LOG_PID, LOG_DAEMON);
 	if (mode == 'g')
 		return list_guests(dir);
 	if (mode == 'd') {

@@ -750,21 +750,73 @@ proto_json_string(const struct proto_json *j, int tok, struct buf *b)
 	return 0;
 }
 
+/*
+ * A number in JSON's syntax as a double, by arithmetic: strtod and its decimal
+ * machinery would double the guest binary's size.  Exact for the values the
+ * protocol carries (exit codes, seconds).
+ */
+int
+proto_parse_number(const char *s, size_t n, double *d)
+{
+	const char *e = s + n;
+	double v = 0, scale = 1;
+	int neg = 0, eneg = 0, exp = 0, digits = 0;
+
+	if (s < e && *s == '-') {
+		neg = 1;
+		s++;
+	}
+	for (; s < e && *s >= '0' && *s <= '9'; s++, digits++)
+		v = v * 10 + (*s - '0');
+	if (s < e && *s == '.')
+		for (s++; s < e && *s >= '0' && *s <= '9'; s++, digits++)
+			v += (*s - '0') * (scale /= 10);
+	if (digits == 0)
+		return -1;
+	if (s < e && (*s == 'e' || *s == 'E')) {
+		s++;
+		if (s < e && (*s == '+' || *s == '-'))
+			eneg = *s++ == '-';
+		if (s == e)
+			return -1;
+		for (; s < e && *s >= '0' && *s <= '9'; s++)
+			if (exp < 400)
+				exp = exp * 10 + (*s - '0');
+		for (; exp > 0; exp--)
+			v = eneg ? v / 10 : v * 10;
+	}
+	if (s != e || v > 1e300)
+		return -1;
+	*d = neg ? -v : v;
+	return 0;
+}
+
+/* Seconds as the shortest of "N", "N.N", "N.NN", "N.NNN" (milliseconds are the resolution). */
+void
+proto_put_seconds(struct buf *b, double secs)
+{
+	long long ms = (long long)(secs * 1000 + 0.5);
+	int frac = (int)(ms % 1000), places = 3;
+
+	if (frac == 0) {
+		buf_addf(b, "%lld", ms / 1000);
+		return;
+	}
+	while (frac % 10 == 0) {
+		frac /= 10;
+		places--;
+	}
+	buf_addf(b, "%lld.%0*d", ms / 1000, places, frac);
+}
+
 int
 proto_json_number(const struct proto_json *j, int tok, double *d)
 {
 	const jsmntok_t *t = (const jsmntok_t *)j->tok + tok;
-	char tmp[64], *end;
-	size_t n = (size_t)(t->end - t->start);
 
-	if (t->type != JSMN_PRIMITIVE || n == 0 || n >= sizeof(tmp) ||
-	    (j->js[t->start] != '-' && (j->js[t->start] < '0' || j->js[t->start] > '9')))
+	if (t->type != JSMN_PRIMITIVE)
 		return -1;
-	memcpy(tmp, j->js + t->start, n);
-	tmp[n] = '\0';
-	errno = 0;
-	*d = strtod(tmp, &end);
-	return *end == '\0' && errno == 0 ? 0 : -1;
+	return proto_parse_number(j->js + t->start, (size_t)(t->end - t->start), d);
 }
 
 /* Writes s as a JSON string the way json.dumps(ensure_ascii=True) does. */
@@ -1100,8 +1152,10 @@ proto_request_write(struct buf *b, const char *method, char *const *argv,
 		}
 		if (kw && kw->base64)
 			buf_adds(b, ", \"encoding\": \"base64\"");
-		if (kw && kw->timeout > 0)
-			buf_addf(b, ", \"timeout\": %.3f", kw->timeout);
+		if (kw && kw->timeout > 0) {
+			buf_adds(b, ", \"timeout\": ");
+			proto_put_seconds(b, kw->timeout);
+		}
 	}
 	buf_adds(b, "}");
 	if (kw && kw->id[0])

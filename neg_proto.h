@@ -85,6 +85,8 @@ int proto_json_size(const struct proto_json *, int tok);
 int proto_json_is(const struct proto_json *, int tok, const char *literal);
 int proto_json_string(const struct proto_json *, int tok, struct buf *);
 int proto_json_number(const struct proto_json *, int tok, double *);
+int proto_parse_number(const char *, size_t, double *);
+void proto_put_seconds(struct buf *, double);
 enum { PROTO_J_OBJECT = 1, PROTO_J_ARRAY, PROTO_J_STRING, PROTO_J_PRIMITIVE };
 
 void proto_put_string(struct buf *, const char *, size_t);

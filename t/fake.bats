@@ -278,9 +278,11 @@ guest_run() {
 	run --separate-stderr "$HOSTBIN" -e show
 	assert_failure 255
 	assert_equal "$stderr" "negotiator-host: give the name of a guest (negotiator-host -g lists them) or --socket PATH"
-	run --separate-stderr "$HOSTBIN" -t soon -e show g
-	assert_failure 255
-	assert_equal "$stderr" "negotiator-host: invalid timeout 'soon': give a number of seconds"
+	for t in soon -1 1e3 inf 0x10 1.2.3 ''; do
+		run --separate-stderr "$HOSTBIN" -t "$t" -e show g
+		assert_failure 255
+		assert_equal "$stderr" "negotiator-host: invalid timeout '$t': give a number of seconds"
+	done
 	run --separate-stderr "$HOSTBIN" --socket "$D/nothing.sock" -e show
 	assert_failure 255
 	assert_equal "$stderr" "negotiator-host: the guest is not running: nobody listens on $D/nothing.sock"

@@ -34,6 +34,14 @@ load helpers
 	assert_output "$(printf 'method=execute\nargc=3\narg=cmd\narg=a b\narg=caf\\xc3\\xa9\ninput=hi\nbase64=1\ntimeout=2.5\nid=42\ndispatch=1')"
 }
 
+@test "numbers are read exactly as JSON writes them (no strtod)" {
+	for v in 10:10 1e1:10 2.5:2.5 0.125:0.125 25E-1:2.5 1.5e+2:150; do
+		run "$NEGTEST" request <<< "{\"method\": \"x\", \"kw\": {\"timeout\": ${v%%:*}}}"
+		assert_success
+		assert_line "timeout=${v#*:}"
+	done
+}
+
 @test "the docstring's key spellings (command/arguments/keyword-arguments) are accepted" {
 	run "$NEGTEST" request <<< '{"command": "execute", "arguments": ["x"], "keyword-arguments": {"input": "in"}}'
 	assert_success
