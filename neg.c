@@ -1472,6 +1472,81 @@ neg_chan_busy(const struct neg_chan *c)
 	return 0;
 }
 
+/* ---- the options both programs take ---- */
+
+void
+neg_cli_init(struct neg_cli *o, const char *usage, int max_running)
+{
+	memset(o, 0, sizeof(*o));
+	o->usage = usage;
+	o->srv.env.dir = "/usr/lib/negotiator/commands";
+	o->srv.max_frame = PROTO_MAX_FRAME_DEFAULT;
+	o->srv.max_running = max_running;
+	o->timeout = 10;
+}
+
+/*
+ * Handles an option both programs take and returns 1, or returns 0 for one of
+ * the program's own.  --version and --help exit 0; a bad value or an unknown
+ * option exits 255 with one line.
+ */
+int
+neg_cli_option(struct neg_cli *o, int c, const char *arg)
+{
+	switch (c) {
+	case 'e':
+		o->command = arg;
+		/* FALLTHROUGH */
+	case 'd':
+		o->mode = c;
+		return 1;
+	case 't':
+		if (neg_parse_seconds(arg, &o->timeout) < 0)
+			neg_die("invalid timeout '%s': give a number of seconds", arg);
+		return 1;
+	case NEG_OPT_COMMANDS:
+		o->srv.env.dir = arg;
+		return 1;
+	case NEG_OPT_INPUT:
+		o->input = arg;
+		return 1;
+	case NEG_OPT_MAX_FRAME:
+		if (neg_parse_size(arg, &o->srv.max_frame) < 0)
+			neg_die("invalid --max-frame '%s': give bytes (1K to 1G)", arg);
+		return 1;
+	case NEG_OPT_SYSLOG:
+		neg_syslog = 1;
+		return 1;
+	case 'v':
+		o->loud++;
+		return 1;
+	case 'q':
+		o->loud--;
+		return 1;
+	case NEG_OPT_VERSION:
+		printf("%s %s\n", neg_progname, NEG_VERSION);
+		exit(0);
+	case 'h':
+		fputs(o->usage, stdout);
+		exit(0);
+	case '?':
+		neg_die("unknown option, or one without its value: %s (%s --help lists them)",
+		    arg ? arg : "?", neg_progname);
+	}
+	return 0;
+}
+
+/* Daemons tell what they do by default; clients speak only of trouble. */
+void
+neg_cli_verbosity(const struct neg_cli *o)
+{
+	neg_verbosity = (o->mode == 'd' ? LOG_INFO : LOG_WARNING) + o->loud;
+	if (neg_verbosity < LOG_ERR)
+		neg_verbosity = LOG_ERR;
+	if (neg_verbosity > LOG_DEBUG)
+		neg_verbosity = LOG_DEBUG;
+}
+
 /* ---- the client side of a call ---- */
 
 /* Milliseconds until deadline (-1 for none), at most cap. */

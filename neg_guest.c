@@ -45,6 +45,7 @@
 #define PROBE_MAX_MS 500       /* until a SIGIO has been seen: the no-fasync path */
 #define PROBE_SAFETY_MS 5000   /* once SIGIO is known to work */
 #define REOPEN_MS 1000
+#define UNCONFIRMED_MS 2000    /* how long data may run ahead of the host's "port open" */
 
 static const char usage_text[] =
 "Usage: negotiator-guest [OPTIONS]\n"
@@ -70,22 +71,10 @@ static const char usage_text[] =
 "Exit status of -e: the host command's status when it failed, 0 on success,\n"
 "255 when negotiator itself failed.\n";
 
-enum { OPT_COMMANDS = 256, OPT_INPUT, OPT_MAX_FRAME, OPT_SYSLOG, OPT_VERSION };
-
 static const struct option longopts[] = {
 	{ "list-commands", no_argument, NULL, 'l' },
-	{ "execute", required_argument, NULL, 'e' },
-	{ "daemon", no_argument, NULL, 'd' },
-	{ "timeout", required_argument, NULL, 't' },
 	{ "character-device", required_argument, NULL, 'c' },
-	{ "commands-directory", required_argument, NULL, OPT_COMMANDS },
-	{ "input", required_argument, NULL, OPT_INPUT },
-	{ "max-frame", required_argument, NULL, OPT_MAX_FRAME },
-	{ "syslog", no_argument, NULL, OPT_SYSLOG },
-	{ "verbose", no_argument, NULL, 'v' },
-	{ "quiet", no_argument, NULL, 'q' },
-	{ "version", no_argument, NULL, OPT_VERSION },
-	{ "help", no_argument, NULL, 'h' },
+	NEG_COMMON_LONGOPTS,
 	{ NULL, 0, NULL, 0 }
 };
 
@@ -184,6 +173,7 @@ struct port {
 	int probe_ms;
 	int sigio;        /* we asked for SIGIO */
 	int sigio_seen;
+	int64_t unconfirmed;  /* until when a hang-up is not believed (see port_probe) */
 	struct neg_chan chan;
 };
 
@@ -247,8 +237,13 @@ port_reopen(struct port *pt, struct neg_server *srv, int64_t now)
  * while it is connected, ENODEV once the port is unplugged.  Data read here is
  * kept for the channel.
  */
-static void
-port_probe(struct port *pt, int64_t now)
+/*
+ * Reads what the port has: 2 for data (kept for the channel) and 1 for EAGAIN,
+ * both meaning the host is connected; 0 while it is away (read() gives 0); -1
+ * for an error such as ENODEV after an unplug.
+ */
+static int
+port_read(struct port *pt)
 {
 	struct neg_chan *c = &pt->chan;
 	ssize_t n;
@@ -257,20 +252,47 @@ port_probe(struct port *pt, int64_t now)
 	n = read(c->fd, c->in.p + c->in.len, 65536);
 	if (n > 0) {
 		c->in.len += (size_t)n;
-		c->last_rx = now;
+		c->last_rx = neg_now();
+		return 2;
 	}
-	if (n > 0 || (n < 0 && (errno == EAGAIN || errno == EINTR))) {
-		neg_log(LOG_INFO, "host connected to %s", pt->path);
+	if (n < 0)
+		return errno == EAGAIN || errno == EINTR ? 1 : -1;
+	return 0;
+}
+
+/* Whether the host is there now; the backoff grows while it is not. */
+static void
+port_probe(struct port *pt, int64_t now)
+{
+	int cap = pt->sigio_seen ? PROBE_SAFETY_MS : PROBE_MAX_MS, r = port_read(pt);
+	struct pollfd q = { pt->chan.fd, POLLIN, 0 };
+
+	switch (r) {
+	case 2:
+	case 1:
+		/*
+		 * Data and the host's "port open" come on different virtqueues, and
+		 * the kernel handles the control message later, in a work item: a
+		 * request can be read while the port still says the host is away,
+		 * with poll() reporting POLLHUP.  Until the kernel catches up, such
+		 * a hang-up is not taken for the host's departure.
+		 */
+		pt->unconfirmed = r == 2 && poll(&q, 1, 0) == 1 && (q.revents & POLLHUP) ?
+		    now + UNCONFIRMED_MS : 0;
+		neg_log(LOG_INFO, "host connected to %s%s", pt->path,
+		    pt->unconfirmed ? " (before the port says so)" : "");
 		pt->state = PORT_UP;
 		return;
-	}
-	if (n < 0 && errno != EAGAIN) {
+	case -1:
 		port_close(pt, now);
 		return;
 	}
-	pt->probe_ms = pt->probe_ms * 2;
-	if (pt->probe_ms > (pt->sigio_seen ? PROBE_SAFETY_MS : PROBE_MAX_MS))
-		pt->probe_ms = pt->sigio_seen ? PROBE_SAFETY_MS : PROBE_MAX_MS;
+	if (pt->unconfirmed && now >= pt->unconfirmed) {
+		neg_log(LOG_INFO, "host disconnected from %s", pt->path);
+		neg_chan_reset(&pt->chan);
+		pt->unconfirmed = 0;
+	}
+	pt->probe_ms = pt->probe_ms * 2 > cap ? cap : pt->probe_ms * 2;
 	pt->probe_at = now + pt->probe_ms;
 }
 
@@ -282,20 +304,10 @@ port_probe(struct port *pt, int64_t now)
 static int
 port_still_up(struct port *pt)
 {
-	struct neg_chan *c = &pt->chan;
-	ssize_t n;
-
-	buf_reserve(&c->in, 65536);
-	n = read(c->fd, c->in.p + c->in.len, 65536);
-	if (n > 0) {
-		c->in.len += (size_t)n;
-		c->last_rx = neg_now();
-	}
-	if (n > 0 || (n < 0 && (errno == EAGAIN || errno == EINTR))) {
-		neg_log(LOG_DEBUG, "port: a hang-up the port itself does not confirm; staying");
-		return 1;
-	}
-	return 0;
+	if (port_read(pt) < 1)
+		return 0;
+	neg_log(LOG_DEBUG, "port: a hang-up the port itself does not confirm; staying");
+	return 1;
 }
 
 static int
@@ -367,12 +379,23 @@ guest_daemon(struct neg_server *srv, const char *given)
 		if (pt.chan.srv == NULL)
 			continue;
 		if (pt.state == PORT_UP) {
+			/* poll() reports a hang-up whenever there is one: none means connected */
+			if (!(p[1].revents & POLLHUP))
+				pt.unconfirmed = 0;
 			if (neg_chan_io(&pt.chan, p + 1, n - 1) < 0) {
 				neg_log(LOG_DEBUG, "port: revents %#x, errno %d", p[1].revents, errno);
-				if (errno != 0 && errno != EPIPE && errno != ECONNRESET)
+				if (errno != 0 && errno != EPIPE && errno != ECONNRESET) {
 					port_close(&pt, now);
-				else if (!port_still_up(&pt))
+				} else if (port_still_up(&pt)) {
+					/* a hang-up the port itself does not confirm: stay */
+				} else if (pt.unconfirmed && now < pt.unconfirmed) {
+					/* away, its requests kept, until the kernel marks the host connected */
+					pt.state = PORT_AWAY;
+					pt.probe_ms = PROBE_MIN_MS;
+					pt.probe_at = now + PROBE_MIN_MS;
+				} else {
 					port_away(&pt, now);
+				}
 			}
 		} else {
 			for (i = 2; i < n; i++)
@@ -392,97 +415,52 @@ guest_daemon(struct neg_server *srv, const char *given)
 int
 main(int argc, char **argv)
 {
-	struct neg_server srv;
-	const char *command = NULL, *device = NULL, *input = NULL;
+	struct neg_cli o;
+	const char *device = NULL;
 	char path[PATH_MAX], err[256];
-	double timeout = 10;
 	char **cargv = NULL;
 	size_t cargc;
-	int c, mode = 0, fd, rc, loud = 0;
+	int c, fd, rc;
 	int64_t deadline;
 
+	opterr = 0;	/* one line of our own instead of getopt's two */
 	neg_progname = "negotiator-guest";
-	memset(&srv, 0, sizeof(srv));
-	srv.env.dir = "/usr/lib/negotiator/commands";
-	srv.max_frame = PROTO_MAX_FRAME_DEFAULT;
-	srv.max_running = 1;
+	neg_cli_init(&o, usage_text, 1);
 	while ((c = getopt_long(argc, argv, "le:dt:c:vqh", longopts, NULL)) != -1) {
-		switch (c) {
-		case 'l': case 'd':
-			mode = c;
-			break;
-		case 'e':
-			mode = c;
-			command = optarg;
-			break;
-		case 't':
-			if (neg_parse_seconds(optarg, &timeout) < 0)
-				neg_die("invalid timeout '%s': give a number of seconds", optarg);
-			break;
-		case 'c':
+		if (neg_cli_option(&o, c, c == '?' ? argv[(optind > argc ? argc : optind) - 1] : optarg))
+			continue;
+		if (c == 'l')
+			o.mode = c;
+		else if (c == 'c')
 			device = optarg;
-			break;
-		case OPT_COMMANDS:
-			srv.env.dir = optarg;
-			break;
-		case OPT_INPUT:
-			input = optarg;
-			break;
-		case OPT_MAX_FRAME:
-			if (neg_parse_size(optarg, &srv.max_frame) < 0)
-				neg_die("invalid --max-frame '%s': give bytes (1K to 1G)", optarg);
-			break;
-		case OPT_SYSLOG:
-			neg_syslog = 1;
-			break;
-		case 'v':
-			loud++;
-			break;
-		case 'q':
-			loud--;
-			break;
-		case OPT_VERSION:
-			printf("negotiator-guest %s\n", NEG_VERSION);
-			return 0;
-		case 'h':
-			fputs(usage_text, stdout);
-			return 0;
-		default:
-			fprintf(stderr, "Try 'negotiator-guest --help' for more information.\n");
-			return 255;
-		}
+		else
+			neg_cli_option(&o, '?', argv[optind - 1]);
 	}
 	if (optind < argc)
 		neg_die("unexpected argument '%s' (the guest takes no positional arguments)",
 		    argv[optind]);
-	if (mode == 0) {
+	if (o.mode == 0) {
 		fputs(usage_text, stdout);
 		return 0;
 	}
-	/* daemons tell what they do by default; clients speak only of trouble */
-	neg_verbosity = (mode == 'd' ? LOG_INFO : LOG_WARNING) + loud;
-	if (neg_verbosity < LOG_ERR)
-		neg_verbosity = LOG_ERR;
-	if (neg_verbosity > LOG_DEBUG)
-		neg_verbosity = LOG_DEBUG;
-	if (mode == 'd') {
-		return guest_daemon(&srv, device);
-	}
-	if (input && mode != 'e')
+	neg_cli_verbosity(&o);
+	if (o.mode == 'd')
+		return guest_daemon(&o.srv, device);
+	if (o.input && o.mode != 'e')
 		neg_die("--input goes with -e");
-	if (mode == 'e' && neg_split(command, &cargv, &cargc, err, sizeof(err)) < 0)
-		neg_die("cannot run '%s': %s", command, err);
+	if (o.mode == 'e' && neg_split(o.command, &cargv, &cargc, err, sizeof(err)) < 0)
+		neg_die("cannot run '%s': %s", o.command, err);
 	signal(SIGPIPE, SIG_IGN);
-	deadline = timeout > 0 ? neg_now() + (int64_t)(timeout * 1000) : neg_now() + 3600000;
+	deadline = neg_now() + (o.timeout > 0 ? (int64_t)(o.timeout * 1000) : 3600000);
 	if ((fd = find_and_open(device, G2H_NAME, deadline, path, sizeof(path))) < 0) {
 		neg_strv_free(cargv);
 		return 255;
 	}
-	if (mode == 'l')
-		rc = neg_cli_list(fd, NEG_CALL_PORT, timeout, srv.max_frame, "host");
+	if (o.mode == 'l')
+		rc = neg_cli_list(fd, NEG_CALL_PORT, o.timeout, o.srv.max_frame, "host");
 	else
-		rc = neg_cli_execute(fd, NEG_CALL_PORT, cargv, cargc, input, timeout,
-		    srv.max_frame, "host");
+		rc = neg_cli_execute(fd, NEG_CALL_PORT, cargv, cargc, o.input, o.timeout,
+		    o.srv.max_frame, "host");
 	close(fd);
 	neg_strv_free(cargv);
 	return rc;

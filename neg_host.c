@@ -77,25 +77,14 @@ static const char usage_text[] =
 "Exit status of -e: the guest command's status when it failed, 0 on success,\n"
 "255 when negotiator itself failed.\n";
 
-enum { OPT_CHANNELS = 256, OPT_SOCKET, OPT_COMMANDS, OPT_INPUT, OPT_MAX_FRAME, OPT_SYSLOG,
-    OPT_VERSION };
+enum { OPT_CHANNELS = NEG_OPT_OWN, OPT_SOCKET };
 
 static const struct option longopts[] = {
 	{ "list-guests", no_argument, NULL, 'g' },
 	{ "list-commands", no_argument, NULL, 'c' },
-	{ "execute", required_argument, NULL, 'e' },
-	{ "daemon", no_argument, NULL, 'd' },
-	{ "timeout", required_argument, NULL, 't' },
 	{ "channel-directory", required_argument, NULL, OPT_CHANNELS },
 	{ "socket", required_argument, NULL, OPT_SOCKET },
-	{ "commands-directory", required_argument, NULL, OPT_COMMANDS },
-	{ "input", required_argument, NULL, OPT_INPUT },
-	{ "max-frame", required_argument, NULL, OPT_MAX_FRAME },
-	{ "syslog", no_argument, NULL, OPT_SYSLOG },
-	{ "verbose", no_argument, NULL, 'v' },
-	{ "quiet", no_argument, NULL, 'q' },
-	{ "version", no_argument, NULL, OPT_VERSION },
-	{ "help", no_argument, NULL, 'h' },
+	NEG_COMMON_LONGOPTS,
 	{ NULL, 0, NULL, 0 }
 };
 
@@ -713,105 +702,58 @@ host_daemon(const char *dir, struct neg_server *srv)
 int
 main(int argc, char **argv)
 {
-	struct neg_server srv;
-	const char *command = NULL, *socket_path = NULL, *input = NULL, *guest = NULL;
-	const char *dir = CHANNEL_DIR;
+	struct neg_cli o;
+	const char *socket_path = NULL, *guest = NULL, *dir = CHANNEL_DIR;
 	char err[256];
-	double timeout = 10;
 	char **cargv = NULL;
 	size_t cargc;
-	int c, mode = 0, fd, rc, loud = 0;
+	int c, fd, rc;
 	int64_t deadline;
 
+	opterr = 0;	/* one line of our own instead of getopt's two */
 	neg_progname = "negotiator-host";
-	memset(&srv, 0, sizeof(srv));
-	srv.env.dir = "/usr/lib/negotiator/commands";
-	srv.max_frame = PROTO_MAX_FRAME_DEFAULT;
-	srv.max_running = TOTAL_JOBS;
+	neg_cli_init(&o, usage_text, TOTAL_JOBS);
 	while ((c = getopt_long(argc, argv, "gce:dt:vqh", longopts, NULL)) != -1) {
-		switch (c) {
-		case 'g': case 'c': case 'd':
-			mode = c;
-			break;
-		case 'e':
-			mode = c;
-			command = optarg;
-			break;
-		case 't':
-			if (neg_parse_seconds(optarg, &timeout) < 0)
-				neg_die("invalid timeout '%s': give a number of seconds", optarg);
-			break;
-		case OPT_CHANNELS:
+		if (neg_cli_option(&o, c, c == '?' ? argv[(optind > argc ? argc : optind) - 1] : optarg))
+			continue;
+		if (c == 'g' || c == 'c')
+			o.mode = c;
+		else if (c == OPT_CHANNELS)
 			dir = optarg;
-			break;
-		case OPT_SOCKET:
+		else if (c == OPT_SOCKET)
 			socket_path = optarg;
-			break;
-		case OPT_COMMANDS:
-			srv.env.dir = optarg;
-			break;
-		case OPT_INPUT:
-			input = optarg;
-			break;
-		case OPT_MAX_FRAME:
-			if (neg_parse_size(optarg, &srv.max_frame) < 0)
-				neg_die("invalid --max-frame '%s': give bytes (1K to 1G)", optarg);
-			break;
-		case OPT_SYSLOG:
-			neg_syslog = 1;
-			break;
-		case 'v':
-			loud++;
-			break;
-		case 'q':
-			loud--;
-			break;
-		case OPT_VERSION:
-			printf("negotiator-host %s\n", NEG_VERSION);
-			return 0;
-		case 'h':
-			fputs(usage_text, stdout);
-			return 0;
-		default:
-			fprintf(stderr, "Try 'negotiator-host --help' for more information.\n");
-			return 255;
-		}
+		else
+			neg_cli_option(&o, '?', argv[optind - 1]);
 	}
 	if (optind < argc)
 		guest = argv[optind++];
 	if (optind < argc)
 		neg_die("unexpected argument '%s' (give one guest name)", argv[optind]);
-	if (mode == 0) {
+	if (o.mode == 0) {
 		fputs(usage_text, stdout);
 		return 0;
 	}
-	/* daemons tell what they do by default; clients speak only of trouble */
-	neg_verbosity = (mode == 'd' ? LOG_INFO : LOG_WARNING) + loud;
-	if (neg_verbosity < LOG_ERR)
-		neg_verbosity = LOG_ERR;
-	if (neg_verbosity > LOG_DEBUG)
-		neg_verbosity = LOG_DEBUG;
-	if (mode == 'g')
+	neg_cli_verbosity(&o);
+	if (o.mode == 'g')
 		return list_guests(dir);
-	if (mode == 'd') {
-		return host_daemon(dir, &srv);
-	}
+	if (o.mode == 'd')
+		return host_daemon(dir, &o.srv);
 	if (guest == NULL && socket_path == NULL)
 		neg_die("give the name of a guest (negotiator-host -g lists them) or --socket PATH");
-	if (input && mode != 'e')
+	if (o.input && o.mode != 'e')
 		neg_die("--input goes with -e");
-	if (mode == 'e' && neg_split(command, &cargv, &cargc, err, sizeof(err)) < 0)
-		neg_die("cannot run '%s': %s", command, err);
+	if (o.mode == 'e' && neg_split(o.command, &cargv, &cargc, err, sizeof(err)) < 0)
+		neg_die("cannot run '%s': %s", o.command, err);
 	signal(SIGPIPE, SIG_IGN);
-	deadline = timeout > 0 ? neg_now() + (int64_t)(timeout * 1000) : neg_now() + 3600000;
+	deadline = neg_now() + (o.timeout > 0 ? (int64_t)(o.timeout * 1000) : 3600000);
 	if ((fd = guest_socket(dir, guest, socket_path, deadline)) < 0) {
 		neg_strv_free(cargv);
 		return 255;
 	}
-	if (mode == 'c')
-		rc = neg_cli_list(fd, 0, timeout, srv.max_frame, guest ? guest : socket_path);
+	if (o.mode == 'c')
+		rc = neg_cli_list(fd, 0, o.timeout, o.srv.max_frame, guest ? guest : socket_path);
 	else
-		rc = neg_cli_execute(fd, 0, cargv, cargc, input, timeout, srv.max_frame,
+		rc = neg_cli_execute(fd, 0, cargv, cargc, o.input, o.timeout, o.srv.max_frame,
 		    guest ? guest : socket_path);
 	close(fd);
 	neg_strv_free(cargv);

@@ -281,6 +281,37 @@ int neg_chan_busy(const struct neg_chan *);
 int64_t neg_min_deadline(int64_t, int64_t);
 int neg_poll_timeout(int64_t deadline, int64_t now);
 
+/* Options both programs take (the long ones' codes; programs number theirs from NEG_OPT_OWN). */
+enum { NEG_OPT_COMMANDS = 256, NEG_OPT_INPUT, NEG_OPT_MAX_FRAME, NEG_OPT_SYSLOG, NEG_OPT_VERSION,
+    NEG_OPT_OWN };
+
+#define NEG_COMMON_LONGOPTS \
+	{ "execute", required_argument, NULL, 'e' }, \
+	{ "daemon", no_argument, NULL, 'd' }, \
+	{ "timeout", required_argument, NULL, 't' }, \
+	{ "commands-directory", required_argument, NULL, NEG_OPT_COMMANDS }, \
+	{ "input", required_argument, NULL, NEG_OPT_INPUT }, \
+	{ "max-frame", required_argument, NULL, NEG_OPT_MAX_FRAME }, \
+	{ "syslog", no_argument, NULL, NEG_OPT_SYSLOG }, \
+	{ "verbose", no_argument, NULL, 'v' }, \
+	{ "quiet", no_argument, NULL, 'q' }, \
+	{ "version", no_argument, NULL, NEG_OPT_VERSION }, \
+	{ "help", no_argument, NULL, 'h' }
+
+struct neg_cli {
+	const char *usage;
+	struct neg_server srv;
+	int mode;            /* the action's option letter, 0 for none */
+	const char *command; /* -e */
+	const char *input;
+	double timeout;
+	int loud;
+};
+
+void neg_cli_init(struct neg_cli *, const char *usage, int max_running);
+int neg_cli_option(struct neg_cli *, int c, const char *arg);
+void neg_cli_verbosity(const struct neg_cli *);
+
 /* The client side of one call. */
 enum { NEG_CALL_PORT = 1 };    /* fd is a virtio port: read()==0 means "host away", wait */
 

@@ -10,10 +10,16 @@
 #                                   VM_RUN_TIMEOUT (default 60 s; 0 = no limit), 255 if the VM cannot be
 #                                   reached.
 #   vm_shutdown                     power the guest off, kill QEMU if it lingers; leaves DIR alone.
+#   vm_initrd DIR [GUEST_BINARY...] only build DIR/initrd.gz (what vm_boot boots), for a VM started by
+#                                   something else (libvirt); exports VM_KERNEL (the cache's kernel),
+#                                   VM_INITRD and VM_APPEND (the kernel command line vm_boot uses).
 #
 # Guest layout: busybox applets in /bin, /sbin, /usr/bin, /usr/sbin; GUEST_BINARYs in /usr/sbin under
 # their basename; the files of $VM_COMMANDS_DIR (if set) in /usr/lib/negotiator/commands; /etc/os-release
 # says ID=negtest, VERSION_ID="1.0", VERSION_CODENAME=testy; hostname negtest; lo is up.
+# With $VM_INIT_COMMAND set, /init runs that shell command line in the background once the guest is
+# set up, before the control loop starts, on every boot (e.g. 'negotiator-guest -d'); its output
+# goes to /var/log/init-command.log in the guest.
 #
 # Channels: the negotiator ports are a virtio-serial-pci device with exactly two virtserialports,
 # negotiator-host-to-guest.0 and negotiator-guest-to-host.0, each a QEMU-listening UNIX socket
@@ -24,8 +30,9 @@
 # the guest answers "@@VMRUN-BEGIN ID", the output in base64, "@@VMRUN-END ID STATUS". The guest
 # captures output in a file, not a pipe, so `cmd &` returns at once even if cmd keeps its stdout.
 #
-# Environment: NEG_CACHE (mkimage's cache), VM_COMMANDS_DIR, VM_EXTRA_QEMU_ARGS (split on white
-# space and appended to QEMU's command line), VM_EXTRA_APPEND (added to the kernel command line),
+# Environment: NEG_CACHE (mkimage's cache), VM_COMMANDS_DIR, VM_INIT_COMMAND, VM_EXTRA_QEMU_ARGS
+# (split on white space and appended to QEMU's command line), VM_EXTRA_APPEND (added to the kernel
+# command line),
 # VM_MEMORY (default 256), VM_BOOT_TIMEOUT (default 120 s), VM_RUN_TIMEOUT (default 60 s).
 # vm_run and vm_shutdown act on the VM in $VM_DIR: set it to address another VM.
 #
@@ -116,6 +123,10 @@ DISTRIB_DESCRIPTION="Negotiator Test 1.0 (testy)"
 LSB
 echo 'root:x:0:0:root:/:/bin/sh' >/etc/passwd
 echo 'root:x:0:' >/etc/group
+# vm.bash's VM_INIT_COMMAND, if any (e.g. the guest daemon)
+if [ -s /etc/vm-init-command ]; then
+	sh /etc/vm-init-command </dev/null >/var/log/init-command.log 2>&1 &
+fi
 # Children of PID 1 are not session leaders, so opening ttyS1 does not make it their controlling tty.
 while :; do
 	/sbin/vmctl
@@ -180,6 +191,10 @@ _vm_build_initrd() {
 			{ _vm_err "vm_boot: cannot copy $VM_COMMANDS_DIR"; return 1; }
 		find "$root/usr/lib/negotiator/commands" -type f -exec chmod a+rx {} +
 	fi
+	if [[ -n ${VM_INIT_COMMAND:-} ]]; then
+		mkdir -p "$root/etc" && printf '%s\n' "$VM_INIT_COMMAND" >"$root/etc/vm-init-command" ||
+			{ _vm_err "vm_boot: cannot write $root/etc/vm-init-command"; return 1; }
+	fi
 	_vm_write_init "$root"
 	{
 		cat "$cache/base.cpio.gz" &&
@@ -187,17 +202,37 @@ _vm_build_initrd() {
 	} >"$dir/initrd.gz" || { _vm_err "vm_boot: cannot build $dir/initrd.gz"; return 1; }
 }
 
+# _vm_append: the kernel command line, in REPLY.
+_vm_append() {
+	REPLY="console=ttyS0 quiet panic=-1 8250.nr_uarts=2 ${VM_EXTRA_APPEND:-}"
+}
+
+vm_initrd() {
+	if [[ $# -lt 1 || -z $1 ]]; then
+		_vm_err "usage: vm_initrd DIR [GUEST_BINARY...]"
+		return 2
+	fi
+	local dir=$1 cache=${NEG_CACHE:-$VM_LIB_DIR/.cache}
+	shift
+	mkdir -p "$dir" && dir=$(cd "$dir" && pwd) || { _vm_err "vm_initrd: cannot use directory $dir"; return 1; }
+	"$VM_LIB_DIR/mkimage" || { _vm_err "vm_initrd: t/mkimage failed"; return 1; }
+	cache=$(cd "$cache" && pwd) || { _vm_err "vm_initrd: no cache directory $cache"; return 1; }
+	_vm_build_initrd "$dir" "$cache" "$@" || return 1
+	_vm_append
+	export VM_KERNEL=$cache/vmlinuz VM_INITRD=$dir/initrd.gz VM_APPEND=$REPLY
+}
+
 vm_boot() {
 	if [[ $# -lt 1 || -z $1 ]]; then
 		_vm_err "usage: vm_boot DIR [GUEST_BINARY...]"
 		return 2
 	fi
-	local dir=$1 cache=${NEG_CACHE:-$VM_LIB_DIR/.cache} boot_tmo=${VM_BOOT_TIMEOUT:-120}
+	local dir=$1 boot_tmo=${VM_BOOT_TIMEOUT:-120}
 	local t0 pid append extra=() sock
 	shift
 	_vm_now_us
 	t0=$REPLY
-	mkdir -p "$dir" && dir=$(cd "$dir" && pwd) || { _vm_err "vm_boot: cannot use directory $1"; return 1; }
+	mkdir -p "$dir" && dir=$(cd "$dir" && pwd) || { _vm_err "vm_boot: cannot use directory $dir"; return 1; }
 	"$VM_LIB_DIR/mkimage" || { _vm_err "vm_boot: t/mkimage failed"; return 1; }
 	# sun_path holds 107 characters; the longest socket name is host-to-guest.sock.
 	sock=$dir/host-to-guest.sock
@@ -213,11 +248,11 @@ vm_boot() {
 	fi
 	rm -f "$dir"/{ctl,host-to-guest,guest-to-host,qmp}.sock "$dir"/qemu.pid "$dir"/console.log
 	rm -rf "$dir"/run.*
-	_vm_build_initrd "$dir" "$cache" "$@" || return 1
+	vm_initrd "$dir" "$@" || return 1
 
 	export VM_H2G=$dir/host-to-guest.sock VM_G2H=$dir/guest-to-host.sock
 	export VM_CTL=$dir/ctl.sock VM_QMP=$dir/qmp.sock
-	append="console=ttyS0 quiet panic=-1 8250.nr_uarts=2 ${VM_EXTRA_APPEND:-}"
+	append=$VM_APPEND
 	if [[ -n ${VM_EXTRA_QEMU_ARGS:-} ]]; then
 		read -r -a extra <<<"$VM_EXTRA_QEMU_ARGS"
 	fi
@@ -226,7 +261,7 @@ vm_boot() {
 	# job of the caller's shell (a bare `wait` there would wait for the VM) but is still reaped by it.
 	qemu-system-x86_64 -machine accel=tcg -m "${VM_MEMORY:-256}" -nographic -no-reboot \
 		-nodefaults -no-user-config \
-		-kernel "$cache/vmlinuz" -initrd "$dir/initrd.gz" -append "$append" \
+		-kernel "$VM_KERNEL" -initrd "$VM_INITRD" -append "$append" \
 		-chardev "file,id=con0,path=$dir/console.log" -serial chardev:con0 \
 		-chardev "socket,id=ctl0,path=$VM_CTL,server=on,wait=off" -serial chardev:ctl0 \
 		-qmp "unix:$VM_QMP,server=on,wait=off" \
