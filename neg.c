@@ -1126,8 +1126,9 @@ neg_serve_frame(struct neg_server *srv, const struct neg_cmdenv *env, const char
 	}
 	switch (proto_method_lookup(req->method)) {
 	case PROTO_M_EXECUTE:
-		neg_log(LOG_INFO, "executing %s (%zu arguments)", req->argc ? req->argv[0] : "",
-		    req->argc ? req->argc - 1 : 0);
+		neg_log(LOG_INFO, "executing %s (%zu arguments)%s%s", req->argc ? req->argv[0] : "",
+		    req->argc ? req->argc - 1 : 0, env->guest ? " for " : "",
+		    env->guest ? env->guest : "");
 		if (neg_job_start(job, env, req->argv, req->has_input ? req->input.p : NULL,
 		    req->input.len, req->timeout, srv->max_frame, err, sizeof(err)) == 0)
 			return 1;

@@ -60,14 +60,7 @@ static const char usage_text[] =
 "  -c, --character-device=PATH  the port to use (default: found by its name)\n"
 "      --commands-directory=DIR the commands the host may run (default\n"
 "                               /usr/lib/negotiator/commands)\n"
-"      --input=FILE|-           with -e: the command's standard input\n"
-"      --max-frame=BYTES        largest message accepted (default 64M)\n"
-"      --syslog                 log to syslog instead of standard error\n"
-"  -v, --verbose                more logging (repeatable)\n"
-"  -q, --quiet                  less logging (repeatable)\n"
-"      --version                print the version and exit\n"
-"  -h, --help                   show this message and exit\n"
-"\n"
+NEG_COMMON_USAGE
 "Exit status of -e: the host command's status when it failed, 0 on success,\n"
 "255 when negotiator itself failed.\n";
 

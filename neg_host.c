@@ -66,14 +66,7 @@ static const char usage_text[] =
 "                               (no discovery; GUEST_NAME is then optional)\n"
 "      --commands-directory=DIR the commands guests may run (default\n"
 "                               /usr/lib/negotiator/commands)\n"
-"      --input=FILE|-           with -e: the command's standard input\n"
-"      --max-frame=BYTES        largest message accepted (default 64M)\n"
-"      --syslog                 log to syslog instead of standard error\n"
-"  -v, --verbose                more logging (repeatable)\n"
-"  -q, --quiet                  less logging (repeatable)\n"
-"      --version                print the version and exit\n"
-"  -h, --help                   show this message and exit\n"
-"\n"
+NEG_COMMON_USAGE
 "Exit status of -e: the guest command's status when it failed, 0 on success,\n"
 "255 when negotiator itself failed.\n";
 
@@ -527,7 +520,17 @@ hostd_rescan(struct hostd *h, int64_t now)
 	size_t i, k;
 
 	hostd_watch(h);
-	host_discover(h->dir, G2H_NAME, &s);
+	host_scan_channels(h->dir, G2H_NAME, &s);
+	/* virsh is asked only about sockets not seen before: it costs ~100 ms a domain */
+	for (i = 0; i < s.n; i++) {
+		for (k = 0; k < h->n; k++)
+			if (!h->g[k]->removed && strcmp(h->g[k]->path, s.v[i].path) == 0)
+				break;
+		if (k == h->n)
+			break;
+	}
+	if (i < s.n && have_virsh())
+		host_virsh_names(G2H_NAME, &s);
 	for (k = 0; k < h->n; k++)
 		h->g[k]->seen = 0;
 	for (i = 0; i < s.n; i++) {
@@ -537,7 +540,6 @@ hostd_rescan(struct hostd *h, int64_t now)
 		if (k < h->n) {
 			g = h->g[k];
 			g->seen = 1;
-			snprintf(g->name, sizeof(g->name), "%s", s.v[i].name);
 			/* something changed in the directory: a guest that refused may be back */
 			if (!g->up && !g->removed) {
 				g->retry_ms = RETRY_MIN_MS;

@@ -298,6 +298,17 @@ enum { NEG_OPT_COMMANDS = 256, NEG_OPT_INPUT, NEG_OPT_MAX_FRAME, NEG_OPT_SYSLOG,
 	{ "version", no_argument, NULL, NEG_OPT_VERSION }, \
 	{ "help", no_argument, NULL, 'h' }
 
+/* The usage lines of the options above but -e and -d (the commands directory's wording aside). */
+#define NEG_COMMON_USAGE \
+"      --input=FILE|-           with -e: the command's standard input\n" \
+"      --max-frame=BYTES        largest message accepted (default 64M)\n" \
+"      --syslog                 log to syslog instead of standard error\n" \
+"  -v, --verbose                more logging (repeatable)\n" \
+"  -q, --quiet                  less logging (repeatable)\n" \
+"      --version                print the version and exit\n" \
+"  -h, --help                   show this message and exit\n" \
+"\n"
+
 struct neg_cli {
 	const char *usage;
 	struct neg_server srv;
