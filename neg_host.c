@@ -41,7 +41,7 @@
 #define RESCAN_MS 60000        /* the safety net behind inotify */
 #define RESCAN_DEBOUNCE_MS 50
 #define RETRY_MIN_MS 100
-#define RETRY_MAX_MS 10000
+#define RETRY_MAX_MS 60000       /* a stopped guest's socket: inotify says when it is back */
 #define STOP_GRACE_MS 5000
 #define PER_GUEST_JOBS NEG_CHAN_MAXJOBS
 #define TOTAL_JOBS 64
