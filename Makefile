@@ -85,7 +85,7 @@ install: $(PROGS)
 dist: jsmn.h
 	rm -rf negotiator-$(VERSION)
 	mkdir -p negotiator-$(VERSION)
-	cp -R Makefile LICENSE README.md jsmn.h neg.c neg_proto.c neg_proto.h neg_host.c neg_guest.c \
+	cp -R Makefile LICENSE README.md jsmn.h neg.c neg_proto.c neg_proto.h neg_host.c neg_guest.c init \
 	  commands t negotiator-$(VERSION)/
 	rm -rf negotiator-$(VERSION)/t/.cache negotiator-$(VERSION)/t/neg-test negotiator-$(VERSION)/t/fakeport negotiator-$(VERSION)/t/fakeguests
 	tar czf negotiator-$(VERSION).tar.gz negotiator-$(VERSION)

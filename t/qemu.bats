@@ -11,7 +11,7 @@ setup_file() {
 	make_test_commands "$D/hostcmds"
 	printf '#!/bin/sh\necho "$NEGOTIATOR_GUEST"\n' > "$D/hostcmds/whoami"
 	chmod 755 "$D/hostcmds/whoami"
-	bins=("$GUESTBIN")
+	bins=("$GUESTBIN" "$ROOT/init/negotiator-guest.init")
 	[ -x "$ROOT/negotiator-guest.i386" ] && bins+=("$ROOT/negotiator-guest.i386")
 	VM_COMMANDS_DIR=$D/guestcmds vm_boot "$D/vm" "${bins[@]}"
 	echo "$VM_BOOT_SECONDS" > "$D/boot-seconds"
@@ -203,6 +203,24 @@ H() { "$HOSTBIN" --socket "$VM_H2G" "$@"; }
 	assert_output "testvm"
 	run vm_run 'negotiator-guest.i386 -e "fail 4"; echo "status=$?"'
 	assert_line "status=4"
+	start_guest_daemon
+}
+
+@test "the LSB init script starts, reports and stops the guest daemon" {
+	vm_run "killall negotiator-guest negotiator-guest.i386 2>/dev/null; while pidof negotiator-guest >/dev/null; do sleep 0.1; done"
+	run vm_run 'negotiator-guest.init status'
+	assert_failure 3
+	assert_output "not running"
+	vm_run 'negotiator-guest.init start'
+	for _ in $(seq 1 50); do H -t 2 -e "show init" >/dev/null 2>&1 && break; sleep 0.2; done
+	run H -e "show init"
+	assert_success
+	assert_output "$(printf 'args: 1\n[init]')"
+	run vm_run 'negotiator-guest.init status'
+	assert_success
+	assert_output "running"
+	run vm_run 'negotiator-guest.init stop; sleep 0.5; pidof negotiator-guest'
+	assert_failure
 	start_guest_daemon
 }
 
