@@ -323,3 +323,35 @@ guest_run() {
 	echo "$used" | grep -qx read
 	echo "$used" | grep -qx poll
 }
+
+@test "the i386 guest binary made no system call newer than Linux 2.6.32 either" {
+	[ -n "${NEG_STRACE_DIR:-}" ] || skip "syscalls are recorded for the musl build only"
+	[ -x "$ROOT/negotiator-guest.i386" ] || skip "no i386 build (run t/setup, then make)"
+	"$ROOT/negotiator-guest.i386" --version >/dev/null 2>&1 ||
+		skip "this machine's kernel does not run i386 binaries (the QEMU tier runs them in its VM)"
+	mkdir -p "$D/strace32"
+	"$FAKEPORT" "$D/p32" "$D/s32" 3>&- &
+	fp=$!
+	wait_for "$D/s32"
+	strace -f -qq -o "$D/strace32/trace.daemon" "$ROOT/negotiator-guest.i386" -d -c "$D/p32" \
+		--commands-directory "$D/guestcmds" 2> "$D/g32.log" 3>&- &
+	tracer=$!
+	for _ in $(seq 1 50); do grep -q "host connected" "$D/g32.log" 2>/dev/null && break; \
+		"$HOSTBIN" --socket "$D/s32" -t 1 -c >/dev/null 2>&1 || true; sleep 0.1; done
+	run "$HOSTBIN" --socket "$D/s32" -e "show 'i 386'"
+	assert_success
+	run "$HOSTBIN" --socket "$D/s32" -e find-ip-addresses
+	assert_success
+	run "$HOSTBIN" --socket "$D/s32" -t 1 -e "slow $D/s32.pid 5"
+	assert_failure 255
+	strace -f -qq -o "$D/strace32/trace.cli" "$ROOT/negotiator-guest.i386" -c "$D/g2h-port" -e "show x" >/dev/null
+	stop_pid "$(pgrep -P "$tracer")"
+	stop_pid "$fp"
+	sleep 0.3
+	used=$(cat "$D/strace32"/trace.* | "$ROOT/t/syscalls-used" | sort -u)
+	[ -n "$used" ]
+	allowed=$(sed -n '/^\[i386\]/,$p' "$ROOT/t/syscalls-2.6.32.txt" | grep -v '^\[')
+	newer=$(comm -23 <(echo "$used") <(echo "$allowed" | sort -u))
+	echo "syscalls used: $(echo $used)"
+	[ -z "$newer" ] || { echo "newer than 2.6.32: $newer"; false; }
+}
