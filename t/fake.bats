@@ -139,6 +139,7 @@ guest_run() {
 
 @test "a failing command: its exit status, its stderr and output, one line from negotiator" {
 	run --separate-stderr H -e "fail 3"
+	echo "stderr: $stderr"
 	assert_failure 3
 	assert_output "partial output"
 	[ "${#stderr_lines[@]}" -eq 2 ]
