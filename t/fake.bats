@@ -9,23 +9,11 @@ setup_file() {
 	make_test_commands "$D/guestcmds"
 	make_test_commands "$D/hostcmds"
 	mkdir -p "$D/chan"
-	# every syscall of the (musl) guest binary is recorded, for the 2.6.32 check at the end
-	if [ "${NEG_BIN:-.}" = . ] && command -v strace >/dev/null; then
-		export NEG_STRACE_DIR=$D/strace
-		mkdir -p "$NEG_STRACE_DIR"
-	fi
 	# host -> guest: the guest daemon serves a fake port
 	"$FAKEPORT" "$D/h2g-port" "$D/h2g.sock" 3>&- & echo $! > "$D/fp1.pid"
 	wait_for "$D/h2g.sock"
-	if [ -n "${NEG_STRACE_DIR:-}" ]; then
-		FOO=leak strace -f -qq -o "$NEG_STRACE_DIR/trace.daemon" "$GUESTBIN" -d -c "$D/h2g-port" \
-			--commands-directory "$D/guestcmds" 2> "$D/guest.log" 3>&- &
-		tracer=$!
-		for _ in $(seq 1 50); do pgrep -P "$tracer" > "$D/guest.pid" && break; sleep 0.1; done
-	else
-		FOO=leak "$GUESTBIN" -d -c "$D/h2g-port" --commands-directory "$D/guestcmds" \
-			2> "$D/guest.log" 3>&- & echo $! > "$D/guest.pid"
-	fi
+	FOO=leak "$GUESTBIN" -d -c "$D/h2g-port" --commands-directory "$D/guestcmds" \
+		2> "$D/guest.log" 3>&- & echo $! > "$D/guest.pid"
 	# guest -> host: the host daemon finds the fake guest in its channel directory
 	"$FAKEPORT" "$D/g2h-port" "$D/chan/fakeguest.negotiator-guest-to-host.0" 3>&- & echo $! > "$D/fp2.pid"
 	wait_for "$D/chan/fakeguest.negotiator-guest-to-host.0"
@@ -44,7 +32,7 @@ teardown_file() {
 }
 
 H() { "$HOSTBIN" --socket "$D/h2g.sock" "$@"; }
-G() { guest_run -c "$D/g2h-port" "$@"; }
+G() { "$GUESTBIN" -c "$D/g2h-port" "$@"; }
 
 # Fails naming any system call in the strace files of DIR (our binary's part of them) that
 # t/syscalls-2.6.32.txt does not list for ARCH; leaves the calls seen in $used.
@@ -58,13 +46,44 @@ check_syscalls() {
 	[ -z "$newer" ] || { echo "newer than 2.6.32: $newer"; false; }
 }
 
-# The guest binary, under strace when syscalls are being recorded.
-guest_run() {
-	if [ -n "${NEG_STRACE_DIR:-}" ]; then
-		strace -f -qq -o "$NEG_STRACE_DIR/trace.$BASHPID.$RANDOM" "$GUESTBIN" "$@"
-	else
-		"$GUESTBIN" "$@"
-	fi
+# Runs a guest binary under strace -f, as a daemon on its own fake port and as a client, through
+# the calls a user makes (arguments, stdin, binary data, built-ins, failures, a timeout, a bad
+# frame), leaving the traces in DIR.  strace only here: it slows what it traces.
+trace_guest() {
+	local bin=$1 dir=$2 fp tracer
+	mkdir -p "$dir"
+	"$FAKEPORT" "$dir/port" "$dir/sock" 3>&- &
+	fp=$!
+	wait_for "$dir/sock"
+	strace -f -qq -o "$dir/trace.daemon" "$bin" -d -c "$dir/port" \
+		--commands-directory "$D/guestcmds" 2> "$dir/daemon.log" 3>&- &
+	tracer=$!
+	for _ in $(seq 1 100); do grep -q "host connected" "$dir/daemon.log" 2>/dev/null && break; sleep 0.1; done
+	head -c 100000 /dev/urandom > "$dir/in.bin"
+	run "$HOSTBIN" --socket "$dir/sock" -t 30 -e "show 'a b' c"
+	assert_success
+	run "$HOSTBIN" --socket "$dir/sock" -t 30 -e cat --input "$dir/in.bin"
+	assert_success
+	for c in find-ip-addresses find-disk-usage find-distributor-id find-distribution-release; do
+		run "$HOSTBIN" --socket "$dir/sock" -t 30 -e "$c"
+		assert_success
+	done
+	run "$HOSTBIN" --socket "$dir/sock" -t 30 -e "fail 3"
+	assert_failure 3
+	run "$HOSTBIN" --socket "$dir/sock" -t 30 -e nosuch
+	assert_failure 255
+	run "$HOSTBIN" --socket "$dir/sock" -t 30 -c
+	assert_success
+	run "$HOSTBIN" --socket "$dir/sock" -t 1 -e "slow $dir/slow.pid 5"
+	assert_failure 255
+	raw_call "$dir/sock" 1 'garbage\n' >/dev/null
+	strace -f -qq -o "$dir/trace.cli1" "$bin" -c "$D/g2h-port" -e "show x" >/dev/null
+	strace -f -qq -o "$dir/trace.cli2" "$bin" -c "$D/g2h-port" -e cat --input "$dir/in.bin" >/dev/null
+	strace -f -qq -o "$dir/trace.cli3" "$bin" -c "$D/g2h-port" -l >/dev/null
+	# the daemon's trace is complete once it has stopped
+	stop_pid "$(pgrep -P "$tracer")"
+	stop_pid "$fp"
+	sleep 0.3
 }
 
 @test "host -e: arguments with spaces and quotes arrive intact" {
@@ -322,39 +341,22 @@ guest_run() {
 	assert_output "$(printf 'args: 1\n[x]')"
 }
 
-@test "the guest binary made no system call newer than Linux 2.6.32 (strace of this file's runs)" {
-	[ -n "${NEG_STRACE_DIR:-}" ] || skip "syscalls are recorded for the musl build only"
-	# the daemon's trace is complete once it has stopped
-	stop_pid "$(cat "$D/guest.pid")"
-	sleep 0.3
-	check_syscalls x86_64 "$NEG_STRACE_DIR"
+@test "the guest binary made no system call newer than Linux 2.6.32 (strace)" {
+	[ "${NEG_BIN:-.}" = . ] || skip "syscalls are checked for the musl build only"
+	command -v strace >/dev/null || skip "no strace"
+	trace_guest "$GUESTBIN" "$D/strace64"
+	check_syscalls x86_64 "$D/strace64"
 	echo "$used" | grep -qx read
 	echo "$used" | grep -qx poll
+	echo "$used" | grep -qx execve
 }
 
 @test "the i386 guest binary made no system call newer than Linux 2.6.32 either" {
-	[ -n "${NEG_STRACE_DIR:-}" ] || skip "syscalls are recorded for the musl build only"
+	[ "${NEG_BIN:-.}" = . ] || skip "syscalls are checked for the musl build only"
+	command -v strace >/dev/null || skip "no strace"
 	[ -x "$ROOT/negotiator-guest.i386" ] || skip "no i386 build (run t/setup, then make)"
 	"$ROOT/negotiator-guest.i386" --version >/dev/null 2>&1 ||
 		skip "this machine's kernel does not run i386 binaries (the QEMU tier runs them in its VM)"
-	mkdir -p "$D/strace32"
-	"$FAKEPORT" "$D/p32" "$D/s32" 3>&- &
-	fp=$!
-	wait_for "$D/s32"
-	strace -f -qq -o "$D/strace32/trace.daemon" "$ROOT/negotiator-guest.i386" -d -c "$D/p32" \
-		--commands-directory "$D/guestcmds" 2> "$D/g32.log" 3>&- &
-	tracer=$!
-	for _ in $(seq 1 50); do grep -q "host connected" "$D/g32.log" 2>/dev/null && break; \
-		"$HOSTBIN" --socket "$D/s32" -t 1 -c >/dev/null 2>&1 || true; sleep 0.1; done
-	run "$HOSTBIN" --socket "$D/s32" -e "show 'i 386'"
-	assert_success
-	run "$HOSTBIN" --socket "$D/s32" -e find-ip-addresses
-	assert_success
-	run "$HOSTBIN" --socket "$D/s32" -t 1 -e "slow $D/s32.pid 5"
-	assert_failure 255
-	strace -f -qq -o "$D/strace32/trace.cli" "$ROOT/negotiator-guest.i386" -c "$D/g2h-port" -e "show x" >/dev/null
-	stop_pid "$(pgrep -P "$tracer")"
-	stop_pid "$fp"
-	sleep 0.3
+	trace_guest "$ROOT/negotiator-guest.i386" "$D/strace32"
 	check_syscalls i386 "$D/strace32"
 }
