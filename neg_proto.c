@@ -83,19 +83,6 @@ buf_addf(struct buf *b, const char *fmt, ...)
 }
 
 void
-buf_consume(struct buf *b, size_t n)
-{
-	if (n >= b->len) {
-		b->len = 0;
-	} else {
-		memmove(b->p, b->p + n, b->len - n);
-		b->len -= n;
-	}
-	if (b->p)
-		b->p[b->len] = '\0';
-}
-
-void
 buf_free(struct buf *b)
 {
 	free(b->p);
@@ -258,13 +245,7 @@ proto_reader_feed(struct proto_reader *r, const char *p, size_t len, size_t *use
 	return PROTO_NEED_MORE;
 }
 
-/* Starts a frame in b: room for the length line is filled in by proto_frame_end. */
-void
-proto_frame_begin(struct buf *b)
-{
-	b->len = 0;
-}
-
+/* Puts the length line in front of the payload that starts at b->p[start]. */
 void
 proto_frame_end(struct buf *b, size_t start)
 {

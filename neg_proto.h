@@ -42,7 +42,6 @@ void buf_add(struct buf *, const void *, size_t);
 void buf_adds(struct buf *, const char *);
 void buf_addf(struct buf *, const char *, ...)
     __attribute__((format(printf, 2, 3)));
-void buf_consume(struct buf *, size_t);
 void buf_free(struct buf *);
 
 /* Frame reader: "LEN\n" + LEN bytes, fed incrementally. */
@@ -64,7 +63,6 @@ void proto_reader_free(struct proto_reader *);
 int proto_reader_partial(const struct proto_reader *);
 enum proto_event proto_reader_feed(struct proto_reader *, const char *, size_t,
     size_t *used);
-void proto_frame_begin(struct buf *);
 void proto_frame_end(struct buf *, size_t start);
 
 /* JSON: validated text plus jsmn's tokens. */
