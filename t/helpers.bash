@@ -100,3 +100,17 @@ stop_pid() {
 	done
 	kill -9 "$pid" 2>/dev/null || true
 }
+
+# detached CMD...: runs CMD with stdin and stdout on /dev/null and no descriptor above 2 open,
+# for daemons that outlive the test: one that kept a pipe of bats open would make bats (and
+# whatever reads its output) wait until that daemon exits.
+detached() {
+	(
+		local f n
+		for f in /proc/$BASHPID/fd/*; do
+			n=${f##*/}
+			((n > 2)) && eval "exec $n>&-" 2>/dev/null
+		done
+		exec "$@"
+	) </dev/null >/dev/null
+}

@@ -197,12 +197,14 @@ start_libvirt() {
 		REPLY="libvirtd, virtlogd or virsh is not installed (t/setup installs them)"
 		return 1
 	fi
-	# no systemd here: the daemons are started as the test's own when they are not running
-	if ! pgrep -x virtlogd >/dev/null && ! virtlogd -d 2>"$D/virtlogd.err" 3>&-; then
+	# No systemd here: the daemons are started as the test's own when they are not running.
+	# They outlive bats, so they must not hold any of its pipes (bats and the tee reading its
+	# output would wait for them for ever): detached closes every descriptor above 2.
+	if ! pgrep -x virtlogd >/dev/null && ! detached virtlogd -d 2>"$D/virtlogd.err"; then
 		REPLY="virtlogd -d does not start: $(cat "$D/virtlogd.err")"
 		return 1
 	fi
-	if ! pgrep -x libvirtd >/dev/null && ! libvirtd -d 2>"$D/libvirtd.err" 3>&-; then
+	if ! pgrep -x libvirtd >/dev/null && ! detached libvirtd -d 2>"$D/libvirtd.err"; then
 		REPLY="libvirtd -d does not start: $(cat "$D/libvirtd.err")"
 		return 1
 	fi
