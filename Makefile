@@ -16,9 +16,12 @@ WARN     = -std=c99 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing
            -Wpointer-arith -Wcast-qual -Wwrite-strings
 CFLAGS  ?= -Os
 DEFS     = -D_GNU_SOURCE
-LDSTATIC = -static -Wl,--gc-sections -s
+# Size matters for a binary copied into every guest: no unwind tables (C, nothing unwinds), one
+# text segment instead of page-aligned separate ones, no build id or RELRO page.
+SMALL    = -ffunction-sections -fdata-sections -fno-asynchronous-unwind-tables -fno-unwind-tables
+LDSTATIC = -static -Wl,--gc-sections -s -Wl,-z,noseparate-code -Wl,-z,norelro -Wl,--build-id=none
 SHARED   = neg.c neg_proto.c
-HEADERS  = neg_proto.h jsmn.h
+HEADERS  = neg_proto.h jsmn.h Makefile
 
 # i386: Debian's musl:i386 and musl-dev:i386 unpacked under t/.cache/musl-i386 by t/setup-i386
 I386ROOT ?= t/.cache/musl-i386/usr/lib/i386-linux-musl
@@ -34,13 +37,13 @@ jsmn.h:
 	cp $(JSMN_SRC) $@
 
 negotiator-host: neg_host.c $(SHARED) $(HEADERS)
-	$(MUSLCC) $(WARN) $(CFLAGS) $(DEFS) -ffunction-sections -fdata-sections -o $@ neg_host.c $(SHARED) $(LDSTATIC)
+	$(MUSLCC) $(WARN) $(CFLAGS) $(DEFS) $(SMALL) -o $@ neg_host.c $(SHARED) $(LDSTATIC)
 
 negotiator-guest: neg_guest.c $(SHARED) $(HEADERS)
-	$(MUSLCC) $(WARN) $(CFLAGS) $(DEFS) -ffunction-sections -fdata-sections -o $@ neg_guest.c $(SHARED) $(LDSTATIC)
+	$(MUSLCC) $(WARN) $(CFLAGS) $(DEFS) $(SMALL) -o $@ neg_guest.c $(SHARED) $(LDSTATIC)
 
 negotiator-guest.i386: neg_guest.c $(SHARED) $(HEADERS)
-	$(CC) -m32 $(WARN) $(CFLAGS) $(DEFS) -ffunction-sections -fdata-sections -fno-stack-protector \
+	$(CC) -m32 $(WARN) $(CFLAGS) $(DEFS) $(SMALL) -fno-stack-protector \
 	  -nostdinc -nostdlib -isystem $(I386INC) -isystem $$($(CC) -m32 -print-file-name=include) \
 	  -o $@ $(I386ROOT)/crt1.o $(I386ROOT)/crti.o neg_guest.c $(SHARED) \
 	  $(I386ROOT)/libc.a $$($(CC) -m32 -print-libgcc-file-name) $(I386ROOT)/crtn.o $(LDSTATIC)
