@@ -136,6 +136,54 @@ H() { "$HOSTBIN" --socket "$VM_H2G" "$@"; }
 	assert_output "$(printf 'args: 1\n[after]')"
 }
 
+# unplug_port ID, plug_port ID CHARDEV NAME: hot-unplug and re-plug a virtserialport over QMP,
+# as `virsh detach-device`/`attach-device` would.
+unplug_port() {
+	vm_qmp "{\"execute\": \"device_del\", \"arguments\": {\"id\": \"$1\"}}" >/dev/null
+}
+plug_port() {
+	vm_qmp "{\"execute\": \"device_add\", \"arguments\": {\"driver\": \"virtserialport\", \"bus\": \"vser0.0\", \"id\": \"$1\", \"chardev\": \"$2\", \"name\": \"$3\"}}" >/dev/null
+}
+
+@test "port hot-unplug mid-command: the command is killed; the same daemon serves the port once it is back" {
+	pid0=$(gd_pid)
+	"$HOSTBIN" --socket "$VM_H2G" -t 20 -e "slow /tmp/unplug.pid 60" > "$D/unplug.out" 2>&1 &
+	cli=$!
+	for _ in $(seq 1 50); do vm_run 'test -s /tmp/unplug.pid' && break; sleep 0.2; done
+	pid=$(vm_run 'cat /tmp/unplug.pid')
+	unplug_port h2g-port
+	for _ in $(seq 1 50); do vm_run "kill -0 $pid 2>/dev/null" || break; sleep 0.2; done
+	run vm_run "kill -0 $pid 2>/dev/null"
+	assert_failure
+	run vm_run 'cat /tmp/gd.log'
+	assert_output --regexp 'lost /dev/vport[0-9]+p[0-9]+: No such device'
+	# the other port is untouched: guest -> host calls go on
+	run vm_run 'negotiator-guest -e whoami'
+	assert_success
+	assert_output "testvm"
+	plug_port h2g-port h2g0 negotiator-host-to-guest.0
+	for _ in $(seq 1 50); do H -t 2 -e "show back" >/dev/null 2>&1 && break; sleep 0.2; done
+	run H -e "show back"
+	assert_success
+	assert_output "$(printf 'args: 1\n[back]')"
+	run gd_pid
+	assert_output "$pid0"
+	# after the loss, the log shows the port found again
+	run vm_run "sed -n '/lost \/dev\/vport/,\$p' /tmp/gd.log"
+	assert_line --regexp 'serving /dev/vport[0-9]+p[0-9]+$'
+	wait "$cli" || true
+}
+
+@test "guest -> host port unplugged: the guest CLI says so in one line; plugged back, calls work" {
+	unplug_port g2h-port
+	run vm_run 'negotiator-guest -t 1 -e whoami; echo "status=$?"'
+	assert_output "$(printf '%s\n%s' "negotiator-guest: no virtio port named negotiator-guest-to-host.0 in /sys/class/virtio-ports: add the channel to the guest's definition (see README) or give the device with -c PATH" "status=255")"
+	plug_port g2h-port g2h0 negotiator-guest-to-host.0
+	run vm_run 'negotiator-guest -t 10 -e whoami'
+	assert_success
+	assert_output "testvm"
+}
+
 @test "a second host connection after a timed-out call never sees the previous reply" {
 	run --separate-stderr H -t 1 -e "slow /tmp/to.pid 5"
 	assert_failure 255

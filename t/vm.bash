@@ -9,6 +9,8 @@
 #                                   return its exit status. 124 and a message if it outlived
 #                                   VM_RUN_TIMEOUT (default 60 s; 0 = no limit), 255 if the VM cannot be
 #                                   reached.
+#   vm_qmp JSON                     send one QMP command (e.g. '{"execute": "device_del", ...}') to the
+#                                   VM's monitor; print its reply; 0 if it is a "return", 1 if not.
 #   vm_shutdown                     power the guest off, kill QEMU if it lingers; leaves DIR alone.
 #   vm_initrd DIR [GUEST_BINARY...] only build DIR/initrd.gz (what vm_boot boots), for a VM started by
 #                                   something else (libvirt); exports VM_KERNEL (the cache's kernel),
@@ -22,7 +24,8 @@
 # goes to /var/log/init-command.log in the guest.
 #
 # Channels: the negotiator ports are a virtio-serial-pci device with exactly two virtserialports,
-# negotiator-host-to-guest.0 and negotiator-guest-to-host.0, each a QEMU-listening UNIX socket
+# negotiator-host-to-guest.0 and negotiator-guest-to-host.0 (device ids h2g-port and g2h-port, for
+# unplugging them over QMP), each a QEMU-listening UNIX socket on chardevs h2g0 and g2h0
 # ($VM_H2G, $VM_G2H). Nothing else uses them. The console (ttyS0) is logged to DIR/console.log;
 # the control channel is a second UART (ttyS1) on DIR/ctl.sock; a QMP monitor is on DIR/qmp.sock.
 #
@@ -267,9 +270,9 @@ vm_boot() {
 		-qmp "unix:$VM_QMP,server=on,wait=off" \
 		-device virtio-serial-pci,id=vser0 \
 		-chardev "socket,id=h2g0,path=$VM_H2G,server=on,wait=off" \
-		-device virtserialport,bus=vser0.0,chardev=h2g0,name=negotiator-host-to-guest.0 \
+		-device virtserialport,bus=vser0.0,chardev=h2g0,name=negotiator-host-to-guest.0,id=h2g-port \
 		-chardev "socket,id=g2h0,path=$VM_G2H,server=on,wait=off" \
-		-device virtserialport,bus=vser0.0,chardev=g2h0,name=negotiator-guest-to-host.0 \
+		-device virtserialport,bus=vser0.0,chardev=g2h0,name=negotiator-guest-to-host.0,id=g2h-port \
 		${extra[@]+"${extra[@]}"} \
 		</dev/null >"$dir/qemu.log" 2>&1 3>&- &
 	pid=$!
@@ -357,6 +360,36 @@ vm_run() {
 		fi
 	fi
 	return "$st"
+}
+
+vm_qmp() {
+	local cmd=$1 line reply= in out pid
+	# QMP wants its greeting read and capabilities negotiated before any command; events may come
+	# between a command and its reply, so lines are read until one answers.
+	coproc _VM_QMP { exec socat - "UNIX-CONNECT:$VM_DIR/qmp.sock" 2>/dev/null; }
+	in=${_VM_QMP[0]} out=${_VM_QMP[1]} pid=$_VM_QMP_PID
+	if read -r -t 10 line <&"$in" && [[ $line == *QMP* ]]; then
+		printf '%s\n' '{"execute": "qmp_capabilities"}' >&"$out"
+		if read -r -t 10 line <&"$in" && [[ $line == *'"return"'* ]]; then
+			printf '%s\n' "$cmd" >&"$out"
+			while read -r -t 30 line <&"$in"; do
+				if [[ $line == *'"return"'* || $line == *'"error"'* ]]; then
+					reply=$line
+					break
+				fi
+			done
+		fi
+	fi
+	# bash unsets _VM_QMP* when socat ends: the copies above stay; killed socat's status is no error
+	exec {out}>&- {in}<&-
+	kill "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+	if [[ -z $reply ]]; then
+		_vm_err "vm_qmp: no reply from $VM_DIR/qmp.sock to $cmd"
+		return 1
+	fi
+	printf '%s\n' "$reply"
+	[[ $reply == *'"return"'* ]]
 }
 
 vm_shutdown() {
