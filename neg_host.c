@@ -86,6 +86,7 @@ static const struct option longopts[] = {
 struct found {
 	char name[MAX_NAME];
 	char path[PATH_MAX];
+	int want;	/* its name is still to be asked of virsh */
 };
 
 struct scan {
@@ -106,6 +107,7 @@ scan_add(struct scan *s, const char *name, size_t namelen, const char *path)
 	memcpy(s->v[s->n].name, name, namelen);
 	s->v[s->n].name[namelen] = '\0';
 	snprintf(s->v[s->n].path, sizeof(s->v[s->n].path), "%s", path);
+	s->v[s->n].want = 1;
 	s->n++;
 }
 
@@ -245,10 +247,18 @@ xml_attr(const char *s, const char *e, const char *attr, char *out, size_t outle
 }
 
 /*
- * Where virsh is installed, the domain names come from it: for each running
- * domain, the <channel type='unix'> whose target name is `channel` gives the
+ * Where virsh is installed, the domain names come from it: the running
+ * domain's <channel type='unix'> whose target name is `channel` gives the
  * socket path, so truncated or odd directory names resolve to the real name.
  * Paths not found there keep the name read from the path.
+ *
+ * Each `virsh dumpxml` costs ~100 ms and the daemon's loop waits for it, so
+ * only the entries still wanted are resolved, and first only through domains
+ * whose name starts with the name read from the path (libvirt's directory
+ * names are the domain's name, cut to 20 characters): one dumpxml per new
+ * guest instead of one per running domain.  Domains that do not match are
+ * asked only when a wanted path is still unresolved after that (a channel
+ * path an administrator chose freely).
  */
 static void
 host_virsh_names(const char *channel, struct scan *s)
@@ -259,33 +269,49 @@ host_virsh_names(const char *channel, struct scan *s)
 	char *dump_argv[] = { virsh, quiet, dump, NULL, NULL };
 	char src[PATH_MAX], tname[MAX_NAME];
 	struct buf names = {0}, xml = {0};
-	char *name, *save = NULL, *p, *end, *cs, *ce, *t;
-	size_t i;
+	char *name, *p, *end, *cs, *ce, *t;
+	size_t i, wanted = 0;
+	int pass, prefix;
 
-	if (s->n == 0 || run_capture(list_argv, &names, VIRSH_TIMEOUT_MS) != 0)
+	for (i = 0; i < s->n; i++)
+		wanted += s->v[i].want != 0;
+	if (wanted == 0 || run_capture(list_argv, &names, VIRSH_TIMEOUT_MS) != 0 || names.p == NULL)
 		goto out;
-	for (name = strtok_r(names.p, "\n", &save); name; name = strtok_r(NULL, "\n", &save)) {
-		if (*name == '\0')
-			continue;
-		xml.len = 0;
-		dump_argv[3] = name;
-		if (run_capture(dump_argv, &xml, VIRSH_TIMEOUT_MS) != 0 || xml.p == NULL)
-			continue;
-		for (p = xml.p; (cs = strstr(p, "<channel")) != NULL; p = ce) {
-			if ((ce = strstr(cs, "</channel>")) == NULL)
-				break;
-			src[0] = tname[0] = '\0';
-			if ((t = strstr(cs, "<source")) != NULL && t < ce &&
-			    (end = strchr(t, '>')) != NULL && end < ce)
-				xml_attr(t, end, "path", src, sizeof(src));
-			if ((t = strstr(cs, "<target")) != NULL && t < ce &&
-			    (end = strchr(t, '>')) != NULL && end < ce)
-				xml_attr(t, end, "name", tname, sizeof(tname));
-			if (strcmp(tname, channel) != 0 || src[0] == '\0')
+	for (p = names.p; (p = strchr(p, '\n')) != NULL; )
+		*p++ = '\0';
+	for (pass = 0; pass < 2 && wanted > 0; pass++) {
+		for (name = names.p; name < names.p + names.len && wanted > 0; name += strlen(name) + 1) {
+			if (*name == '\0')
 				continue;
-			for (i = 0; i < s->n; i++)
-				if (strcmp(s->v[i].path, src) == 0)
-					snprintf(s->v[i].name, sizeof(s->v[i].name), "%s", name);
+			for (prefix = 0, i = 0; i < s->n && !prefix; i++)
+				prefix = s->v[i].want &&
+				    strncmp(name, s->v[i].name, strlen(s->v[i].name)) == 0;
+			/* pass 0: the likely domains; pass 1: the others */
+			if (prefix != (pass == 0))
+				continue;
+			xml.len = 0;
+			dump_argv[3] = name;
+			if (run_capture(dump_argv, &xml, VIRSH_TIMEOUT_MS) != 0 || xml.p == NULL)
+				continue;
+			for (p = xml.p; (cs = strstr(p, "<channel")) != NULL; p = ce) {
+				if ((ce = strstr(cs, "</channel>")) == NULL)
+					break;
+				src[0] = tname[0] = '\0';
+				if ((t = strstr(cs, "<source")) != NULL && t < ce &&
+				    (end = strchr(t, '>')) != NULL && end < ce)
+					xml_attr(t, end, "path", src, sizeof(src));
+				if ((t = strstr(cs, "<target")) != NULL && t < ce &&
+				    (end = strchr(t, '>')) != NULL && end < ce)
+					xml_attr(t, end, "name", tname, sizeof(tname));
+				if (strcmp(tname, channel) != 0 || src[0] == '\0')
+					continue;
+				for (i = 0; i < s->n; i++)
+					if (s->v[i].want && strcmp(s->v[i].path, src) == 0) {
+						snprintf(s->v[i].name, sizeof(s->v[i].name), "%s", name);
+						s->v[i].want = 0;
+						wanted--;
+					}
+			}
 		}
 	}
 out:
@@ -517,19 +543,19 @@ hostd_rescan(struct hostd *h, int64_t now)
 {
 	struct scan s = {0};
 	struct hguest *g;
-	size_t i, k;
+	size_t i, k, n;
 
 	hostd_watch(h);
 	host_scan_channels(h->dir, G2H_NAME, &s);
 	/* virsh is asked only about sockets not seen before: it costs ~100 ms a domain */
-	for (i = 0; i < s.n; i++) {
+	for (i = 0, n = 0; i < s.n; i++) {
 		for (k = 0; k < h->n; k++)
 			if (!h->g[k]->removed && strcmp(h->g[k]->path, s.v[i].path) == 0)
 				break;
-		if (k == h->n)
-			break;
+		s.v[i].want = k == h->n;
+		n += s.v[i].want;
 	}
-	if (i < s.n && have_virsh())
+	if (n > 0 && have_virsh())
 		host_virsh_names(G2H_NAME, &s);
 	for (k = 0; k < h->n; k++)
 		h->g[k]->seen = 0;

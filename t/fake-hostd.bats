@@ -109,6 +109,66 @@ wait_log() {
 	kill -0 "$DAEMON"
 }
 
+# A stand-in for virsh: 40 running domains, each with its guest-to-host channel; it logs its calls.
+fake_virsh() {
+	mkdir -p "$D/bin"
+	cat > "$D/bin/virsh" <<EOS
+#!/bin/sh
+echo "\$*" >> "$D/virsh.calls"
+xml() { printf '<domain><devices>\n<channel type="unix">\n  <source mode="bind" path="%s"/>\n  <target type="virtio" name="negotiator-guest-to-host.0"/>\n</channel>\n</devices></domain>\n' "\$1"; }
+case "\$*" in
+"-q list --name")
+	for i in \$(seq 10 47); do echo "dom-\$i"; done
+	echo a-very-long-domain-name-cut-by-libvirt
+	echo free-path-guest
+	echo ;;
+"-q dumpxml a-very-long-domain-name-cut-by-libvirt")
+	xml "$D/chan/domain-9-a-very-long-domain-n/negotiator-guest-to-host.0" ;;
+"-q dumpxml free-path-guest")
+	xml "$D/chan/custom.negotiator-guest-to-host.0" ;;
+"-q dumpxml dom-"*)
+	xml "$D/chan/domain-\${3#dom-}-\$3/negotiator-guest-to-host.0" ;;
+*)	exit 1 ;;
+esac
+EOS
+	chmod 755 "$D/bin/virsh"
+}
+
+@test "names come from virsh: one dumpxml per new guest (not one per running domain), a free path too" {
+	[ -x /usr/bin/virsh ] || skip "virsh is not installed (t/setup installs libvirt-clients)"
+	fake_virsh
+	PATH=$D/bin:$PATH "$HOSTBIN" -d -v --channel-directory "$D/chan" --commands-directory "$D/cmds" \
+		2> "$D/hostd.log" 3>&- &
+	DAEMON=$!
+	PIDS+=($DAEMON)
+	wait_log "serving guests under"
+	# libvirt cuts the directory's name to 20 characters: virsh gives the whole one
+	fake_guest long "$D/chan/domain-9-a-very-long-domain-n/negotiator-guest-to-host.0"
+	wait_log "a-very-long-domain-name-cut-by-libvirt: serving"
+	run "$GUESTBIN" -c "$D/long.port" -e whoami
+	assert_success
+	assert_output "a-very-long-domain-name-cut-by-libvirt"
+	run grep -c dumpxml "$D/virsh.calls"
+	assert_output 1
+	run grep -c '^-q dumpxml a-very-long-domain-name-cut-by-libvirt$' "$D/virsh.calls"
+	assert_output 1
+	# a channel path the administrator chose, which does not start with the domain's name: every
+	# other domain is asked, once
+	: > "$D/virsh.calls"
+	fake_guest free "$D/chan/custom.negotiator-guest-to-host.0"
+	wait_log "free-path-guest: serving"
+	run "$GUESTBIN" -c "$D/free.port" -e whoami
+	assert_success
+	assert_output "free-path-guest"
+	run grep -c '^-q list --name$' "$D/virsh.calls"
+	assert_output 1
+	run grep -c '^-q dumpxml free-path-guest$' "$D/virsh.calls"
+	assert_output 1
+	run grep -c dumpxml "$D/virsh.calls"
+	[ "$output" -le 40 ]
+	kill -0 "$DAEMON"
+}
+
 @test "one guest's garbage or slow command does not affect another guest" {
 	fake_guest bad "$D/chan/bad.negotiator-guest-to-host.0"
 	fake_guest slow "$D/chan/slow.negotiator-guest-to-host.0"
