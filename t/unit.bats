@@ -231,3 +231,16 @@ load helpers
 	run "$NEGTEST" builtin find-distribution-codename
 	assert_output "$(. /etc/os-release; echo "$VERSION_CODENAME")"
 }
+
+@test "the systemd units in init/ pass systemd-analyze verify" {
+	command -v systemd-analyze >/dev/null || skip "systemd-analyze is not installed (t/setup installs systemd)"
+	local d
+	d=$(mktemp -d)
+	# verify wants ExecStart's program to exist: point it at the ones just built
+	sed "s#ExecStart=[^ ]*#ExecStart=$ROOT/negotiator-guest#" "$ROOT/init/negotiator-guest.service" > "$d/negotiator-guest.service"
+	sed "s#ExecStart=[^ ]*#ExecStart=$ROOT/negotiator-host#" "$ROOT/init/negotiator-host.service" > "$d/negotiator-host.service"
+	run systemd-analyze verify "$d/negotiator-guest.service" "$d/negotiator-host.service"
+	rm -rf "$d"
+	assert_success
+	assert_output ""
+}
