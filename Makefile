@@ -23,12 +23,20 @@ LDSTATIC = -static -Wl,--gc-sections -s -Wl,-z,noseparate-code -Wl,-z,norelro -W
 SHARED   = neg.c neg_proto.c
 HEADERS  = neg_proto.h jsmn.h Makefile
 
-# i386: Debian's musl:i386 and musl-dev:i386 unpacked under t/.cache/musl-i386 by t/setup-i386
+# i386: Debian's musl:i386 and musl-dev:i386 unpacked under t/.cache/musl-i386 by t/setup
 I386ROOT ?= t/.cache/musl-i386/usr/lib/i386-linux-musl
 I386INC  ?= t/.cache/musl-i386/usr/include/i386-linux-musl
 
+# a static i386 program: musl's start files and libc.a by hand (no i386 musl-gcc wrapper in Debian)
+I386CC    = $(CC) -m32 -fno-stack-protector -nostdinc -nostdlib -isystem $(I386INC) \
+            -isystem $$($(CC) -m32 -print-file-name=include)
+I386START = $(I386ROOT)/crt1.o $(I386ROOT)/crti.o
+I386END   = $(I386ROOT)/libc.a $$($(CC) -m32 -print-libgcc-file-name) $(I386ROOT)/crtn.o
+
 PROGS = negotiator-host negotiator-guest
-ALL   = $(PROGS) $(if $(wildcard $(I386ROOT)/libc.a),negotiator-guest.i386)
+HAVE_I386 = $(if $(wildcard $(I386ROOT)/libc.a),1)
+ALL   = $(PROGS) $(if $(HAVE_I386),negotiator-guest.i386)
+TESTPROGS = t/neg-test t/fakeport t/fakeguests t/oldkernel $(if $(HAVE_I386),t/oldkernel.i386)
 
 all: $(ALL)
 
@@ -43,14 +51,19 @@ negotiator-guest: neg_guest.c $(SHARED) $(HEADERS)
 	$(MUSLCC) $(WARN) $(CFLAGS) $(DEFS) $(SMALL) -o $@ neg_guest.c $(SHARED) $(LDSTATIC)
 
 negotiator-guest.i386: neg_guest.c $(SHARED) $(HEADERS)
-	$(CC) -m32 $(WARN) $(CFLAGS) $(DEFS) $(SMALL) -fno-stack-protector \
-	  -nostdinc -nostdlib -isystem $(I386INC) -isystem $$($(CC) -m32 -print-file-name=include) \
-	  -o $@ $(I386ROOT)/crt1.o $(I386ROOT)/crti.o neg_guest.c $(SHARED) \
-	  $(I386ROOT)/libc.a $$($(CC) -m32 -print-libgcc-file-name) $(I386ROOT)/crtn.o $(LDSTATIC)
+	$(I386CC) $(WARN) $(CFLAGS) $(DEFS) $(SMALL) -o $@ $(I386START) neg_guest.c $(SHARED) $(I386END) $(LDSTATIC)
 
 i386:
-	t/setup-i386
+	t/setup
 	$(MAKE) negotiator-guest.i386
+
+# runs a program with the system calls of Linux 2.6.32 only (the rest fail with ENOSYS)
+t/oldkernel: t/oldkernel.c
+	$(CC) $(WARN) -O1 $(DEFS) -o $@ t/oldkernel.c
+
+# the same for the VM, next to the i386 guest
+t/oldkernel.i386: t/oldkernel.c
+	$(I386CC) $(WARN) -O1 $(DEFS) -o $@ $(I386START) t/oldkernel.c $(I386END) -static
 
 t/fakeport: t/fakeport.c
 	$(CC) $(WARN) -O1 $(DEFS) -o $@ t/fakeport.c
@@ -69,16 +82,16 @@ asan/negotiator-host asan/negotiator-guest asan/neg-test: neg_host.c neg_guest.c
 
 asan: asan/negotiator-host
 
-check: all t/neg-test t/fakeport t/fakeguests asan
+check: all $(TESTPROGS) asan
 	t/run-tests
 
-check-fast: all t/neg-test t/fakeport t/fakeguests
+check-fast: all $(TESTPROGS)
 	NEG_TIERS="unit fake" t/run-tests
 
 demo: all
 	t/demo
 
-bench: all t/neg-test t/fakeport t/fakeguests
+bench: all $(TESTPROGS)
 	t/bench
 
 install: $(PROGS)
@@ -90,11 +103,11 @@ dist: jsmn.h
 	mkdir -p negotiator-$(VERSION)
 	cp -R Makefile LICENSE README.md jsmn.h neg.c neg_proto.c neg_proto.h neg_host.c neg_guest.c init \
 	  commands t negotiator-$(VERSION)/
-	rm -rf negotiator-$(VERSION)/t/.cache negotiator-$(VERSION)/t/neg-test negotiator-$(VERSION)/t/fakeport negotiator-$(VERSION)/t/fakeguests
+	cd negotiator-$(VERSION) && rm -rf t/.cache $(TESTPROGS) t/oldkernel.i386
 	tar czf negotiator-$(VERSION).tar.gz negotiator-$(VERSION)
 	rm -rf negotiator-$(VERSION)
 
 clean:
-	rm -rf $(PROGS) negotiator-guest.i386 t/neg-test t/fakeport t/fakeguests asan negotiator-*.tar.gz
+	rm -rf $(PROGS) negotiator-guest.i386 $(TESTPROGS) t/oldkernel.i386 asan negotiator-*.tar.gz
 
 .PHONY: all i386 asan check check-fast demo bench install dist clean

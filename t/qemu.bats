@@ -13,6 +13,7 @@ setup_file() {
 	chmod 755 "$D/hostcmds/whoami"
 	bins=("$GUESTBIN" "$ROOT/init/negotiator-guest.init")
 	[ -x "$ROOT/negotiator-guest.i386" ] && bins+=("$ROOT/negotiator-guest.i386")
+	[ -x "$ROOT/t/oldkernel.i386" ] && bins+=("$ROOT/t/oldkernel.i386")
 	VM_COMMANDS_DIR=$D/guestcmds vm_boot "$D/vm" "${bins[@]}"
 	echo "$VM_BOOT_SECONDS" > "$D/boot-seconds"
 	# the host daemon finds the VM's guest-to-host socket in the NAME.CHANNEL layout
@@ -251,6 +252,35 @@ plug_port() {
 	assert_output "testvm"
 	run vm_run 'negotiator-guest.i386 -e "fail 4"; echo "status=$?"'
 	assert_line "status=4"
+	start_guest_daemon
+}
+
+@test "Linux 2.6.32's system calls only: both guest binaries serve and call on the real port" {
+	[ -x "$ROOT/t/oldkernel.i386" ] || skip "no i386 build of t/oldkernel (run t/setup, then make check)"
+	local bin
+	# the filter is in force (mode 2) for what oldkernel starts
+	run vm_run 'oldkernel.i386 grep Seccomp: /proc/self/status'
+	assert_output --regexp '^Seccomp:[[:space:]]+2$'
+	for bin in negotiator-guest negotiator-guest.i386; do
+		# every call newer than 2.6.32 fails with ENOSYS, so musl takes its fallbacks
+		GD_BIN="oldkernel.i386 $bin" start_guest_daemon
+		run H -e "show 'old $bin'"
+		assert_success
+		assert_output "$(printf 'args: 1\n[old %s]' "$bin")"
+		run H -e find-distribution-codename
+		assert_output "testy"
+		run H -e find-ip-addresses
+		assert_success
+		assert_line "127.0.0.1/8"
+		run "$NEGTEST" calls "$VM_H2G" 100 ping
+		assert_success
+		[[ $output == "calls=100 ok=100 "* ]]
+		run vm_run "oldkernel.i386 $bin -e whoami"
+		assert_success
+		assert_output "testvm"
+		run vm_run 'cat /tmp/gd.log'
+		refute_output --partial "not implemented"
+	done
 	start_guest_daemon
 }
 
