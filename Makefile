@@ -85,7 +85,7 @@ asan: asan/negotiator-host
 check: all $(TESTPROGS) asan
 	t/run-tests
 
-check-fast: all $(TESTPROGS)
+check-fast: all $(TESTPROGS) asan
 	NEG_TIERS="unit fake" t/run-tests
 
 demo: all

@@ -289,6 +289,7 @@ host_virsh_names(const char *channel, struct scan *s)
 			/* pass 0: the likely domains; pass 1: the others */
 			if (prefix != (pass == 0))
 				continue;
+			neg_log(LOG_DEBUG, "virsh dumpxml %s (%zu sockets to name, pass %d)", name, wanted, pass);
 			xml.len = 0;
 			dump_argv[3] = name;
 			if (run_capture(dump_argv, &xml, VIRSH_TIMEOUT_MS) != 0 || xml.p == NULL)

@@ -137,7 +137,7 @@ EOS
 @test "names come from virsh: one dumpxml per new guest (not one per running domain), a free path too" {
 	[ -x /usr/bin/virsh ] || skip "virsh is not installed (t/setup installs libvirt-clients)"
 	fake_virsh
-	PATH=$D/bin:$PATH "$HOSTBIN" -d -v --channel-directory "$D/chan" --commands-directory "$D/cmds" \
+	PATH=$D/bin:$PATH "$HOSTBIN" -d -v -v --channel-directory "$D/chan" --commands-directory "$D/cmds" \
 		2> "$D/hostd.log" 3>&- &
 	DAEMON=$!
 	PIDS+=($DAEMON)
@@ -148,6 +148,8 @@ EOS
 	run "$GUESTBIN" -c "$D/long.port" -e whoami
 	assert_success
 	assert_output "a-very-long-domain-name-cut-by-libvirt"
+	# shown only when the test fails
+	echo "virsh calls:"; cat "$D/virsh.calls"; echo "daemon log:"; cat "$D/hostd.log"
 	run grep -c dumpxml "$D/virsh.calls"
 	assert_output 1
 	run grep -c '^-q dumpxml a-very-long-domain-name-cut-by-libvirt$' "$D/virsh.calls"
