@@ -386,8 +386,16 @@ neg_signal_drain(void)
 
 	while (read(selfpipe[0], tmp, sizeof(tmp)) > 0)
 		;
-	chld = got_sigchld;
-	got_sigchld = 0;
+	/*
+	 * Cleared only when seen set, and the caller reaps after this: a SIGCHLD
+	 * landing between a load that saw 0 and an unconditional store of 0 would
+	 * be lost, and its job never reaped.
+	 */
+	chld = 0;
+	if (got_sigchld) {
+		got_sigchld = 0;
+		chld = 1;
+	}
 	return chld;
 }
 
@@ -973,9 +981,15 @@ neg_job_tick(struct neg_job *j, int64_t now)
 		neg_job_kill(j, now);
 	}
 	if (j->kill_at && now >= j->kill_at) {
-		if (!j->reaped)
+		if (!j->reaped) {
 			kill(-j->pid, SIGKILL);
-		else {
+			/*
+			 * Reaped on SIGCHLD; should that be late (a process stuck in the
+			 * kernel dies only when it leaves it) the kill is repeated each
+			 * second, not on every turn of the loop.
+			 */
+			j->kill_at = now + 1000;
+		} else {
 			close_fd(&j->fd_out);
 			close_fd(&j->fd_err);
 		}
