@@ -171,17 +171,18 @@ neg_parse_seconds(const char *s, double *d)
 int
 neg_parse_size(const char *s, size_t *n)
 {
-	unsigned long long v;
-	char *end;
+	unsigned long long v = 0;
+	const char *end;
 
 	if (!isdigit((unsigned char)*s))
 		return -1;
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno != 0)
-		return -1;
-	switch (*end) {
-	case 'k': case 'K': v <<= 10; end++; break;
+	/* by hand, not strtoull: its scanner is 2 KB of the guest binary */
+	for (end = s; isdigit((unsigned char)*end); end++) {
+		v = v * 10 + (unsigned long long)(*end - '0');
+		if (v > PROTO_MAX_FRAME_LIMIT)
+			return -1;
+	}
+	switch (*end) {	case 'k': case 'K': v <<= 10; end++; break;
 	case 'm': case 'M': v <<= 20; end++; break;
 	case 'g': case 'G': v <<= 30; end++; break;
 	}
@@ -448,6 +449,18 @@ first_line(const char *path, char *out, size_t outlen)
 
 enum { DIST_ID, DIST_RELEASE, DIST_CODENAME };
 
+/* The first place needle occurs in s, or NULL (for short texts; musl's strstr is large). */
+static const char *
+find_text(const char *s, const char *needle)
+{
+	size_t n = strlen(needle);
+
+	for (; *s; s++)
+		if (strncmp(s, needle, n) == 0)
+			return s;
+	return NULL;
+}
+
 /*
  * What `lsb_release --short --id|--release|--codename` prints: from
  * /etc/lsb-release, then /etc/os-release, then /etc/debian_version or
@@ -458,6 +471,7 @@ builtin_distribution(int what)
 {
 	static const char *const lsb[] = { "DISTRIB_ID", "DISTRIB_RELEASE", "DISTRIB_CODENAME" };
 	char v[256], line[256], *p, *q;
+	const char *cq;
 
 	if (release_value("/etc/lsb-release", lsb[what], v, sizeof(v)))
 		goto print;
@@ -497,8 +511,8 @@ builtin_distribution(int what)
 			snprintf(v, sizeof(v), "%s", line);
 			goto print;
 		}
-		if (what == DIST_RELEASE && (p = strstr(line, " release ")) != NULL) {
-			p += 9;
+		if (what == DIST_RELEASE && (cq = find_text(line, " release ")) != NULL) {
+			p = line + (cq - line) + 9;
 			p[strcspn(p, " ")] = '\0';
 			snprintf(v, sizeof(v), "%s", p);
 			goto print;
@@ -658,10 +672,25 @@ user_command(const char *dir, const char *name, char *path, size_t pathlen)
 	    S_ISREG(st.st_mode) && access(path, X_OK) == 0;
 }
 
-static int
-cmpstr(const void *a, const void *b)
+/*
+ * Sorts strings (Shell sort, gaps 3h+1): lists of commands are short, and
+ * qsort is 2 KB of the guest binary.
+ */
+static void
+sort_strings(char **v, size_t n)
 {
-	return strcmp(*(char *const *)a, *(char *const *)b);
+	size_t gap = 1, i, j;
+	char *t;
+
+	while (gap < n / 3)
+		gap = gap * 3 + 1;
+	for (; gap > 0; gap /= 3)
+		for (i = gap; i < n; i++) {
+			t = v[i];
+			for (j = i; j >= gap && strcmp(v[j - gap], t) > 0; j -= gap)
+				v[j] = v[j - gap];
+			v[j] = t;
+		}
 }
 
 /* The sorted union of the built-ins and the executables in the commands directory. */
@@ -689,7 +718,7 @@ neg_list_commands(const struct neg_cmdenv *env, char ***namesp, size_t *np)
 		}
 		closedir(d);
 	}
-	qsort(v, n, sizeof(char *), cmpstr);
+	sort_strings(v, n);
 	for (i = j = 0; i < n; i++) {
 		if (j > 0 && strcmp(v[j - 1], v[i]) == 0)
 			free(v[i]);
@@ -718,7 +747,6 @@ close_others(int keep)
 	DIR *d = opendir("/proc/self/fd");
 	struct dirent *e;
 	int fd;
-	long max;
 
 	if (d != NULL) {
 		while ((e = readdir(d)) != NULL) {
@@ -729,10 +757,11 @@ close_others(int keep)
 		closedir(d);
 		return;
 	}
-	max = sysconf(_SC_OPEN_MAX);
-	if (max < 0 || max > 65536)
-		max = 65536;
-	for (fd = 3; fd < max; fd++)
+	/*
+	 * No /proc: every possible descriptor.  Not up to sysconf(_SC_OPEN_MAX),
+	 * which asks prlimit64, a call 2.6.32 does not have.
+	 */
+	for (fd = 3; fd < 65536; fd++)
 		if (fd != keep)
 			close(fd);
 }
@@ -1748,7 +1777,7 @@ write_out(int fd, const char *s, size_t len)
 static int
 status_from_text(const char *e)
 {
-	const char *p = strstr(e, "exit code ");
+	const char *p = find_text(e, "exit code ");
 	int v;
 
 	if (p && (v = atoi(p + 10)) > 0 && v < 256)
@@ -1845,7 +1874,7 @@ neg_cli_list(int fd, int flags, double timeout, size_t max_frame, const char *pe
 		proto_response_free(&resp);
 		return 255;
 	}
-	qsort(resp.list, resp.nlist, sizeof(char *), cmpstr);
+	sort_strings(resp.list, resp.nlist);
 	for (i = 0; i < resp.nlist; i++)
 		printf("%s\n", resp.list[i]);
 	proto_response_free(&resp);

@@ -342,6 +342,16 @@ exercise_guest() {
 		assert_failure 255
 		assert_equal "$stderr" "negotiator-host: invalid timeout '$t': give a number of seconds"
 	done
+	for m in 1023 5G 2g x 12Q 1M2 -1K 99999999999999999999999 ''; do
+		run --separate-stderr "$GUESTBIN" --max-frame "$m" -c "$D/no-such-port" -l
+		assert_failure 255
+		assert_equal "$stderr" "negotiator-guest: invalid --max-frame '$m': give bytes (1K to 1G)"
+	done
+	for m in 1K 1024 64m 1G 1073741824; do
+		run --separate-stderr "$HOSTBIN" --max-frame "$m" --socket "$D/h2g.sock" -e "show $m"
+		assert_success
+		assert_output "$(printf 'args: 1\n[%s]' "$m")"
+	done
 	run --separate-stderr "$HOSTBIN" --socket "$D/nothing.sock" -e show
 	assert_failure 255
 	assert_equal "$stderr" "negotiator-host: the guest is not running: nobody listens on $D/nothing.sock"

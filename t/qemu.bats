@@ -65,6 +65,19 @@ H() { "$HOSTBIN" --socket "$VM_H2G" "$@"; }
 	assert_success
 }
 
+@test "built-ins fall back to /etc/redhat-release where an old guest has no lsb-release or os-release" {
+	vm_run 'mkdir /etc/saved && mv /etc/os-release /etc/lsb-release /etc/saved/ && echo "CentOS release 6.10 (Final)" > /etc/redhat-release'
+	run H -e find-distribution-release
+	run2=$output
+	run H -e find-distribution-codename
+	vm_run 'rm -f /etc/redhat-release; mv /etc/saved/* /etc/ && rmdir /etc/saved'
+	assert_equal "$run2" "6.10"
+	assert_success
+	assert_output "Final"
+	run H -e find-distribution-release
+	assert_output "1.0"
+}
+
 @test "a user command with arguments and stdin, and binary data, over the real port" {
 	run H -e "show 'a b' c"
 	assert_success
