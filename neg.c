@@ -182,7 +182,8 @@ neg_parse_size(const char *s, size_t *n)
 		if (v > PROTO_MAX_FRAME_LIMIT)
 			return -1;
 	}
-	switch (*end) {	case 'k': case 'K': v <<= 10; end++; break;
+	switch (*end) {
+	case 'k': case 'K': v <<= 10; end++; break;
 	case 'm': case 'M': v <<= 20; end++; break;
 	case 'g': case 'G': v <<= 30; end++; break;
 	}

@@ -548,32 +548,32 @@ hostd_rescan(struct hostd *h, int64_t now)
 
 	hostd_watch(h);
 	host_scan_channels(h->dir, G2H_NAME, &s);
-	/* virsh is asked only about sockets not seen before: it costs ~100 ms a domain */
+	for (k = 0; k < h->n; k++)
+		h->g[k]->seen = 0;
+	/* sockets already served are marked seen and dropped from s: what stays is new */
 	for (i = 0, n = 0; i < s.n; i++) {
 		for (k = 0; k < h->n; k++)
 			if (!h->g[k]->removed && strcmp(h->g[k]->path, s.v[i].path) == 0)
 				break;
-		s.v[i].want = k == h->n;
-		n += s.v[i].want;
-	}
-	if (n > 0 && have_virsh())
-		host_virsh_names(G2H_NAME, &s);
-	for (k = 0; k < h->n; k++)
-		h->g[k]->seen = 0;
-	for (i = 0; i < s.n; i++) {
-		for (k = 0; k < h->n; k++)
-			if (!h->g[k]->removed && strcmp(h->g[k]->path, s.v[i].path) == 0)
-				break;
-		if (k < h->n) {
-			g = h->g[k];
-			g->seen = 1;
-			/* something changed in the directory: a guest that refused may be back */
-			if (!g->up && !g->removed) {
-				g->retry_ms = RETRY_MIN_MS;
-				g->retry_at = now;
-			}
+		if (k == h->n) {
+			if (n != i)
+				s.v[n] = s.v[i];
+			n++;
 			continue;
 		}
+		g = h->g[k];
+		g->seen = 1;
+		/* something changed in the directory: a guest that refused may be back */
+		if (!g->up && !g->removed) {
+			g->retry_ms = RETRY_MIN_MS;
+			g->retry_at = now;
+		}
+	}
+	s.n = n;
+	/* virsh is asked only about sockets not seen before: ~100-200 ms per new guest */
+	if (s.n > 0 && have_virsh())
+		host_virsh_names(G2H_NAME, &s);
+	for (i = 0; i < s.n; i++) {
 		if (h->n >= MAX_GUESTS)
 			break;
 		g = neg_alloc(sizeof(*g));
