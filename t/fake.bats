@@ -54,24 +54,20 @@ check_syscalls() {
 exercise_guest() {
 	local mode=$1 bin=$2 dir=$3 fp daemon
 	mkdir -p "$dir"
-	# under NAME CMD...: CMD in the chosen mode
+	# under NAME CMD...: execs CMD in the chosen mode, so call it in a subshell (run, &, or
+	# parentheses); $! of `under ... &` is then strace or (after t/oldkernel's exec) CMD itself
 	under() {
 		local name=$1; shift
 		case $mode in
-		strace) strace -f -qq -o "$dir/trace.$name" "$@" ;;
-		oldkernel) "$ROOT/t/oldkernel" "$@" ;;
+		strace) exec strace -f -qq -o "$dir/trace.$name" "$@" ;;
+		oldkernel) exec "$ROOT/t/oldkernel" "$@" ;;
 		esac
 	}
 	"$FAKEPORT" "$dir/port" "$dir/sock" 3>&- &
 	fp=$!
 	wait_for "$dir/sock"
-	# the daemon is started here, not through under, so that $! is strace or (after
-	# t/oldkernel's exec) the daemon itself
-	local args=("$bin" -d -v -c "$dir/port" --commands-directory "$D/guestcmds")
-	case $mode in
-	strace) strace -f -qq -o "$dir/trace.daemon" "${args[@]}" 2> "$dir/daemon.log" 3>&- & ;;
-	oldkernel) "$ROOT/t/oldkernel" "${args[@]}" 2> "$dir/daemon.log" 3>&- & ;;
-	esac
+	under daemon "$bin" -d -v -c "$dir/port" --commands-directory "$D/guestcmds" \
+		2> "$dir/daemon.log" 3>&- &
 	daemon=$!
 	for _ in $(seq 1 100); do grep -q "host connected" "$dir/daemon.log" 2>/dev/null && break; sleep 0.1; done
 	head -c 100000 /dev/urandom > "$dir/in.bin"
@@ -98,7 +94,7 @@ exercise_guest() {
 	run under cli1 "$bin" -c "$D/g2h-port" -e "show x"
 	assert_success
 	assert_output "$(printf 'args: 1\n[x]')"
-	under cli2 "$bin" -c "$D/g2h-port" -e cat --input "$dir/in.bin" > "$dir/out2.bin"
+	(under cli2 "$bin" -c "$D/g2h-port" -e cat --input "$dir/in.bin") > "$dir/out2.bin"
 	cmp "$dir/in.bin" "$dir/out2.bin"
 	run under cli3 "$bin" -c "$D/g2h-port" -l
 	assert_success
