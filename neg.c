@@ -234,6 +234,11 @@ neg_split(const char *s, char ***argvp, size_t *argcp, char *err, size_t errlen)
 			s++;
 			continue;
 		}
+		/* backslash-newline joins lines, in sh as here: it is removed, not a word break */
+		if (s[0] == '\\' && s[1] == '\n') {
+			s += 2;
+			continue;
+		}
 		inword = 1;
 		if (*s == '\'') {
 			const char *e = strchr(s + 1, '\'');
@@ -246,7 +251,11 @@ neg_split(const char *s, char ***argvp, size_t *argcp, char *err, size_t errlen)
 			for (s++; *s != '"'; s++) {
 				if (*s == '\0')
 					goto unterminated;
-				if (*s == '\\' && strchr("\"\\$`\n", s[1]) && s[1] != '\0')
+				if (s[0] == '\\' && s[1] == '\n') {
+					s++;
+					continue;
+				}
+				if (*s == '\\' && strchr("\"\\$`", s[1]) && s[1] != '\0')
 					s++;
 				buf_add(&w, s, 1);
 			}
@@ -1147,59 +1156,149 @@ neg_reply_text(struct buf *out, const char *id, const char *msg)
 	proto_reply_error(out, id, &f);
 }
 
-/*
- * Handles one request frame: writes the reply to out and returns 0, or starts
- * a job and returns 1 (req is then filled and the reply comes from
- * neg_job_reply when the job is done).
- */
-int
-neg_serve_frame(struct neg_server *srv, const struct neg_cmdenv *env, const char *payload,
-    size_t len,
-    struct neg_job *job, struct proto_request *req, struct buf *out)
+/* Who a channel's log lines are about: the guest on the host, the host in a guest. */
+static const char *
+chan_peer(const struct neg_chan *c)
 {
+	return c->guest ? c->guest : "host";
+}
+
+/*
+ * A line about what the peer did, prefixed with its name.  At most
+ * NEG_LOG_BURST lines per channel and NEG_LOG_WINDOW_MS: a flooding peer gets
+ * a count of what was suppressed, not a line per bad frame.
+ */
+static void
+chan_log(struct neg_chan *c, int prio, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void
+chan_log_window(struct neg_chan *c, int64_t now)
+{
+	if (now < c->log_until)
+		return;
+	if (c->log_dropped > 0)
+		neg_log(LOG_WARNING, "%s: %d messages about it were not shown", chan_peer(c),
+		    c->log_dropped);
+	c->log_until = now + NEG_LOG_WINDOW_MS;
+	c->log_count = c->log_dropped = 0;
+}
+
+static void
+chan_log(struct neg_chan *c, int prio, const char *fmt, ...)
+{
+	char msg[900];
+	va_list ap;
+
+	if (prio > neg_verbosity)
+		return;
+	chan_log_window(c, neg_now());
+	/* what the peer does wrong is limited; what it is served is not */
+	if (prio <= LOG_WARNING && c->log_count++ >= NEG_LOG_BURST) {
+		if (c->log_dropped++ == 0)
+			neg_log(LOG_WARNING, "%s: too many messages about it; the rest of them for %d s "
+			    "are counted, not shown", chan_peer(c), NEG_LOG_WINDOW_MS / 1000);
+		return;
+	}
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	neg_log(prio, "%s: %s", chan_peer(c), msg);
+}
+
+/*
+ * Handles one request frame in slot s: a reply at once for everything but
+ * execute, whose request is kept in the slot, queued for a job slot.
+ */
+static void
+chan_serve(struct neg_chan *c, struct neg_slot *s, const char *payload, size_t len)
+{
+	struct neg_cmdenv env = { c->srv->env.dir, c->guest };
+	struct proto_request *req = &s->req;
 	char err[512];
 	char **names;
 	size_t n, i;
 
+	s->state = SLOT_DONE;
 	if (proto_request_parse(req, payload, len, err, sizeof(err)) < 0) {
-		neg_log(LOG_WARNING, "%s", err);
+		chan_log(c, LOG_WARNING, "%s", err);
 		/* "id": null says "not an answer to any call of yours" to callers that sent an id */
-		neg_reply_text(out, req->id[0] ? req->id : "null", err);
+		neg_reply_text(&s->reply, req->id[0] ? req->id : "null", err);
 		proto_request_free(req);
-		return 0;
+		return;
 	}
 	switch (proto_method_lookup(req->method)) {
 	case PROTO_M_EXECUTE:
-		neg_log(LOG_INFO, "executing %s (%zu arguments)%s%s", req->argc ? req->argv[0] : "",
-		    req->argc ? req->argc - 1 : 0, env->guest ? " for " : "",
-		    env->guest ? env->guest : "");
-		if (neg_job_start(job, env, req->argv, req->has_input ? req->input.p : NULL,
-		    req->input.len, req->timeout, srv->max_frame, err, sizeof(err)) == 0)
-			return 1;
-		neg_log(LOG_WARNING, "%s", err);
-		neg_reply_text(out, req->id, err);
-		break;
+		s->state = SLOT_QUEUED;
+		s->since = neg_now();
+		return;
 	case PROTO_M_LIST_COMMANDS:
-		neg_list_commands(env, &names, &n);
-		proto_reply_list(out, req->id, names, n);
+		neg_list_commands(&env, &names, &n);
+		proto_reply_list(&s->reply, req->id, names, n);
 		for (i = 0; i < n; i++)
 			free(names[i]);
 		free(names);
 		break;
 	case PROTO_M_PING:
-		proto_reply_string(out, req->id, "pong", 4, 0, NULL, 0);
+		proto_reply_string(&s->reply, req->id, "pong", 4, 0, NULL, 0);
 		break;
 	case PROTO_M_VERSION:
-		proto_reply_string(out, req->id, NEG_VERSION, strlen(NEG_VERSION), 0, NULL, 0);
+		proto_reply_string(&s->reply, req->id, NEG_VERSION, strlen(NEG_VERSION), 0, NULL, 0);
 		break;
 	default:
 		snprintf(err, sizeof(err), "Method %s not supported", req->method);
-		neg_log(LOG_WARNING, "%s", err);
-		neg_reply_text(out, req->id, err);
+		chan_log(c, LOG_WARNING, "%s", err);
+		neg_reply_text(&s->reply, req->id, err);
 		break;
 	}
 	proto_request_free(req);
-	return 0;
+}
+
+/* Whether the channel may start a command now: a job slot free, and within its fair share. */
+static int
+chan_may_start(const struct neg_chan *c)
+{
+	const struct neg_server *srv = c->srv;
+	int share = srv->busy > 0 ? srv->max_running / srv->busy : srv->max_running;
+
+	return srv->running < srv->max_running && c->running < (share > 0 ? share : 1);
+}
+
+/* Starts the queued command of slot s, or replies why it cannot run. */
+static void
+chan_start(struct neg_chan *c, struct neg_slot *s, int64_t now)
+{
+	struct neg_cmdenv env = { c->srv->env.dir, c->guest };
+	struct proto_request *req = &s->req;
+	double left = req->timeout;
+	char err[512];
+
+	s->state = SLOT_DONE;
+	if (req->timeout > 0) {
+		/* the caller's clock started when it sent the request */
+		left = req->timeout - (double)(now - s->since) / 1000;
+		if (left <= 0) {
+			snprintf(err, sizeof(err), "External command %s timed out after %g seconds "
+			    "waiting for one of the %d command slots", req->argc ? req->argv[0] : "",
+			    req->timeout, c->srv->max_running);
+			chan_log(c, LOG_WARNING, "%s", err);
+			neg_reply_text(&s->reply, req->id, err);
+			proto_request_free(req);
+			return;
+		}
+	}
+	chan_log(c, LOG_INFO, "executing %s (%zu arguments)", req->argc ? req->argv[0] : "",
+	    req->argc ? req->argc - 1 : 0);
+	if (neg_job_start(&s->job, &env, req->argv, req->has_input ? req->input.p : NULL,
+	    req->input.len, left, c->srv->max_frame, err, sizeof(err)) < 0) {
+		chan_log(c, LOG_WARNING, "%s", err);
+		neg_reply_text(&s->reply, req->id, err);
+		proto_request_free(req);
+		return;
+	}
+	s->state = SLOT_RUNNING;
+	c->running++;
+	c->srv->running++;
 }
 
 /* ---- a served channel ---- */
@@ -1242,6 +1341,19 @@ chan_slot(struct neg_chan *c, int i)
 	return &c->slot[(c->head + i) % NEG_CHAN_MAXJOBS];
 }
 
+/* Keeps srv->busy, the number of channels with commands running or queued, up to date. */
+static void
+chan_account(struct neg_chan *c)
+{
+	int i, busy = 0;
+
+	for (i = 0; i < c->count && !busy; i++)
+		busy = chan_slot(c, i)->state == SLOT_QUEUED || chan_slot(c, i)->state == SLOT_RUNNING;
+	if (busy != c->busy)
+		c->srv->busy += busy ? 1 : -1;
+	c->busy = busy;
+}
+
 /* Whether the channel may take another request now (a slot free, output drained). */
 static int
 chan_can_take(const struct neg_chan *c)
@@ -1255,7 +1367,7 @@ chan_flush(struct neg_chan *c)
 {
 	struct neg_slot *s;
 
-	while (c->count > 0 && (s = chan_slot(c, 0))->done) {
+	while (c->count > 0 && (s = chan_slot(c, 0))->state == SLOT_DONE) {
 		buf_add(&c->out, s->reply.p, s->reply.len);
 		buf_free(&s->reply);
 		memset(s, 0, sizeof(*s));
@@ -1264,17 +1376,26 @@ chan_flush(struct neg_chan *c)
 	}
 }
 
-/* Feeds buffered input to the reader while requests can be taken. */
+/* Starts queued commands in request order while the fair share allows, and reads requests. */
 static void
 chan_process(struct neg_chan *c)
 {
-	struct neg_cmdenv env = { c->srv->env.dir, c->guest };
 	struct neg_slot *s;
 	enum proto_event ev;
+	int64_t now = neg_now();
 	size_t used;
+	int i;
 
-	while (c->inoff < c->in.len && chan_can_take(c) &&
-	    c->srv->running < c->srv->max_running) {
+	for (;;) {
+		for (i = 0; i < c->count && chan_slot(c, i)->state != SLOT_QUEUED; i++)
+			;
+		if (i == c->count || !chan_may_start(c))
+			break;
+		chan_start(c, chan_slot(c, i), now);
+	}
+	while (c->inoff < c->in.len && chan_can_take(c)) {
+		if (!proto_reader_partial(&c->rd))
+			c->frame_t0 = c->last_rx;
 		ev = proto_reader_feed(&c->rd, c->in.p + c->inoff, c->in.len - c->inoff, &used);
 		c->inoff += used;
 		if (ev == PROTO_NEED_MORE)
@@ -1282,15 +1403,13 @@ chan_process(struct neg_chan *c)
 		s = chan_slot(c, c->count++);
 		memset(s, 0, sizeof(*s));
 		if (ev == PROTO_ERROR) {
-			neg_log(LOG_WARNING, "%s", c->rd.err);
+			chan_log(c, LOG_WARNING, "%s", c->rd.err);
 			neg_reply_text(&s->reply, "null", c->rd.err);
-			s->done = 1;
-		} else if (neg_serve_frame(c->srv, &env, c->rd.body.p, c->rd.body.len, &s->job,
-		    &s->req, &s->reply) == 1) {
-			s->running = 1;
-			c->srv->running++;
+			s->state = SLOT_DONE;
 		} else {
-			s->done = 1;
+			chan_serve(c, s, c->rd.body.p, c->rd.body.len);
+			if (s->state == SLOT_QUEUED && chan_may_start(c))
+				chan_start(c, s, now);
 		}
 		/* a large frame's buffer is not kept around between requests */
 		if (c->rd.body.cap > 1 << 20)
@@ -1301,6 +1420,7 @@ chan_process(struct neg_chan *c)
 		if (c->in.cap > 1 << 20)
 			buf_free(&c->in);
 	}
+	chan_account(c);
 	chan_flush(c);
 }
 
@@ -1323,7 +1443,7 @@ neg_chan_pollfds(struct neg_chan *c, struct pollfd *p, int want_input)
 		p[0].events |= POLLOUT;
 	for (i = 0; i < c->count; i++) {
 		s = chan_slot(c, i);
-		s->nfds = s->running ? neg_job_pollfds(&s->job, p + n) : 0;
+		s->nfds = s->state == SLOT_RUNNING ? neg_job_pollfds(&s->job, p + n) : 0;
 		n += s->nfds;
 	}
 	return n;
@@ -1332,14 +1452,14 @@ neg_chan_pollfds(struct neg_chan *c, struct pollfd *p, int want_input)
 static void
 chan_job_finished(struct neg_chan *c, struct neg_slot *s)
 {
-	if (!s->running || !neg_job_done(&s->job))
+	if (s->state != SLOT_RUNNING || !neg_job_done(&s->job))
 		return;
 	if (!s->job.discard)
 		neg_job_reply(&s->job, &s->req, &s->reply, c->srv->max_frame);
 	neg_job_free(&s->job);
 	proto_request_free(&s->req);
-	s->running = 0;
-	s->done = 1;
+	s->state = SLOT_DONE;
+	c->running--;
 	c->srv->running--;
 }
 
@@ -1354,7 +1474,7 @@ neg_chan_io(struct neg_chan *c, const struct pollfd *p, int n)
 
 	for (i = 0, k = 1; i < c->count; i++) {
 		s = chan_slot(c, i);
-		if (!s->running)
+		if (s->state != SLOT_RUNNING)
 			continue;
 		if (k + s->nfds <= n)
 			neg_job_io(&s->job, p + k, s->nfds);
@@ -1410,11 +1530,20 @@ neg_chan_reap(struct neg_chan *c)
 	int i;
 
 	for (i = 0; i < c->count; i++)
-		if (chan_slot(c, i)->running)
+		if (chan_slot(c, i)->state == SLOT_RUNNING)
 			neg_job_reap(&chan_slot(c, i)->job);
 	for (i = 0; i < c->count; i++)
 		chan_job_finished(c, chan_slot(c, i));
-	chan_flush(c);
+	chan_process(c);
+}
+
+/* How long a frame may take from its first byte: a fixed allowance plus time for its size. */
+static int64_t
+chan_frame_limit(const struct neg_chan *c)
+{
+	size_t declared = c->rd.state == 1 ? c->rd.body.len + c->rd.want : 0;	/* TEMP until proto_reader_declared */
+
+	return PROTO_PARTIAL_MS + (int64_t)(declared / NEG_FRAME_MIN_RATE);
 }
 
 void
@@ -1423,18 +1552,20 @@ neg_chan_tick(struct neg_chan *c, int64_t now)
 	int i;
 
 	for (i = 0; i < c->count; i++)
-		if (chan_slot(c, i)->running)
+		if (chan_slot(c, i)->state == SLOT_RUNNING)
 			neg_job_tick(&chan_slot(c, i)->job, now);
+	/* timed from the frame's first byte: a trickle of bytes does not keep a cut frame alive */
 	if (proto_reader_partial(&c->rd) && c->inoff == c->in.len &&
-	    now - c->last_rx >= PROTO_PARTIAL_MS && chan_can_take(c)) {
+	    now - c->frame_t0 >= chan_frame_limit(c) && chan_can_take(c)) {
 		struct neg_slot *s = chan_slot(c, c->count++);
 
 		memset(s, 0, sizeof(*s));
-		neg_log(LOG_WARNING, "dropping an incomplete frame");
+		chan_log(c, LOG_WARNING, "dropping an incomplete frame");
 		neg_reply_text(&s->reply, "null", "Protocol error: incomplete frame (the rest did not arrive in time)");
-		s->done = 1;
+		s->state = SLOT_DONE;
 		proto_reader_reset(&c->rd);
 	}
+	chan_log_window(c, now);
 	for (i = 0; i < c->count; i++)
 		chan_job_finished(c, chan_slot(c, i));
 	chan_process(c);
@@ -1449,17 +1580,22 @@ neg_chan_wake(const struct neg_chan *c)
 
 	for (i = 0; i < c->count; i++) {
 		s = &c->slot[(c->head + i) % NEG_CHAN_MAXJOBS];
-		if (s->running)
+		if (s->state == SLOT_RUNNING)
 			t = neg_min_deadline(t, neg_job_wake(&s->job));
+		/* a queued command is looked at again soon: another channel's may have ended */
+		if (s->state == SLOT_QUEUED)
+			t = neg_min_deadline(t, neg_now() + 50);
 	}
 	if (proto_reader_partial(&c->rd))
-		t = neg_min_deadline(t, c->last_rx + PROTO_PARTIAL_MS);
+		t = neg_min_deadline(t, c->frame_t0 + chan_frame_limit(c));
 	/* old guest kernels can lose the POLLOUT wake-up: retry writes on a timer */
 	if (c->outoff < c->out.len)
 		t = neg_min_deadline(t, neg_now() + 100);
-	/* requests held back by the global cap are looked at again soon */
+	/* requests held back while the channel's slots are taken */
 	if (c->inoff < c->in.len)
 		t = neg_min_deadline(t, neg_now() + 50);
+	if (c->log_dropped > 0)
+		t = neg_min_deadline(t, c->log_until);
 	return t;
 }
 
@@ -1477,16 +1613,19 @@ neg_chan_reset(struct neg_chan *c)
 	for (i = 0; i < c->count; i++) {
 		s = chan_slot(c, i);
 		buf_free(&s->reply);
-		if (s->running) {
+		if (s->state == SLOT_RUNNING) {
 			s->job.discard = 1;
 			neg_job_kill(&s->job, now);
 		} else {
-			s->done = 1;
+			if (s->state == SLOT_QUEUED)
+				proto_request_free(&s->req);
+			s->state = SLOT_DONE;
 		}
 	}
 	proto_reader_reset(&c->rd);
 	c->in.len = c->inoff = 0;
 	c->out.len = c->outoff = 0;
+	chan_account(c);
 }
 
 /* Releases a channel whose commands are all reaped. */
@@ -1512,7 +1651,7 @@ neg_chan_busy(const struct neg_chan *c)
 	if (c->fd >= 0 && c->outoff < c->out.len)
 		return 1;
 	for (i = 0; i < c->count; i++)
-		if (c->slot[(c->head + i) % NEG_CHAN_MAXJOBS].running)
+		if (c->slot[(c->head + i) % NEG_CHAN_MAXJOBS].state == SLOT_RUNNING)
 			return 1;
 	return 0;
 }
@@ -1528,6 +1667,28 @@ neg_cli_init(struct neg_cli *o, const char *usage, int max_running)
 	o->srv.max_frame = PROTO_MAX_FRAME_DEFAULT;
 	o->srv.max_running = max_running;
 	o->timeout = 10;
+	o->deadline = -1;
+}
+
+/*
+ * A directory as given, or made absolute against the working directory: the
+ * commands run in /, where a relative path would name something else.
+ */
+static const char *
+absolute_dir(const char *dir)
+{
+	static char path[PATH_MAX];
+	char cwd[PATH_MAX];
+	int n;
+
+	if (dir[0] == '/')
+		return dir;
+	if (getcwd(cwd, sizeof(cwd)) == NULL)
+		neg_die("cannot resolve the directory '%s': %s", dir, strerror(errno));
+	n = snprintf(path, sizeof(path), "%s/%s", cwd, dir);
+	if (n < 0 || (size_t)n >= sizeof(path))
+		neg_die("cannot resolve the directory '%s': the path is too long", dir);
+	return path;
 }
 
 /*
@@ -1548,9 +1709,12 @@ neg_cli_option(struct neg_cli *o, int c, const char *arg)
 	case 't':
 		if (neg_parse_seconds(arg, &o->timeout) < 0)
 			neg_die("invalid timeout '%s': give a number of seconds", arg);
+		/* the wire carries milliseconds: less would read as 0, "no timeout" */
+		if (o->timeout > 0 && o->timeout < NEG_MIN_TIMEOUT)
+			o->timeout = NEG_MIN_TIMEOUT;
 		return 1;
 	case NEG_OPT_COMMANDS:
-		o->srv.env.dir = arg;
+		o->srv.env.dir = absolute_dir(arg);
 		return 1;
 	case NEG_OPT_INPUT:
 		o->input = arg;
@@ -1592,8 +1756,6 @@ neg_cli_verbosity(const struct neg_cli *o)
 		neg_verbosity = LOG_DEBUG;
 }
 
-/* ---- the client side of a call ---- */
-
 /* Milliseconds until deadline (-1 for none), at most cap. */
 static int
 wait_ms(int64_t deadline, int cap)
@@ -1613,6 +1775,103 @@ expired(int64_t deadline)
 {
 	return deadline >= 0 && neg_now() >= deadline;
 }
+
+/*
+ * Reads --input into o->indata before any channel is opened (a channel held
+ * while a slow stdin trickles would keep every other caller out), within the
+ * deadline, and no more than can travel: base64 makes 4 bytes of 3.
+ */
+static int
+cli_read_input(struct neg_cli *o, char *err, size_t errlen)
+{
+	size_t limit = o->srv.max_frame / 4 * 3, want;
+	int fd = strcmp(o->input, "-") == 0 ? 0 : open(o->input, O_RDONLY | O_CLOEXEC);
+	struct pollfd p;
+	struct buf secs = {0};
+	ssize_t n;
+	int rc = -1;
+
+	if (fd < 0) {
+		snprintf(err, errlen, "%s", strerror(errno));
+		return -1;
+	}
+	for (;;) {
+		p.fd = fd;
+		p.events = POLLIN;
+		p.revents = 0;
+		if (poll(&p, 1, wait_ms(o->deadline, 1000)) < 0 && errno != EINTR) {
+			snprintf(err, errlen, "%s", strerror(errno));
+			break;
+		}
+		if (p.revents == 0) {
+			if (!expired(o->deadline))
+				continue;
+			proto_put_seconds(&secs, o->timeout);
+			snprintf(err, errlen, "timed out after %s seconds", secs.p);
+			buf_free(&secs);
+			break;
+		}
+		want = limit + 1 - o->indata.len < 65536 ? limit + 1 - o->indata.len : 65536;
+		buf_reserve(&o->indata, want);
+		n = read(fd, o->indata.p + o->indata.len, want);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			snprintf(err, errlen, "%s", strerror(errno));
+			break;
+		}
+		if (n == 0) {
+			rc = 0;
+			break;
+		}
+		o->indata.len += (size_t)n;
+		if (o->indata.len > limit) {
+			snprintf(err, errlen, "more than %zu bytes do not fit in a frame of %zu bytes "
+			    "(raise --max-frame on both sides)", limit, o->srv.max_frame);
+			break;
+		}
+	}
+	if (fd != 0)
+		close(fd);
+	buf_reserve(&o->indata, 0);
+	return rc;
+}
+
+/*
+ * After the options, before any channel is opened: the deadline -t gives,
+ * -e's words (each UTF-8: arguments travel as JSON text, and an invalid byte
+ * would arrive as U+FFFD), and --input's bytes.  Exits 255 with one line.
+ */
+void
+neg_cli_prepare(struct neg_cli *o)
+{
+	char err[512];
+	size_t i;
+
+	o->deadline = o->timeout > 0 ? neg_now() + (int64_t)(o->timeout * 1000) : -1;
+	if (o->input && o->mode != 'e')
+		neg_die("--input goes with -e");
+	if (o->mode != 'e')
+		return;
+	if (neg_split(o->command, &o->argv, &o->argc, err, sizeof(err)) < 0)
+		neg_die("cannot run '%s': %s", o->command, err);
+	for (i = 0; i < o->argc; i++)
+		if (!proto_utf8_valid(o->argv[i], strlen(o->argv[i])))
+			neg_die("cannot run '%s': word %zu is not valid UTF-8 (arguments travel as "
+			    "JSON text)", o->command, i + 1);
+	if (o->input && cli_read_input(o, err, sizeof(err)) < 0)
+		neg_die("cannot read the input (%s): %s", o->input, err);
+}
+
+void
+neg_cli_free(struct neg_cli *o)
+{
+	neg_strv_free(o->argv);
+	o->argv = NULL;
+	buf_free(&o->indata);
+}
+
+/* ---- the client side of a call ---- */
 
 /*
  * Writes all of s, at most NEG_WRITE_CHUNK per write() (virtio_console's
@@ -1667,8 +1926,29 @@ neg_write_all(int fd, int flags, const char *s, size_t len, int64_t deadline,
 }
 
 /*
+ * Reads and drops what is already waiting on fd: the rest of a reply an
+ * earlier caller gave up on.  Only what is there now; what is still in
+ * flight is skipped by the reader, which finds the next frame by itself.
+ */
+static void
+drop_pending(int fd)
+{
+	char tmp[65536];
+	ssize_t n;
+
+	do
+		n = read(fd, tmp, sizeof(tmp));
+	while (n > 0 || (n < 0 && errno == EINTR));
+}
+
+/*
  * One call: sends the request (with a fresh id) and waits for the reply with
- * that id, dropping stale replies of earlier calls.  deadline < 0: no limit.
+ * that id until deadline (< 0: no limit).  Bytes of no frame, frames that do
+ * not parse and replies to other calls are skipped, not fatal: they are what
+ * an earlier caller left behind, and the reader finds the next frame.  A
+ * failure about a frame that could not be read ("id": null) may be about our
+ * request: it is the answer once the channel has been quiet for
+ * NEG_NULL_QUIET_MS, or when the deadline comes without a better one.
  */
 int
 neg_call(int fd, int flags, const struct proto_request *kw, const char *method,
@@ -1680,8 +1960,9 @@ neg_call(int fd, int flags, const struct proto_request *kw, const char *method,
 	struct proto_reader r;
 	struct buf frame = {0};
 	struct pollfd p;
-	char tmp[65536];
-	size_t used, off;
+	char tmp[65536], skipped[256] = "", refused[512] = "";
+	size_t used, off, head;
+	int64_t quiet = -1, until;
 	ssize_t n;
 	int rc = -1;
 	enum proto_event ev;
@@ -1695,13 +1976,14 @@ neg_call(int fd, int flags, const struct proto_request *kw, const char *method,
 	snprintf(req.id, sizeof(req.id), "%u", counter % 1000000000u);
 	proto_request_write(&frame, method, req.argv, req.argc, &req);
 	/* the other side would refuse it unread; say so here rather than wait for the timeout */
-	if (frame.len - (size_t)(strchr(frame.p, '\n') + 1 - frame.p) > max_frame) {
+	head = (size_t)(strchr(frame.p, '\n') + 1 - frame.p);
+	if (frame.len - head > max_frame) {
 		snprintf(err, errlen, "the request is %zu bytes (input in base64 included), over the "
-		    "frame limit of %zu: raise --max-frame on both sides",
-		    frame.len - (size_t)(strchr(frame.p, '\n') + 1 - frame.p), max_frame);
+		    "frame limit of %zu: raise --max-frame on both sides", frame.len - head, max_frame);
 		buf_free(&frame);
 		return -1;
 	}
+	drop_pending(fd);
 	if (neg_write_all(fd, flags, frame.p, frame.len, deadline, err, errlen) < 0) {
 		buf_free(&frame);
 		return -1;
@@ -1709,14 +1991,20 @@ neg_call(int fd, int flags, const struct proto_request *kw, const char *method,
 	buf_free(&frame);
 	proto_reader_init(&r, max_frame);
 	for (;;) {
+		if (refused[0] && (neg_now() >= quiet || expired(deadline))) {
+			snprintf(err, errlen, "the other side could not read the request: %s", refused);
+			break;
+		}
+		if (expired(deadline)) {
+			snprintf(err, errlen, "no reply within the timeout%s%s%s", skipped[0] ?
+			    " (skipped data that was no reply: " : "", skipped, skipped[0] ? ")" : "");
+			break;
+		}
+		until = quiet >= 0 && (deadline < 0 || quiet < deadline) ? quiet : deadline;
 		p.fd = fd;
 		p.events = POLLIN;
 		p.revents = 0;
-		if (expired(deadline)) {
-			snprintf(err, errlen, "no reply within the timeout");
-			break;
-		}
-		if (poll(&p, 1, wait_ms(deadline, 1000)) < 0 && errno != EINTR) {
+		if (poll(&p, 1, wait_ms(until, 1000)) < 0 && errno != EINTR) {
 			snprintf(err, errlen, "poll failed: %s", strerror(errno));
 			break;
 		}
@@ -1733,24 +2021,35 @@ neg_call(int fd, int flags, const struct proto_request *kw, const char *method,
 			snprintf(err, errlen, "the other side closed the connection before replying");
 			break;
 		}
+		if (refused[0])
+			quiet = neg_now() + NEG_NULL_QUIET_MS;
 		for (off = 0; off < (size_t)n; off += used) {
 			ev = proto_reader_feed(&r, tmp + off, (size_t)n - off, &used);
 			if (ev == PROTO_ERROR) {
-				snprintf(err, errlen, "%s", r.err);
-				goto out;
+				neg_log(LOG_INFO, "skipping data that is no frame: %s", r.err);
+				snprintf(skipped, sizeof(skipped), "%s", r.err);
+				continue;
 			}
 			if (ev != PROTO_FRAME)
 				continue;
-			if (proto_response_parse(resp, r.body.p, r.body.len, err, errlen) < 0)
-				goto out;
-			/* A 0.8 peer echoes no id; ours does, and a stale reply is dropped. */
-			if (resp->id[0] && strcmp(resp->id, req.id) != 0) {
-				neg_log(LOG_INFO, "dropping a reply to an earlier call (id %s)", resp->id);
-				proto_response_free(resp);
+			if (proto_response_parse(resp, r.body.p, r.body.len, skipped,
+			    sizeof(skipped)) < 0) {
+				neg_log(LOG_INFO, "skipping a reply that does not parse: %s", skipped);
 				continue;
 			}
-			rc = 0;
-			goto out;
+			/* a 0.8 peer echoes no id; ours does */
+			if (resp->id[0] == '\0' || strcmp(resp->id, req.id) == 0) {
+				rc = 0;
+				goto out;
+			}
+			if (strcmp(resp->id, "null") == 0 && !resp->success) {
+				neg_log(LOG_INFO, "the other side could not read a request: %s", resp->error);
+				snprintf(refused, sizeof(refused), "%s", resp->error);
+				quiet = neg_now() + NEG_NULL_QUIET_MS;
+			} else {
+				neg_log(LOG_INFO, "dropping a reply to an earlier call (id %s)", resp->id);
+			}
+			proto_response_free(resp);
 		}
 	}
 out:
@@ -1758,7 +2057,8 @@ out:
 	return rc;
 }
 
-static void
+/* Writes all of s to fd; -1 with errno on failure. */
+static int
 write_out(int fd, const char *s, size_t len)
 {
 	ssize_t n;
@@ -1768,10 +2068,11 @@ write_out(int fd, const char *s, size_t len)
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0)
-			return;
+			return -1;
 		s += n;
 		len -= (size_t)n;
 	}
+	return 0;
 }
 
 /* The exit status a 0.8 peer's error text implies ("... exit code N ..."), else 255. */
@@ -1786,62 +2087,61 @@ status_from_text(const char *e)
 	return 255;
 }
 
-/* Deadline for a call whose callee enforces the timeout itself: a little later, to hear why. */
-static int64_t
-call_deadline(double timeout)
+static int
+stdout_failed(void)
 {
-	return timeout > 0 ? neg_now() + (int64_t)(timeout * 1000) + 2000 : -1;
+	neg_log(LOG_ERR, "cannot write to standard output: %s", strerror(errno));
+	return 255;
 }
 
 /*
- * -e: runs argv on the other side and behaves like ssh: the command's stdout
+ * -e: runs o->argv on the other side and behaves like ssh: the command's stdout
  * and stderr on ours, its exit status as ours, 255 when negotiator failed.
+ * The callee enforces the timeout; we wait for it to kill the command
+ * (SIGTERM, the grace period, SIGKILL) and tell us, and a little more.
  */
 int
-neg_cli_execute(int fd, int flags, char **argv, size_t argc, const char *input_path,
-    double timeout, size_t max_frame, const char *peer)
+neg_cli_execute(int fd, int flags, const struct neg_cli *o, const char *peer)
 {
 	struct proto_request kw;
 	struct proto_response resp;
 	char err[512];
-	int rc;
+	int rc, out;
 	size_t len;
+	int64_t wait = o->timeout > 0 ? neg_now() + (int64_t)(o->timeout * 1000) +
+	    NEG_KILL_GRACE_MS + NEG_REPLY_MARGIN_MS : -1;
 
 	memset(&kw, 0, sizeof(kw));
-	kw.argv = argv;
-	kw.argc = argc;
+	kw.argv = o->argv;
+	kw.argc = o->argc;
 	kw.base64 = 1;
-	kw.timeout = timeout;
-	if (input_path) {
-		if (neg_read_file(input_path, &kw.input, err, sizeof(err)) < 0) {
-			neg_log(LOG_ERR, "%s", err);
-			buf_free(&kw.input);
-			return 255;
-		}
+	kw.timeout = o->timeout;
+	if (o->input) {
+		kw.input = o->indata;
 		kw.has_input = 1;
 	}
-	rc = neg_call(fd, flags, &kw, "execute", call_deadline(timeout), max_frame, &resp,
-	    err, sizeof(err));
-	buf_free(&kw.input);
-	if (rc < 0) {
+	if (neg_call(fd, flags, &kw, "execute", wait, o->srv.max_frame, &resp, err,
+	    sizeof(err)) < 0) {
 		neg_log(LOG_ERR, "%s: %s", peer, err);
 		return 255;
 	}
 	if (resp.stderr_text.len)
 		write_out(2, resp.stderr_text.p, resp.stderr_text.len);
+	out = 0;
 	if (resp.success || resp.result.len) {
 		if (resp.base64) {
-			write_out(1, resp.result.p, resp.result.len);
+			out = write_out(1, resp.result.p, resp.result.len);
 		} else {
 			/* a 0.8 peer: print as its CLI does, trailing white space removed */
 			len = resp.result.len;
 			while (len > 0 && isspace((unsigned char)resp.result.p[len - 1]))
 				len--;
-			write_out(1, resp.result.p, len);
-			write_out(1, "\n", 1);
+			out = write_out(1, resp.result.p, len) < 0 ? -1 : write_out(1, "\n", 1);
 		}
 	}
-	if (resp.success)
+	if (out < 0)
+		rc = stdout_failed();
+	else if (resp.success)
 		rc = 0;
 	else if (resp.timed_out)
 		rc = 255;
@@ -1858,14 +2158,13 @@ neg_cli_execute(int fd, int flags, char **argv, size_t argc, const char *input_p
 }
 
 int
-neg_cli_list(int fd, int flags, double timeout, size_t max_frame, const char *peer)
+neg_cli_list(int fd, int flags, const struct neg_cli *o, const char *peer)
 {
 	struct proto_response resp;
 	char err[512];
 	size_t i;
 
-	if (neg_call(fd, flags, NULL, "list_commands",
-	    timeout > 0 ? neg_now() + (int64_t)(timeout * 1000) : -1, max_frame, &resp,
+	if (neg_call(fd, flags, NULL, "list_commands", o->deadline, o->srv.max_frame, &resp,
 	    err, sizeof(err)) < 0) {
 		neg_log(LOG_ERR, "%s: %s", peer, err);
 		return 255;
@@ -1879,5 +2178,5 @@ neg_cli_list(int fd, int flags, double timeout, size_t max_frame, const char *pe
 	for (i = 0; i < resp.nlist; i++)
 		printf("%s\n", resp.list[i]);
 	proto_response_free(&resp);
-	return fflush(stdout) == 0 ? 0 : 255;
+	return fflush(stdout) == 0 ? 0 : stdout_failed();
 }

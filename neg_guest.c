@@ -410,9 +410,7 @@ main(int argc, char **argv)
 {
 	struct neg_cli o;
 	const char *device = NULL;
-	char path[PATH_MAX], err[256];
-	char **cargv = NULL;
-	size_t cargc;
+	char path[PATH_MAX];
 	int c, fd, rc;
 	int64_t deadline;
 
@@ -439,22 +437,18 @@ main(int argc, char **argv)
 	neg_cli_verbosity(&o);
 	if (o.mode == 'd')
 		return guest_daemon(&o.srv, device);
-	if (o.input && o.mode != 'e')
-		neg_die("--input goes with -e");
-	if (o.mode == 'e' && neg_split(o.command, &cargv, &cargc, err, sizeof(err)) < 0)
-		neg_die("cannot run '%s': %s", o.command, err);
+	neg_cli_prepare(&o);
 	signal(SIGPIPE, SIG_IGN);
-	deadline = neg_now() + (o.timeout > 0 ? (int64_t)(o.timeout * 1000) : 3600000);
+	deadline = o.deadline >= 0 ? o.deadline : neg_now() + 3600000;
 	if ((fd = find_and_open(device, G2H_NAME, deadline, path, sizeof(path))) < 0) {
-		neg_strv_free(cargv);
+		neg_cli_free(&o);
 		return 255;
 	}
 	if (o.mode == 'l')
-		rc = neg_cli_list(fd, NEG_CALL_PORT, o.timeout, o.srv.max_frame, "host");
+		rc = neg_cli_list(fd, NEG_CALL_PORT, &o, "host");
 	else
-		rc = neg_cli_execute(fd, NEG_CALL_PORT, cargv, cargc, o.input, o.timeout,
-		    o.srv.max_frame, "host");
+		rc = neg_cli_execute(fd, NEG_CALL_PORT, &o, "host");
 	close(fd);
-	neg_strv_free(cargv);
+	neg_cli_free(&o);
 	return rc;
 }

@@ -733,9 +733,6 @@ main(int argc, char **argv)
 {
 	struct neg_cli o;
 	const char *socket_path = NULL, *guest = NULL, *dir = CHANNEL_DIR;
-	char err[256];
-	char **cargv = NULL;
-	size_t cargc;
 	int c, fd, rc;
 	int64_t deadline;
 
@@ -769,22 +766,18 @@ main(int argc, char **argv)
 		return host_daemon(dir, &o.srv);
 	if (guest == NULL && socket_path == NULL)
 		neg_die("give the name of a guest (negotiator-host -g lists them) or --socket PATH");
-	if (o.input && o.mode != 'e')
-		neg_die("--input goes with -e");
-	if (o.mode == 'e' && neg_split(o.command, &cargv, &cargc, err, sizeof(err)) < 0)
-		neg_die("cannot run '%s': %s", o.command, err);
+	neg_cli_prepare(&o);
 	signal(SIGPIPE, SIG_IGN);
-	deadline = neg_now() + (o.timeout > 0 ? (int64_t)(o.timeout * 1000) : 3600000);
+	deadline = o.deadline >= 0 ? o.deadline : neg_now() + 3600000;
 	if ((fd = guest_socket(dir, guest, socket_path, deadline)) < 0) {
-		neg_strv_free(cargv);
+		neg_cli_free(&o);
 		return 255;
 	}
 	if (o.mode == 'c')
-		rc = neg_cli_list(fd, 0, o.timeout, o.srv.max_frame, guest ? guest : socket_path);
+		rc = neg_cli_list(fd, 0, &o, guest ? guest : socket_path);
 	else
-		rc = neg_cli_execute(fd, 0, cargv, cargc, o.input, o.timeout, o.srv.max_frame,
-		    guest ? guest : socket_path);
+		rc = neg_cli_execute(fd, 0, &o, guest ? guest : socket_path);
 	close(fd);
-	neg_strv_free(cargv);
+	neg_cli_free(&o);
 	return rc;
 }

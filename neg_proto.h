@@ -161,6 +161,14 @@ void proto_reply_error(struct buf *, const char *id, const struct proto_failure 
 
 /* ---- neg.c ---- */
 
+/* Bounds and tunables of the programs (beside the protocol's above). */
+#define NEG_REPLY_MARGIN_MS 2000  /* a caller outwaits the callee's kill by grace + this */
+#define NEG_NULL_QUIET_MS 5000    /* an "id": null failure is our answer once the line is this quiet */
+#define NEG_MIN_TIMEOUT 0.001     /* a -t below a millisecond is sent as one millisecond */
+#define NEG_FRAME_MIN_RATE 1000   /* bytes/ms: a frame may take PROTO_PARTIAL_MS + its size at this */
+#define NEG_LOG_BURST 10          /* lines a channel may log about its peer per window ... */
+#define NEG_LOG_WINDOW_MS 10000   /* ... then one line says how many were suppressed */
+
 extern const char *neg_progname;
 extern int neg_verbosity;   /* LOG_ERR .. LOG_DEBUG */
 extern int neg_syslog;
@@ -223,33 +231,40 @@ void neg_job_reply(struct neg_job *, const struct proto_request *, struct buf *f
     size_t max_frame);
 void neg_job_free(struct neg_job *);
 
-/* Serving requests: dispatch by the method table; a global cap on running commands. */
+/*
+ * Serving requests: dispatch by the method table.  Commands share a global cap
+ * fairly: while `busy` channels have commands running or waiting, each may run
+ * at most max_running / busy of them (at least one), so one guest at its share
+ * waits while the others still start theirs.  Other methods never wait.
+ */
 struct neg_server {
 	struct neg_cmdenv env;
 	size_t max_frame;
 	int running;
 	int max_running;
+	int busy;          /* channels with commands running or waiting */
 };
 
-int neg_serve_frame(struct neg_server *, const struct neg_cmdenv *, const char *, size_t,
-    struct neg_job *, struct proto_request *, struct buf *out);
 void neg_reply_text(struct buf *, const char *id, const char *msg);
 
 /*
  * One served channel: a byte stream carrying requests from the peer and our
- * replies, with up to maxjobs commands running at once and replies sent in
- * the order of the requests.  Both daemons drive these from their poll loop.
+ * replies, with up to maxjobs requests in progress and replies sent in the
+ * order of the requests.  Both daemons drive these from their poll loop.
  */
 #define NEG_CHAN_MAXJOBS 4
 #define NEG_CHAN_FDS (1 + 3 * NEG_CHAN_MAXJOBS)
+
+/* A request in progress: a command waiting for a job slot, then running, then its reply done. */
+enum { SLOT_FREE, SLOT_QUEUED, SLOT_RUNNING, SLOT_DONE };
 
 struct neg_slot {
 	struct neg_job job;
 	struct proto_request req;
 	struct buf reply;
 	int nfds;      /* pollfds of the job in the current pass */
-	int running;
-	int done;
+	int state;
+	int64_t since; /* when the request arrived (a queued command's timeout runs from then) */
 };
 
 struct neg_chan {
@@ -262,9 +277,15 @@ struct neg_chan {
 	size_t outoff;
 	int64_t out_retry;
 	int64_t last_rx;
+	int64_t frame_t0;    /* when the first byte of the frame being read arrived */
 	struct neg_slot slot[NEG_CHAN_MAXJOBS];
 	int head, count, maxjobs;
+	int running;         /* this channel's commands running */
+	int busy;            /* counted in srv->busy */
 	const char *guest;   /* NEGOTIATOR_GUEST for this channel's commands */
+	int64_t log_until;   /* the end of the current log window ... */
+	int log_count;       /* ... lines logged in it ... */
+	int log_dropped;     /* ... and suppressed */
 };
 
 void neg_chan_init(struct neg_chan *, int fd, struct neg_server *, int maxjobs);
@@ -312,14 +333,21 @@ struct neg_cli {
 	struct neg_server srv;
 	int mode;            /* the action's option letter, 0 for none */
 	const char *command; /* -e */
-	const char *input;
+	const char *input;   /* --input's path, "-" for stdin */
 	double timeout;
 	int loud;
+	/* set by neg_cli_prepare */
+	char **argv;         /* -e's words */
+	size_t argc;
+	struct buf indata;   /* --input's bytes */
+	int64_t deadline;    /* ms, -1: none */
 };
 
 void neg_cli_init(struct neg_cli *, const char *usage, int max_running);
 int neg_cli_option(struct neg_cli *, int c, const char *arg);
 void neg_cli_verbosity(const struct neg_cli *);
+void neg_cli_prepare(struct neg_cli *);
+void neg_cli_free(struct neg_cli *);
 
 /* The client side of one call. */
 enum { NEG_CALL_PORT = 1 };    /* fd is a virtio port: read()==0 means "host away", wait */
@@ -329,8 +357,7 @@ int neg_call(int fd, int flags, const struct proto_request *req, const char *met
     char *err, size_t errlen);
 int neg_write_all(int fd, int flags, const char *, size_t, int64_t deadline,
     char *err, size_t errlen);
-int neg_cli_execute(int fd, int flags, char **argv, size_t argc,
-    const char *input_path, double timeout, size_t max_frame, const char *peer);
-int neg_cli_list(int fd, int flags, double timeout, size_t max_frame, const char *peer);
+int neg_cli_execute(int fd, int flags, const struct neg_cli *, const char *peer);
+int neg_cli_list(int fd, int flags, const struct neg_cli *, const char *peer);
 
 #endif

@@ -240,3 +240,70 @@ EOS
 	echo "$output rss_kb=$rss" > "${NEG_REPORT_DIR:-$D}/hostd-scale.txt"
 	kill -0 "$DAEMON"
 }
+
+# ---- hardening: the job cap and the log ----
+
+# pipeline NAME ID0 N CMD...: writes N execute requests of CMD into fake guest NAME's port at once
+# (ids ID0, ID0+1, ...), as a guest that pipelines its calls would; their replies are left unread.
+pipeline() {
+	local name=$1 id=$2 n=$3 i args=""; shift 3
+	for a in "$@"; do args="$args${args:+, }\"$a\""; done
+	exec 6<> "$D/$name.port"
+	for ((i = 0; i < n; i++)); do
+		frame "{\"method\": \"execute\", \"args\": [$args], \"id\": $((id + i))}" >&6
+	done
+	exec 6>&-
+}
+
+@test "a full job cap: list_commands answers at once, and the next free slot goes to the guest below its share" {
+	for i in $(seq 1 17); do fake_guest "g$i" "$D/chan/g$i.negotiator-guest-to-host.0"; done
+	start_daemon
+	for i in $(seq 1 17); do wait_log "g$i: serving"; done
+	# g1's commands are short and it has more waiting; the 15 others hold theirs: 64 in all
+	pipeline g1 100 40 nap 2
+	for i in $(seq 2 16); do pipeline "g$i" 100 4 nap 30; done
+	for _ in $(seq 1 100); do
+		[ "$(grep -c 'executing nap' "$D/hostd.log")" -ge 64 ] && break
+		sleep 0.1
+	done
+	[ "$(grep -c 'executing nap' "$D/hostd.log")" -eq 64 ]
+	# methods that run no command never wait for a job slot
+	run --separate-stderr "$GUESTBIN" -c "$D/g17.port" -t 2 -l
+	echo "stderr: $stderr"
+	assert_success
+	assert_line nap
+	# g1 is at its share (64 / 17 busy guests): the slot its first command frees is g17's
+	g1_nap='g1: executing nap|executing nap \(1 arguments\) for g1$'
+	before=$(grep -cE "$g1_nap" "$D/hostd.log" || true)
+	run --separate-stderr "$GUESTBIN" -c "$D/g17.port" -t 10 -e whoami
+	echo "stderr: $stderr"
+	assert_success
+	assert_output g17
+	# g1 started no more than the three of its share before g17's command did
+	started=$(sed -n -E '/g17: executing whoami|executing whoami .* for g17$/q;p' "$D/hostd.log" | grep -cE "$g1_nap" || true)
+	echo "g1 had started $before commands, then $started before g17's"
+	[ $((started - before)) -le 3 ]
+	kill -0 "$DAEMON"
+}
+
+@test "a guest that floods bad frames: few log lines, each naming it, and a count of the rest" {
+	fake_guest bad "$D/chan/bad.negotiator-guest-to-host.0"
+	fake_guest good "$D/chan/good.negotiator-guest-to-host.0"
+	start_daemon
+	wait_log "bad: serving"
+	wait_log "good: serving"
+	cat "$D/bad.port" > /dev/null 3>&- & drain=$!
+	for i in $(seq 1 1000); do printf '5\n{"a"}'; done > "$D/bad.port"
+	head -c 100000 /dev/zero | tr '\0' 'x' | sed 's/x/x\n/g' | head -c 100000 > "$D/bad.port"
+	run "$GUESTBIN" -c "$D/good.port" -e whoami
+	assert_success
+	assert_output good
+	kill "$drain"
+	run grep -c 'Protocol error' "$D/hostd.log"
+	echo "log lines: $output"
+	[ "$output" -ge 1 ]
+	[ "$output" -le 20 ]
+	run grep 'Protocol error' "$D/hostd.log"
+	for l in "${lines[@]}"; do [[ $l == "negotiator-host: bad: Protocol error"* ]]; done
+	wait_log "bad: too many messages about it; the rest of them for 10 s are counted, not shown"
+}

@@ -118,8 +118,8 @@ exercise_guest() {
 @test "host -c lists built-ins and executable user commands, sorted" {
 	run H -c
 	assert_success
-	assert_output "$(printf '%s\n' bigout binary cat env fail find-disk-usage find-distribution-codename \
-		find-distribution-release find-distributor-id find-ip-addresses oneline show slow twolines)"
+	assert_output "$(printf '%s\n' bigout binary cat env fail family find-disk-usage find-distribution-codename \
+		find-distribution-release find-distributor-id find-ip-addresses oneline show slow trapterm twolines)"
 	refute_output --partial notexec
 }
 
@@ -173,7 +173,7 @@ exercise_guest() {
 	head -c 52428800 /dev/zero > "$D/toobig.bin"
 	run --separate-stderr H -t 60 -e cat --input "$D/toobig.bin"
 	assert_failure 255
-	[[ $stderr == "negotiator-host: $D/h2g.sock: the request is "*" bytes (input in base64 included), over the frame limit of 67108864: raise --max-frame on both sides" ]]
+	assert_equal "$stderr" "negotiator-host: cannot read the input ($D/toobig.bin): more than 50331648 bytes do not fit in a frame of 67108864 bytes (raise --max-frame on both sides)"
 	rm -f "$D/toobig.bin"
 	run H -e "show still-fine"
 	assert_success
@@ -389,4 +389,158 @@ exercise_guest() {
 	exercise_guest oldkernel "$GUESTBIN" "$D/oldkernel"
 	run cat "$D/oldkernel/daemon.log"
 	refute_output --partial "Function not implemented"
+}
+
+# ---- hardening: the runner and the CLIs ----
+
+@test "a command that ignores SIGTERM: the caller outwaits the kill and reports the timeout with the output" {
+	run --separate-stderr H -t 1 -e "trapterm 30"
+	echo "stderr: $stderr"
+	assert_failure 255
+	assert_output "partial before the kill"
+	[ "${stderr_lines[0]}" = "stderr before the kill" ]
+	[[ ${stderr_lines[1]} == "negotiator-host: $D/h2g.sock: External command trapterm timed out after 1 seconds"* ]]
+}
+
+@test "a timeout below a millisecond is still a timeout on the wire" {
+	run --separate-stderr H -t 0.0001 -e "slow $D/tiny.pid 5"
+	echo "stderr: $stderr"
+	assert_failure 255
+	[[ $stderr == *"timed out after 0.001 seconds"* ]]
+}
+
+@test "a relative --commands-directory is resolved at start" {
+	"$FAKEPORT" "$D/rel-port" "$D/rel.sock" 3>&- & fp=$!
+	wait_for "$D/rel.sock"
+	(cd "$D" && exec "$GUESTBIN" -d -c "$D/rel-port" --commands-directory guestcmds 2> "$D/rel.log" 3>&-) & g=$!
+	sleep 0.3
+	run --separate-stderr "$HOSTBIN" --socket "$D/rel.sock" -t 5 -e "show rel"
+	run2_status=$status; run2_output=$output; run2_stderr=$stderr
+	run --separate-stderr "$HOSTBIN" --socket "$D/rel.sock" -t 5 -c
+	stop_pid "$g"; stop_pid "$fp"
+	echo "stderr: $run2_stderr"
+	[ "$run2_status" -eq 0 ]
+	[ "$run2_output" = "$(printf 'args: 1\n[rel]')" ]
+	assert_line show
+}
+
+@test "an error writing our standard output is an error (exit 255, one line)" {
+	run --separate-stderr bash -c "'$HOSTBIN' --socket '$D/h2g.sock' -e 'show x' > /dev/full"
+	assert_failure 255
+	assert_equal "$stderr" "negotiator-host: cannot write to standard output: No space left on device"
+	run --separate-stderr bash -c "'$GUESTBIN' -c '$D/g2h-port' -e 'show x' > /dev/full"
+	assert_failure 255
+	assert_equal "$stderr" "negotiator-guest: cannot write to standard output: No space left on device"
+	run --separate-stderr bash -c "'$HOSTBIN' --socket '$D/h2g.sock' -c > /dev/full"
+	assert_failure 255
+	assert_equal "$stderr" "negotiator-host: cannot write to standard output: No space left on device"
+}
+
+@test "arguments that are not UTF-8 are refused with a clear line, before anything is sent" {
+	run --separate-stderr H -e "$(printf 'show \377x')"
+	assert_failure 255
+	assert_equal "$stderr" "$(printf "negotiator-host: cannot run 'show \377x': word 2 is not valid UTF-8 (arguments travel as JSON text)")"
+	run --separate-stderr G -e "$(printf 'show a \303')"
+	assert_failure 255
+	[[ $stderr == *"word 3 is not valid UTF-8"* ]]
+}
+
+@test "--input is read before connecting and within -t; the channel stays free meanwhile" {
+	# a slow stdin: the call fails after about its timeout, and holds nobody else up
+	start=$(date +%s)
+	run --separate-stderr bash -c "'$HOSTBIN' --socket '$D/h2g.sock' -t 1 -e cat --input - < <(sleep 6)"
+	echo "stderr: $stderr"
+	assert_failure 255
+	assert_equal "$stderr" "negotiator-host: cannot read the input (-): timed out after 1 seconds"
+	[ $(( $(date +%s) - start )) -lt 6 ]
+	# while another caller waits on its stdin, this one is served at once
+	(sleep 4 | "$HOSTBIN" --socket "$D/h2g.sock" -t 10 -e cat --input - > /dev/null 2>&1) & slowcaller=$!
+	sleep 0.3
+	run H -t 2 -e "show meanwhile"
+	assert_success
+	assert_output "$(printf 'args: 1\n[meanwhile]')"
+	wait "$slowcaller"
+}
+
+@test "--input larger than the frame limit is refused while it is read, in bounded memory" {
+	run --separate-stderr bash -c "head -c 52428800 /dev/zero | '$GUESTBIN' -c '$D/g2h-port' --max-frame 1K -e cat --input -"
+	assert_failure 255
+	assert_equal "$stderr" "negotiator-guest: cannot read the input (-): more than 768 bytes do not fit in a frame of 1024 bytes (raise --max-frame on both sides)"
+	head -c 52428800 /dev/zero > "$D/fifty.bin"
+	run --separate-stderr /usr/bin/time -f 'maxrss_kb=%M' "$HOSTBIN" --socket "$D/h2g.sock" --max-frame 1K -e cat --input "$D/fifty.bin"
+	rm -f "$D/fifty.bin"
+	assert_failure 255
+	echo "$stderr"
+	rss=$(echo "$stderr" | sed -n 's/^maxrss_kb=//p')
+	[ "$rss" -lt 20000 ]
+}
+
+# ---- hardening: recovery after a cut frame ----
+
+@test "a cut frame left on the channel does not swallow the next callers' requests" {
+	# a caller writes the start of a large request and goes away; the fake port, like the
+	# host daemon's side of a guest's channel, shows no disconnect
+	(printf '100000\n{"method": "execute", "args": ["cat"], "kw": {"encoding": "base64", "input": "AAAA'
+	 sleep 8) | socat -t 0 - "UNIX-CONNECT:$D/h2g.sock" & cutter=$!
+	sleep 0.5
+	kill "$cutter"; wait "$cutter" 2>/dev/null || true
+	for i in 1 2 3; do
+		run --separate-stderr H -t 1 -e "show after-cut-$i"
+		echo "call $i: $status $stderr"
+		assert_success
+		assert_output "$(printf 'args: 1\n[after-cut-%s]' "$i")"
+	done
+	# the same after a request the daemon refuses as over its --max-frame, cut short
+	"$FAKEPORT" "$D/cut-port" "$D/cut.sock" 3>&- & fp=$!
+	wait_for "$D/cut.sock"
+	"$GUESTBIN" -d -c "$D/cut-port" --commands-directory "$D/guestcmds" --max-frame 4K 2> "$D/cut.log" 3>&- & g=$!
+	sleep 0.3
+	(printf '9000\n{"method": "execute", "args": ["cat"], "kw": {"input": "'; head -c 3000 /dev/zero | tr '\0' A
+	 sleep 8) | socat -t 0 - "UNIX-CONNECT:$D/cut.sock" & cutter=$!
+	sleep 0.5
+	kill "$cutter"; wait "$cutter" 2>/dev/null || true
+	run --separate-stderr "$HOSTBIN" --socket "$D/cut.sock" -t 1 -e "show after-oversize"
+	stop_pid "$g"; stop_pid "$fp"
+	echo "stderr: $stderr"
+	assert_success
+	assert_output "$(printf 'args: 1\n[after-oversize]')"
+}
+
+@test "an incomplete frame is timed from its first byte: a trickle does not keep it alive" {
+	# one byte every half second would restart a timer that counts from the last byte
+	run bash -c "{ printf '100\n{\"method\": \"ping\"'; for i in \$(seq 1 20); do sleep 0.5; printf ' '; done; } |
+		socat -t 0.2 - UNIX-CONNECT:$D/h2g.sock"
+	assert_output --partial '"error": "Protocol error: incomplete frame (the rest did not arrive in time)", "id": null'
+	run H -t 2 -e "show after-trickle"
+	assert_success
+}
+
+@test "the guest CLI finds its reply behind the rest of a reply an earlier caller left unread" {
+	# a caller asked for 2 MB and went away: the reply still comes down the port
+	exec 5<> "$D/g2h-port"
+	frame '{"method": "execute", "args": ["bigout", "2000000"], "kw": {"encoding": "base64"}, "id": 1}' >&5
+	# it read the first 1,000 bytes of the reply and died
+	head -c 1000 <&5 > /dev/null
+	exec 5>&-
+	run --separate-stderr G -t 10 -e "show behind-junk"
+	echo "stderr: $stderr"
+	assert_success
+	assert_output "$(printf 'args: 1\n[behind-junk]')"
+	run G -e "show next"
+	assert_success
+	assert_output "$(printf 'args: 1\n[next]')"
+}
+
+@test "a failure about an unreadable request (id null) is reported, not dropped" {
+	# the daemon's frame limit is smaller than the caller's: it refuses the request unread
+	"$FAKEPORT" "$D/small2-port" "$D/small2.sock" 3>&- & fp=$!
+	wait_for "$D/small2.sock"
+	"$GUESTBIN" -d -c "$D/small2-port" --commands-directory "$D/guestcmds" --max-frame 4K 2> "$D/small2.log" 3>&- & g=$!
+	sleep 0.3
+	head -c 4000 /dev/zero | tr '\0' x > "$D/four-k.bin"
+	run --separate-stderr "$HOSTBIN" --socket "$D/small2.sock" -t 30 -e cat --input "$D/four-k.bin"
+	stop_pid "$g"; stop_pid "$fp"
+	assert_failure 255
+	# the frame's size depends on the id's digits
+	[[ $stderr =~ ^"negotiator-host: $D/small2.sock: the other side could not read the request: Protocol error: frame of "54[0-9][0-9]" bytes exceeds the limit of 4096 bytes"$ ]]
 }

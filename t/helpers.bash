@@ -72,9 +72,25 @@ EOS
 #!/bin/sh
 printf '\377\376\000\001'
 EOS
+	# ignores SIGTERM: only the SIGKILL after the grace period stops it
+	cat > "$d/trapterm" <<'EOS'
+#!/bin/sh
+trap '' TERM
+echo "partial before the kill"
+echo "stderr before the kill" >&2
+sleep "$1"
+echo "not reached"
+EOS
+	# a background descendant that ignores SIGTERM, and a leader that outlives the timeout
+	cat > "$d/family" <<'EOS'
+#!/bin/sh
+( trap '' TERM; exec sleep 301 ) &
+echo $! > "$1"
+sleep 300
+EOS
 	printf 'not executable\n' > "$d/notexec"
 	chmod 755 "$d/show" "$d/cat" "$d/fail" "$d/bigout" "$d/slow" "$d/env" \
-		"$d/find-distributor-id" "$d/oneline" "$d/twolines" "$d/binary"
+		"$d/find-distributor-id" "$d/oneline" "$d/twolines" "$d/binary" "$d/trapterm" "$d/family"
 	chmod 644 "$d/notexec"
 }
 
