@@ -209,6 +209,30 @@ plug_port() {
 	assert_output "$(printf 'args: 1\n[fresh]')"
 }
 
+@test "a host that leaves mid-frame and comes back at once finds the guest in step on its first call" {
+	for i in 1 2 3; do
+		# the start of a large request, then the connection closes and a new caller connects
+		raw_call "$VM_H2G" 0 '100000\n{"method": "execute", "args": ["cat"], "kw": {"input": "AAAA' || true
+		run --separate-stderr H -t 5 -e "show in-step-$i"
+		echo "call $i: $stderr"
+		assert_success
+		assert_output "$(printf 'args: 1\n[in-step-%s]' "$i")"
+	done
+}
+
+@test "guest -> host: a guest caller that died mid-request does not cost the next one its call" {
+	port=$(vm_run 'for p in /sys/class/virtio-ports/*; do [ "$(cat $p/name)" = negotiator-guest-to-host.0 ] && echo /dev/${p##*/}; done')
+	[ -n "$port" ]
+	# a cut request written and left (the host daemon sees no disconnect on a guest's channel)
+	vm_run "printf '100000\\n{\"method\": \"execute\", \"args\": [\"whoami\"], \"kw\": {\"input\": \"AAAA' > $port"
+	run vm_run 'negotiator-guest -t 5 -e whoami'
+	assert_success
+	assert_output "testvm"
+	run vm_run 'negotiator-guest -t 5 -e "show again"'
+	assert_success
+	assert_output "$(printf 'args: 1\n[again]')"
+}
+
 @test "1000 calls in a row over the real port, none fails" {
 	run "$NEGTEST" calls "$VM_H2G" 1000 ping
 	assert_success
