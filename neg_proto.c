@@ -10,17 +10,46 @@
  * ", " and ": " separators, keys in the reference's order; our extensions
  * ("id", "exit_code", ...) come last so a 0.8 peer sees what it expects.
  *
- * Reader states:  LEN --digits\n--> BODY --want bytes--> LEN (PROTO_FRAME)
- *                 LEN --junk\n-->   LEN (PROTO_ERROR)
- *                 LEN --too long--> SYNC --\n--> LEN (PROTO_ERROR once)
- *                 LEN --N > max\n-> SKIP --N bytes--> LEN (PROTO_ERROR once)
+ * The reader runs the JSON checker over every body byte as it arrives, so it
+ * sees at once when the bytes cannot be the frame they claim to be, and
+ * resynchronises on the next frame's start, "DIGITS[blanks]\n{": where a
+ * cut frame runs into the next one, that start makes the body impossible
+ * within a byte or two (a raw newline in a string; digits or '{' where they
+ * cannot be).  The digits before the newline may end with the cut frame's
+ * bytes (base64 has digits), so an object read from there is taken as a frame
+ * when its length is a decimal suffix of them.  Reader states:
+ *
+ *   LEN  --digits\n---------------> BODY (kept, checked) or SKIP (over
+ *                                   max_frame: checked, not kept; PROTO_ERROR)
+ *   LEN  --junk\n------------------> LEN, or HUNT if digits end it (PROTO_ERROR)
+ *   LEN  --33 bytes, no \n---------> HUNT (PROTO_ERROR)
+ *   BODY --want bytes--------------> LEN (PROTO_FRAME; one that is not JSON
+ *                                   too, for the parser to say why; HUNT if
+ *                                   it ends in digits)
+ *   BODY --object ends early, at a decimal suffix of the length line
+ *          (a cut length line ran into the next)--> BODY of that size (PROTO_ERROR)
+ *   BODY --impossible byte---------> BODY, watching for DIGITS\n{
+ *   BODY --DIGITS\n{ after that----> CAND (PROTO_ERROR: cut short)
+ *   SKIP --want bytes--------------> LEN (HUNT if it was junk ending in digits)
+ *   SKIP --impossible, DIGITS\n{---> CAND (its error was given)
+ *   HUNT --DIGITS\n{---------------> CAND
+ *   HUNT --\n without digits, or DIGITS\n then not '{'--> LEN
+ *   CAND --object of a suffix's length--> LEN (PROTO_FRAME)
+ *   CAND --impossible, or longer than the digits allow--> HUNT (from its last bytes)
+ *
+ * A payload whose object ends before its declared length at a decimal suffix
+ * of it, padded with blanks to that length, is taken for a cut length line
+ * (one error, then the object as the frame): no peer pads.
  */
 #include <errno.h>
+#include <stdint.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* parent links: jsmn 1.1.0 without them rescans all tokens at each , ] } */
+#define JSMN_PARENT_LINKS
 #define JSMN_STATIC
 #include "jsmn.h"
 
@@ -90,9 +119,413 @@ buf_free(struct buf *b)
 	b->len = b->cap = 0;
 }
 
+/* ---- the JSON checker ---- */
+
+enum {
+	CK_START,	/* before the object: blanks, then '{' */
+	CK_OBJ_FIRST,	/* after '{': a key or '}' */
+	CK_OBJ_KEY,	/* after ',' in an object: a key */
+	CK_COLON,	/* after a key */
+	CK_VALUE,	/* after ':', or ',' in an array */
+	CK_ARR_FIRST,	/* after '[': a value or ']' */
+	CK_AFTER,	/* after a value in an array or object: ',' or the close */
+	CK_DONE,	/* after the object: blanks only */
+	CK_STR,		/* in a string */
+	CK_ESC,		/* after a backslash */
+	CK_HEX,		/* in the four hex digits of \u */
+	CK_LOW_BS,	/* after a high surrogate's escape: the low one's backslash */
+	CK_LOW_U,	/* ... and its 'u' */
+	CK_UTF8,	/* in a UTF-8 sequence */
+	CK_NUM_MINUS,	/* after a number's '-' */
+	CK_NUM_ZERO,	/* after its leading 0 */
+	CK_NUM_INT,	/* in its integer digits */
+	CK_NUM_DOT,	/* after its '.' */
+	CK_NUM_FRAC,	/* in its fraction */
+	CK_NUM_E,	/* after its 'e' */
+	CK_NUM_ESIGN,	/* after the exponent's sign */
+	CK_NUM_EXP,	/* in the exponent */
+	CK_LIT,		/* in true, false or null */
+	CK_FAILED
+};
+
+/* the one reason that is not about the text's syntax (proto_json_parse words it apart) */
+static const char ck_too_many[] = "too many values";
+
+typedef char ck_depth_fits[PROTO_MAX_DEPTH <= 32 ? 1 : -1]; /* struct proto_check's objects */
+
+static void
+ck_init(struct proto_check *ck)
+{
+	memset(ck, 0, sizeof(*ck));
+	ck->state = CK_START;
+}
+
+static int
+is_blank_json(unsigned c)
+{
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+static int
+hexval(int c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* A byte that stands for itself in a string: printable ASCII but '"' and '\\'. */
+static int
+is_plain(unsigned c)
+{
+	return c >= 0x20 && c < 0x80 && c != '"' && c != '\\';
+}
+
+/* Whether the 8 bytes at p are all plain, tested at once (bit tricks on one word). */
+static int
+plain8(const unsigned char *p)
+{
+	const uint64_t ones = 0x0101010101010101ull, high = 0x8080808080808080ull;
+	uint64_t x, q, b;
+
+	memcpy(&x, p, sizeof(x));
+	q = x ^ (ones * '"');
+	b = x ^ (ones * '\\');
+	/* a high bit survives for a byte below 0x20, equal to '"' or '\\', or above 0x7f */
+	return ((((x - ones * 0x20) & ~x) | ((q - ones) & ~q) | ((b - ones) & ~b) | x) & high) == 0;
+}
+
+#define CK_FAIL(w) do { why = (w); goto fail; } while (0)
+
+/*
+ * Runs the checker over s[0..n) and returns the bytes it took: n, or fewer
+ * when s[ret] is impossible (ck->why says why, ck->pos is its offset), or
+ * when s[ret] closes the object before byte `early` of the text (ck->why
+ * NULL: the caller looks, then ck_close takes it).  Strings are scanned a
+ * word at a time: they are the bulk of every large frame.
+ */
+static size_t
+ck_run(struct proto_check *ck, const unsigned char *s, size_t n, size_t early)
+{
+	const unsigned char *p = s, *e = s + n;
+	const char *why;
+	unsigned c, obj;
+	int h;
+
+	while (p < e) {
+		c = *p;
+		switch (ck->state) {
+		case CK_STR:
+			while (e - p >= 8 && plain8(p))
+				p += 8;
+			while (p < e && is_plain(*p))
+				p++;
+			if (p == e)
+				goto out;
+			c = *p;
+			if (c == '"') {
+				ck->state = ck->key ? CK_COLON : CK_AFTER;
+			} else if (c == '\\') {
+				ck->state = CK_ESC;
+			} else if (c < 0x20) {
+				CK_FAIL(c == 0 ? "NUL byte in string" : "raw control character in string");
+			} else if (c >= 0xc2 && c <= 0xdf) {
+				ck->need = 1;
+				ck->lo = 0x80;
+				ck->hi = 0xbf;
+				ck->state = CK_UTF8;
+			} else if (c >= 0xe0 && c <= 0xef) {
+				/* no overlong forms, no surrogates */
+				ck->need = 2;
+				ck->lo = c == 0xe0 ? 0xa0 : 0x80;
+				ck->hi = c == 0xed ? 0x9f : 0xbf;
+				ck->state = CK_UTF8;
+			} else if (c >= 0xf0 && c <= 0xf4) {
+				/* no overlong forms, nothing past U+10FFFF */
+				ck->need = 3;
+				ck->lo = c == 0xf0 ? 0x90 : 0x80;
+				ck->hi = c == 0xf4 ? 0x8f : 0xbf;
+				ck->state = CK_UTF8;
+			} else {
+				CK_FAIL("invalid UTF-8 in string");
+			}
+			p++;
+			continue;
+		case CK_UTF8:
+			if (c < ck->lo || c > ck->hi)
+				CK_FAIL("invalid UTF-8 in string");
+			ck->lo = 0x80;
+			ck->hi = 0xbf;
+			if (--ck->need == 0)
+				ck->state = CK_STR;
+			p++;
+			continue;
+		case CK_ESC:
+			switch (c) {
+			case '"': case '\\': case '/': case 'b': case 'f': case 'n':
+			case 'r': case 't':
+				ck->state = CK_STR;
+				break;
+			case 'u':
+				ck->state = CK_HEX;
+				ck->need = 0;
+				ck->cp = 0;
+				break;
+			default:
+				CK_FAIL("invalid escape in string");
+			}
+			p++;
+			continue;
+		case CK_HEX:
+			if ((h = hexval((int)c)) < 0)
+				CK_FAIL("invalid \\u escape in string");
+			ck->cp = ck->cp << 4 | (unsigned long)h;
+			if (++ck->need == 4) {
+				if (ck->high && (ck->cp < 0xdc00 || ck->cp > 0xdfff))
+					CK_FAIL("lone high surrogate in string");
+				if (ck->cp == 0)
+					CK_FAIL("\\u0000 in string");
+				if (!ck->high && ck->cp >= 0xdc00 && ck->cp <= 0xdfff)
+					CK_FAIL("lone low surrogate in string");
+				ck->high = !ck->high && ck->cp >= 0xd800 && ck->cp <= 0xdbff;
+				ck->state = ck->high ? CK_LOW_BS : CK_STR;
+			}
+			p++;
+			continue;
+		case CK_LOW_BS:
+		case CK_LOW_U:
+			if (c != (ck->state == CK_LOW_BS ? '\\' : 'u'))
+				CK_FAIL("lone high surrogate in string");
+			ck->state = ck->state == CK_LOW_BS ? CK_LOW_U : CK_HEX;
+			ck->need = 0;
+			ck->cp = 0;
+			p++;
+			continue;
+		case CK_NUM_MINUS:
+			if (c < '0' || c > '9')
+				CK_FAIL("invalid number");
+			ck->state = c == '0' ? CK_NUM_ZERO : CK_NUM_INT;
+			p++;
+			continue;
+		case CK_NUM_INT:
+		case CK_NUM_FRAC:
+		case CK_NUM_EXP:
+			while (p < e && *p >= '0' && *p <= '9')
+				p++;
+			if (p == e)
+				goto out;
+			c = *p;
+			/* FALLTHROUGH */
+		case CK_NUM_ZERO:
+			if (c == '.' && ck->state != CK_NUM_FRAC && ck->state != CK_NUM_EXP) {
+				ck->state = CK_NUM_DOT;
+			} else if ((c == 'e' || c == 'E') && ck->state != CK_NUM_EXP) {
+				ck->state = CK_NUM_E;
+			} else {
+				/* the number ended; c is looked at again */
+				ck->state = CK_AFTER;
+				continue;
+			}
+			p++;
+			continue;
+		case CK_NUM_E:
+			if (c == '+' || c == '-') {
+				ck->state = CK_NUM_ESIGN;
+				p++;
+				continue;
+			}
+			/* FALLTHROUGH */
+		case CK_NUM_DOT:
+		case CK_NUM_ESIGN:
+			if (c < '0' || c > '9')
+				CK_FAIL("invalid number");
+			ck->state = ck->state == CK_NUM_DOT ? CK_NUM_FRAC : CK_NUM_EXP;
+			p++;
+			continue;
+		case CK_LIT:
+			if (c != (unsigned char)*ck->lit)
+				CK_FAIL("invalid literal");
+			if (*++ck->lit == '\0')
+				ck->state = CK_AFTER;
+			p++;
+			continue;
+		case CK_FAILED:
+			goto out;
+		}
+		/* the structural states */
+		if (is_blank_json(c)) {
+			p++;
+			continue;
+		}
+		switch (ck->state) {
+		case CK_START:
+			if (c != '{')
+				CK_FAIL("expected a JSON object");
+			goto value;
+		case CK_OBJ_FIRST:
+			if (c == '}')
+				goto close;
+			/* FALLTHROUGH */
+		case CK_OBJ_KEY:
+			if (c != '"')
+				CK_FAIL("expected a string key");
+			if (++ck->ntok > PROTO_MAX_TOKENS)
+				CK_FAIL(ck_too_many);
+			ck->key = 1;
+			ck->state = CK_STR;
+			p++;
+			continue;
+		case CK_COLON:
+			if (c != ':')
+				CK_FAIL("expected ':' after a key");
+			ck->state = CK_VALUE;
+			p++;
+			continue;
+		case CK_ARR_FIRST:
+			if (c == ']')
+				goto close;
+			goto value;
+		case CK_VALUE:
+			goto value;
+		case CK_AFTER:
+			obj = ck->objects >> (ck->depth - 1) & 1;
+			if (c == ',') {
+				ck->state = obj ? CK_OBJ_KEY : CK_VALUE;
+				p++;
+				continue;
+			}
+			if (c == (obj ? '}' : ']'))
+				goto close;
+			CK_FAIL(obj ? "expected ',' or '}'" : "expected ',' or ']'");
+		default:	/* CK_DONE */
+			CK_FAIL("trailing data after the JSON object");
+		}
+value:
+		if (++ck->ntok > PROTO_MAX_TOKENS)
+			CK_FAIL(ck_too_many);
+		switch (c) {
+		case '{':
+		case '[':
+			if (ck->depth >= PROTO_MAX_DEPTH)
+				CK_FAIL("nesting too deep");
+			ck->objects = (ck->objects & ~((uint32_t)1 << ck->depth)) |
+			    (uint32_t)(c == '{') << ck->depth;
+			ck->depth++;
+			ck->state = c == '{' ? CK_OBJ_FIRST : CK_ARR_FIRST;
+			break;
+		case '"':
+			ck->key = 0;
+			ck->state = CK_STR;
+			break;
+		case 't':
+			ck->lit = "rue";
+			ck->state = CK_LIT;
+			break;
+		case 'f':
+			ck->lit = "alse";
+			ck->state = CK_LIT;
+			break;
+		case 'n':
+			ck->lit = "ull";
+			ck->state = CK_LIT;
+			break;
+		case '-':
+			ck->state = CK_NUM_MINUS;
+			break;
+		case '0':
+			ck->state = CK_NUM_ZERO;
+			break;
+		default:
+			if (c < '1' || c > '9')
+				CK_FAIL(c == 0 ? "NUL byte" : "expected a value");
+			ck->state = CK_NUM_INT;
+			break;
+		}
+		p++;
+		continue;
+close:
+		if (ck->depth == 1 && ck->pos + (size_t)(p - s) + 1 < early)
+			goto out;
+		ck->depth--;
+		ck->state = ck->depth ? CK_AFTER : CK_DONE;
+		p++;
+	}
+out:
+	ck->pos += (size_t)(p - s);
+	return (size_t)(p - s);
+fail:
+	ck->why = why;
+	ck->state = CK_FAILED;
+	ck->pos += (size_t)(p - s);
+	return (size_t)(p - s);
+}
+
+/* Takes the closing '}' that ck_run stopped at. */
+static void
+ck_close(struct proto_check *ck)
+{
+	ck->depth = 0;
+	ck->state = CK_DONE;
+	ck->pos++;
+}
+
+/* Why the text cannot end here; NULL when it is one whole object. */
+static const char *
+ck_end(const struct proto_check *ck)
+{
+	switch (ck->state) {
+	case CK_DONE:
+		return NULL;
+	case CK_FAILED:
+		return ck->why;
+	case CK_START:
+		return "expected a JSON object";
+	case CK_OBJ_FIRST:
+	case CK_OBJ_KEY:
+		return "expected a string key";
+	case CK_COLON:
+		return "expected ':' after a key";
+	case CK_VALUE:
+	case CK_ARR_FIRST:
+		return "expected a value";
+	case CK_STR:
+	case CK_ESC:
+		return "unterminated string";
+	case CK_HEX:
+		return "invalid \\u escape in string";
+	case CK_LOW_BS:
+	case CK_LOW_U:
+		return "lone high surrogate in string";
+	case CK_UTF8:
+		return "invalid UTF-8 in string";
+	case CK_NUM_MINUS:
+	case CK_NUM_DOT:
+	case CK_NUM_E:
+	case CK_NUM_ESIGN:
+		return "invalid number";
+	case CK_LIT:
+		return "invalid literal";
+	default:
+		return "unterminated object or array";
+	}
+}
+
 /* ---- frames ---- */
 
-enum { R_LEN, R_BODY, R_SKIP, R_SYNC };
+enum {
+	R_LEN,	/* a length line */
+	R_BODY,	/* a payload, kept */
+	R_SKIP,	/* a payload over max_frame, checked but not kept */
+	R_HUNT,	/* a line of junk, looked through for the start of a frame */
+	R_CAND	/* an object that may be a frame whose length line was run into */
+};
+
+/* Where the bytes seen last stand against a frame's start, "DIGITS[blanks]\n{". */
+enum { T_NONE, T_DIGITS, T_BLANK, T_NL };
 
 void
 proto_reader_init(struct proto_reader *r, size_t max_frame)
@@ -106,14 +539,17 @@ proto_reader_reset(struct proto_reader *r)
 {
 	r->state = R_LEN;
 	r->linelen = 0;
-	r->want = 0;
+	r->want = r->declared = 0;
 	r->body.len = 0;
+	buf_free(&r->held);
+	r->track = T_NONE;
 }
 
 void
 proto_reader_free(struct proto_reader *r)
 {
 	buf_free(&r->body);
+	buf_free(&r->held);
 }
 
 /* Whether bytes of an unfinished frame are buffered (for the partial-frame timer). */
@@ -121,6 +557,13 @@ int
 proto_reader_partial(const struct proto_reader *r)
 {
 	return r->state != R_LEN || r->linelen > 0;
+}
+
+/* The declared payload length of the frame in progress; 0 in a length line or a hunt. */
+size_t
+proto_reader_declared(const struct proto_reader *r)
+{
+	return r->state == R_BODY || r->state == R_SKIP ? r->declared : 0;
 }
 
 static int
@@ -164,22 +607,135 @@ reader_error(struct proto_reader *r, const char *fmt, ...)
 	va_end(ap);
 }
 
+/* Moves the tracker past byte c; the digits of the latest run are kept (the last ones). */
+static void
+track(struct proto_reader *r, int c)
+{
+	if (c >= '0' && c <= '9') {
+		if (r->track != T_DIGITS) {
+			r->ndigits = 0;
+		} else if (r->ndigits == sizeof(r->digits)) {
+			memmove(r->digits, r->digits + sizeof(r->digits) / 2, sizeof(r->digits) / 2);
+			r->ndigits = sizeof(r->digits) / 2;
+		}
+		r->digits[r->ndigits++] = (char)c;
+		r->track = T_DIGITS;
+	} else if (c == ' ' || c == '\t' || c == '\r' || c == '\n') {
+		r->track = r->track == T_NONE || r->track == T_NL ? T_NONE :
+		    c == '\n' ? T_NL : T_BLANK;
+	} else {
+		r->track = T_NONE;
+	}
+}
+
+/* Sets the tracker from the bytes just before the present one. */
+static void
+track_from(struct proto_reader *r, const char *p, size_t n)
+{
+	r->track = T_NONE;
+	while (n > 0) {
+		track(r, (unsigned char)*p++);
+		n--;
+	}
+}
+
+/* The tracker from the last bytes of the body. */
+static void
+track_body(struct proto_reader *r)
+{
+	size_t n = r->body.len < PROTO_MAX_LENLINE ? r->body.len : PROTO_MAX_LENLINE;
+
+	track_from(r, r->body.p + r->body.len - n, n);
+}
+
+/* Keeps the last bytes of a frame that is skipped, for track_from. */
+static void
+tail_add(struct proto_reader *r, const char *p, size_t n)
+{
+	size_t keep;
+
+	if (n >= sizeof(r->tail)) {
+		memcpy(r->tail, p + n - sizeof(r->tail), sizeof(r->tail));
+		r->ntail = sizeof(r->tail);
+		return;
+	}
+	keep = r->ntail + n > sizeof(r->tail) ? sizeof(r->tail) - n : r->ntail;
+	memmove(r->tail, r->tail + r->ntail - keep, keep);
+	memcpy(r->tail + keep, p, n);
+	r->ntail = keep + n;
+}
+
+/* Whether the digit run ends with the decimal digits of n. */
+static int
+digits_end_with(const struct proto_reader *r, size_t n)
+{
+	char d[24];
+	int k = snprintf(d, sizeof(d), "%zu", n);
+
+	return (size_t)k <= r->ndigits && memcmp(r->digits + r->ndigits - (size_t)k, d, (size_t)k) == 0;
+}
+
+/* The largest length the digit run can end with: its value, or max_frame if less. */
+static size_t
+digits_bound(const struct proto_reader *r)
+{
+	size_t i, d, v = 0;
+
+	for (i = 0; i < r->ndigits; i++) {
+		d = (size_t)(r->digits[i] - '0');
+		if (d > r->max_frame || v > (r->max_frame - d) / 10)
+			return r->max_frame;
+		v = v * 10 + d;
+	}
+	return v;
+}
+
+/* After a frame's last byte: a payload that was not one JSON object may have run into a length line. */
+static int
+state_after_frame(struct proto_reader *r, int bad)
+{
+	if (bad && r->ck.why == NULL && r->state == R_BODY)
+		track_body(r);
+	else if (bad && r->ck.why == NULL)
+		track_from(r, r->tail, r->ntail);
+	return bad && r->track != T_NONE ? R_HUNT : R_LEN;
+}
+
+static void
+cand_start(struct proto_reader *r)
+{
+	r->state = R_CAND;
+	r->want = r->declared = 0;
+	r->body.len = 0;
+	ck_init(&r->ck);
+}
+
 /*
  * Consumes bytes from p[0..len) and stops at the first event: a whole frame in
  * r->body, or an error (in r->err).  *used says how many bytes were taken.
+ * See the top of this file for the states; each error is returned once, and
+ * a frame that follows a cut one comes out whole after it.
  */
 enum proto_event
 proto_reader_feed(struct proto_reader *r, const char *p, size_t len, size_t *used)
 {
-	size_t i = 0, n, take;
-	int rc;
+	const unsigned char *u = (const unsigned char *)p;
+	size_t i = 0, n, k, take;
+	int rc, bad;
 
+	if (r->held.p != NULL) {
+		/* the caller may have released the body after the error: the frame's bytes are here */
+		buf_free(&r->body);
+		r->body = r->held;
+		memset(&r->held, 0, sizeof(r->held));
+	}
 	while (i < len) {
 		switch (r->state) {
 		case R_LEN:
 			if (p[i] != '\n') {
 				if (r->linelen == sizeof(r->line)) {
-					r->state = R_SYNC;
+					track_from(r, r->line, r->linelen);
+					r->state = R_HUNT;
 					r->linelen = 0;
 					*used = i;
 					reader_error(r, "Protocol error: length line longer than %d bytes",
@@ -191,53 +747,139 @@ proto_reader_feed(struct proto_reader *r, const char *p, size_t len, size_t *use
 			}
 			i++;
 			rc = parse_length(r, &n);
+			track_from(r, r->line, r->linelen);
 			r->linelen = 0;
 			if (rc == 1)	/* a stray newline between frames is harmless */
 				break;
 			*used = i;
 			if (rc < 0) {
+				/* digits right before the newline may be a length line run into */
+				track(r, '\n');
+				r->state = r->track == T_NL ? R_HUNT : R_LEN;
 				reader_error(r, "Protocol error: expected a byte count, got a line of %s",
 				    rc == -1 ? "other characters" : "too many digits");
 				return PROTO_ERROR;
 			}
+			r->body.len = 0;
+			r->want = r->declared = n;
+			ck_init(&r->ck);
 			if (n > r->max_frame) {
 				r->state = R_SKIP;
-				r->want = n;
+				r->ntail = 0;
 				reader_error(r, "Protocol error: frame of %zu bytes exceeds the limit of %zu bytes",
 				    n, r->max_frame);
 				return PROTO_ERROR;
 			}
-			r->body.len = 0;
-			buf_reserve(&r->body, n);
-			r->want = n;
 			r->state = R_BODY;
 			if (n == 0) {
 				r->state = R_LEN;
-				r->body.p[0] = '\0';
+				buf_reserve(&r->body, 0);
 				return PROTO_FRAME;
 			}
 			break;
 		case R_BODY:
-			take = len - i < r->want ? len - i : r->want;
-			buf_add(&r->body, p + i, take);
-			i += take;
-			r->want -= take;
-			if (r->want == 0) {
-				r->state = R_LEN;
-				*used = i;
-				return PROTO_FRAME;
-			}
-			break;
 		case R_SKIP:
 			take = len - i < r->want ? len - i : r->want;
-			i += take;
-			r->want -= take;
-			if (r->want == 0)
+			if (r->ck.why == NULL) {
+				k = ck_run(&r->ck, u + i, take, r->state == R_BODY ? r->declared : 0);
+				if (r->state == R_BODY)
+					buf_add(&r->body, p + i, k);
+				else
+					tail_add(r, p + i, k);
+				i += k;
+				r->want -= k;
+				if (r->ck.why != NULL && r->state == R_BODY) {
+					track_body(r);
+				} else if (r->ck.why != NULL) {
+					track_from(r, r->tail, r->ntail);
+				} else if (k < take) {
+					/* the object ends before the declared length */
+					n = r->declared - r->want + 1;
+					if (digits_end_with(r, n)) {
+						/* a cut length line ran into this frame's: "100" + "79\n{...}" */
+						reader_error(r, "Protocol error: frame cut short (a length line ran "
+						    "into the next one: %zu declared, a whole object of %zu follows)",
+						    r->declared, n);
+						r->want = 1;
+						r->declared = n;
+						r->held = r->body;
+						memset(&r->body, 0, sizeof(r->body));
+						*used = i;
+						return PROTO_ERROR;
+					}
+					ck_close(&r->ck);
+					buf_add(&r->body, p + i, 1);
+					i++;
+					r->want--;
+				}
+			} else {
+				/*
+				 * Bytes that cannot be this frame: kept whole for the
+				 * parser's report, unless a frame starts in them,
+				 * which means this one was cut short.
+				 */
+				for (k = 0; k < take && !(r->track == T_NL && p[i + k] == '{'); k++)
+					track(r, u[i + k]);
+				if (r->state == R_BODY)
+					buf_add(&r->body, p + i, k);
+				i += k;
+				r->want -= k;
+				if (k < take && r->state == R_SKIP) {
+					cand_start(r);	/* the frame was refused already */
+					break;
+				}
+				if (k < take) {
+					*used = i;
+					reader_error(r, "Protocol error: frame cut short (invalid JSON at byte "
+					    "%zu of %zu: %s); resynchronising", r->ck.pos, r->declared, r->ck.why);
+					cand_start(r);
+					return PROTO_ERROR;
+				}
+			}
+			if (r->want > 0)
+				break;
+			bad = r->ck.state != CK_DONE;
+			if (r->state == R_SKIP) {
+				r->state = state_after_frame(r, bad);
+				break;
+			}
+			r->state = state_after_frame(r, bad);
+			*used = i;
+			return PROTO_FRAME;
+		case R_HUNT:
+			if (r->track == T_NL && p[i] == '{') {
+				cand_start(r);
+			} else if (r->track == T_NL || (r->track == T_NONE && p[i] == '\n')) {
+				/* a line start: what follows is a length line */
 				r->state = R_LEN;
+				i += r->track == T_NONE;
+			} else {
+				track(r, u[i++]);
+			}
 			break;
-		case R_SYNC:
-			if (p[i++] == '\n')
-				r->state = R_LEN;
+		case R_CAND:
+			n = digits_bound(r);
+			take = len - i < n - r->body.len ? len - i : n - r->body.len;
+			k = ck_run(&r->ck, u + i, take, (size_t)-1);
+			buf_add(&r->body, p + i, k);
+			i += k;
+			if (r->ck.why == NULL && k < take) {
+				ck_close(&r->ck);
+				buf_add(&r->body, p + i, 1);
+				i++;
+				if (digits_end_with(r, r->body.len)) {
+					r->state = R_LEN;
+					*used = i;
+					return PROTO_FRAME;
+				}
+				/* a whole object, of another length: no frame starts inside it */
+				r->track = T_NONE;
+				r->state = R_HUNT;
+			} else if (r->ck.why != NULL || r->body.len == n) {
+				/* not a frame; one may start in its last bytes */
+				track_body(r);
+				r->state = R_HUNT;
+			}
 			break;
 		}
 	}
@@ -260,58 +902,16 @@ proto_frame_end(struct buf *b, size_t start)
 	b->p[b->len] = '\0';
 }
 
-/* ---- strict JSON validation ---- */
-
-struct vstate {
-	const unsigned char *s;
-	size_t len, pos;
-	int ntok;
-	const char *why;
-};
-
-static int v_value(struct vstate *, int depth);
-
-static void
-v_ws(struct vstate *v)
-{
-	while (v->pos < v->len && (v->s[v->pos] == ' ' || v->s[v->pos] == '\t' ||
-	    v->s[v->pos] == '\n' || v->s[v->pos] == '\r'))
-		v->pos++;
-}
-
-static int
-v_fail(struct vstate *v, const char *why)
-{
-	if (v->why == NULL)
-		v->why = why;
-	return -1;
-}
-
-static int
-hexval(int c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
+/* ---- strict JSON ---- */
 
 static long
-hex4(const unsigned char *s, size_t avail)
+hex4(const unsigned char *s)
 {
 	long v = 0;
-	int i, h;
+	int i;
 
-	if (avail < 4)
-		return -1;
-	for (i = 0; i < 4; i++) {
-		if ((h = hexval(s[i])) < 0)
-			return -1;
-		v = v * 16 + h;
-	}
+	for (i = 0; i < 4; i++)
+		v = v * 16 + hexval(s[i]);
 	return v;
 }
 
@@ -364,220 +964,68 @@ proto_utf8_valid(const char *p, size_t len)
 	return 1;
 }
 
-static int
-v_string(struct vstate *v)
-{
-	long cp, lo;
-	size_t n;
-	unsigned c;
-
-	v->pos++;	/* the opening quote */
-	v->ntok++;
-	while (v->pos < v->len) {
-		c = v->s[v->pos];
-		if (c == '"') {
-			v->pos++;
-			return 0;
-		}
-		if (c < 0x20)
-			return v_fail(v, c == 0 ? "NUL byte in string" :
-			    "raw control character in string");
-		if (c != '\\') {
-			if ((n = utf8_seq(v->s + v->pos, v->len - v->pos)) == 0)
-				return v_fail(v, "invalid UTF-8 in string");
-			v->pos += n;
-			continue;
-		}
-		if (++v->pos >= v->len)
-			break;
-		switch (v->s[v->pos]) {
-		case '"': case '\\': case '/': case 'b': case 'f': case 'n':
-		case 'r': case 't':
-			v->pos++;
-			continue;
-		case 'u':
-			break;
-		default:
-			return v_fail(v, "invalid escape in string");
-		}
-		if ((cp = hex4(v->s + v->pos + 1, v->len - v->pos - 1)) < 0)
-			return v_fail(v, "invalid \\u escape in string");
-		v->pos += 5;
-		if (cp == 0)
-			return v_fail(v, "\\u0000 in string");
-		if (cp >= 0xdc00 && cp <= 0xdfff)
-			return v_fail(v, "lone low surrogate in string");
-		if (cp >= 0xd800 && cp <= 0xdbff) {
-			if (v->len - v->pos < 6 || v->s[v->pos] != '\\' ||
-			    v->s[v->pos + 1] != 'u' ||
-			    (lo = hex4(v->s + v->pos + 2, v->len - v->pos - 2)) < 0xdc00 ||
-			    lo > 0xdfff)
-				return v_fail(v, "lone high surrogate in string");
-			v->pos += 6;
-		}
-	}
-	return v_fail(v, "unterminated string");
-}
-
-static int
-v_digits(struct vstate *v)
-{
-	size_t start = v->pos;
-
-	while (v->pos < v->len && v->s[v->pos] >= '0' && v->s[v->pos] <= '9')
-		v->pos++;
-	return v->pos > start ? 0 : v_fail(v, "invalid number");
-}
-
-static int
-v_number(struct vstate *v)
-{
-	v->ntok++;
-	if (v->s[v->pos] == '-')
-		v->pos++;
-	if (v->pos < v->len && v->s[v->pos] == '0')
-		v->pos++;
-	else if (v_digits(v) < 0)
-		return -1;
-	if (v->pos < v->len && v->s[v->pos] == '.') {
-		v->pos++;
-		if (v_digits(v) < 0)
-			return -1;
-	}
-	if (v->pos < v->len && (v->s[v->pos] == 'e' || v->s[v->pos] == 'E')) {
-		v->pos++;
-		if (v->pos < v->len && (v->s[v->pos] == '+' || v->s[v->pos] == '-'))
-			v->pos++;
-		if (v_digits(v) < 0)
-			return -1;
-	}
-	return 0;
-}
-
-static int
-v_literal(struct vstate *v, const char *lit)
-{
-	size_t n = strlen(lit);
-
-	if (v->len - v->pos < n || memcmp(v->s + v->pos, lit, n) != 0)
-		return v_fail(v, "invalid literal");
-	v->pos += n;
-	v->ntok++;
-	return 0;
-}
-
-static int
-v_container(struct vstate *v, int depth, int object)
-{
-	int close = object ? '}' : ']';
-
-	if (depth >= PROTO_MAX_DEPTH)
-		return v_fail(v, "nesting too deep");
-	v->pos++;
-	v->ntok++;
-	v_ws(v);
-	if (v->pos < v->len && v->s[v->pos] == close) {
-		v->pos++;
-		return 0;
-	}
-	for (;;) {
-		if (object) {
-			if (v->pos >= v->len || v->s[v->pos] != '"')
-				return v_fail(v, "expected a string key");
-			if (v_string(v) < 0)
-				return -1;
-			v_ws(v);
-			if (v->pos >= v->len || v->s[v->pos] != ':')
-				return v_fail(v, "expected ':' after a key");
-			v->pos++;
-			v_ws(v);
-		}
-		if (v_value(v, depth + 1) < 0)
-			return -1;
-		v_ws(v);
-		if (v->pos >= v->len)
-			return v_fail(v, "unterminated object or array");
-		if (v->s[v->pos] == close) {
-			v->pos++;
-			return 0;
-		}
-		if (v->s[v->pos] != ',')
-			return v_fail(v, object ? "expected ',' or '}'" : "expected ',' or ']'");
-		v->pos++;
-		v_ws(v);
-	}
-}
-
-static int
-v_value(struct vstate *v, int depth)
-{
-	if (v->pos >= v->len)
-		return v_fail(v, "expected a value");
-	switch (v->s[v->pos]) {
-	case '{':
-		return v_container(v, depth, 1);
-	case '[':
-		return v_container(v, depth, 0);
-	case '"':
-		return v_string(v);
-	case 't':
-		return v_literal(v, "true");
-	case 'f':
-		return v_literal(v, "false");
-	case 'n':
-		return v_literal(v, "null");
-	default:
-		if (v->s[v->pos] == '-' || (v->s[v->pos] >= '0' && v->s[v->pos] <= '9'))
-			return v_number(v);
-		return v_fail(v, v->s[v->pos] == 0 ? "NUL byte" : "expected a value");
-	}
-}
-
 /*
- * Validates js[0..len) as exactly one JSON object and tokenizes it.
- * Bounded: depth by PROTO_MAX_DEPTH, tokens by the payload's length.
+ * Validates js[0..len) as exactly one JSON object (the checker above) and
+ * tokenizes it.  Bounded: depth by PROTO_MAX_DEPTH, tokens by
+ * PROTO_MAX_TOKENS; jsmn with parent links and the next[] table keep the cost
+ * linear in len.
  */
 int
 proto_json_parse(struct proto_json *j, const char *js, size_t len, char *err,
     size_t errlen)
 {
-	struct vstate v;
+	struct proto_check ck;
+	const char *why;
+	jsmntok_t *t;
 	jsmn_parser p;
-	int r;
+	int r, i;
 
 	memset(j, 0, sizeof(*j));
-	memset(&v, 0, sizeof(v));
-	v.s = (const unsigned char *)js;
-	v.len = len;
 	if (len > PROTO_MAX_FRAME_LIMIT) {
 		snprintf(err, errlen, "Protocol error: message too large");
 		return -1;
 	}
-	v_ws(&v);
-	if (v.pos >= len || js[v.pos] != '{') {
-		v_fail(&v, "expected a JSON object");
-	} else if (v_container(&v, 0, 1) == 0) {
-		v_ws(&v);
-		if (v.pos != len)
-			v_fail(&v, "trailing data after the JSON object");
+	ck_init(&ck);
+	ck_run(&ck, (const unsigned char *)js, len, 0);
+	if ((why = ck_end(&ck)) == ck_too_many) {
+		snprintf(err, errlen, "Protocol error: more than %d JSON values in one message",
+		    PROTO_MAX_TOKENS);
+		return -1;
 	}
-	if (v.why) {
-		snprintf(err, errlen, "Protocol error: invalid JSON at byte %zu: %s",
-		    v.pos, v.why);
+	if (why != NULL) {
+		snprintf(err, errlen, "Protocol error: invalid JSON at byte %zu: %s", ck.pos, why);
+		return -1;
+	}
+	/* the allocation below cannot wrap, even on i386 (jsmn's int offsets: the limit above) */
+	if ((size_t)ck.ntok > ((size_t)-1) / (sizeof(jsmntok_t) + sizeof(int))) {
+		snprintf(err, errlen, "Protocol error: message too large");
 		return -1;
 	}
 	j->js = js;
 	j->len = len;
-	j->tok = neg_alloc(sizeof(jsmntok_t) * (size_t)v.ntok);
+	j->tok = t = neg_alloc((sizeof(jsmntok_t) + sizeof(int)) * (size_t)ck.ntok);
+	j->next = (int *)(t + ck.ntok);
 	jsmn_init(&p);
-	r = jsmn_parse(&p, js, len, j->tok, (unsigned)v.ntok);
-	if (r != v.ntok) {
-		/* Cannot happen for text the validator accepted; refuse rather than trust it. */
+	r = jsmn_parse(&p, js, len, t, (unsigned)ck.ntok);
+	if (r != ck.ntok) {
+		/* Cannot happen for text the checker accepted; refuse rather than trust it. */
 		proto_json_free(j);
 		snprintf(err, errlen, "Protocol error: JSON tokenizer disagrees (%d)", r);
 		return -1;
 	}
 	j->ntok = r;
+	/*
+	 * A subtree is the run of tokens after its root: counting each token's
+	 * descendants from the last token up (a parent comes before its
+	 * children) gives where each subtree ends, so no lookup walks one.
+	 */
+	for (i = 0; i < r; i++)
+		j->next[i] = 0;
+	for (i = r - 1; i >= 0; i--) {
+		if (t[i].parent >= 0)
+			j->next[t[i].parent] += j->next[i] + 1;
+		j->next[i] += i + 1;
+	}
 	return 0;
 }
 
@@ -586,38 +1034,33 @@ proto_json_free(struct proto_json *j)
 {
 	free(j->tok);
 	j->tok = NULL;
+	j->next = NULL;
 	j->ntok = 0;
 }
 
-/* The index of the token after tok's whole subtree. */
+/* The index of the token after tok's whole subtree (a key's subtree holds its value). */
 int
 proto_json_next(const struct proto_json *j, int tok)
 {
-	const jsmntok_t *t = j->tok;
-	int i, n;
-
-	switch (t[tok].type) {
-	case JSMN_OBJECT:
-		n = t[tok].size;
-		tok++;
-		for (i = 0; i < n; i++)
-			tok = proto_json_next(j, proto_json_next(j, tok));
-		return tok;
-	case JSMN_ARRAY:
-		n = t[tok].size;
-		tok++;
-		for (i = 0; i < n; i++)
-			tok = proto_json_next(j, tok);
-		return tok;
-	default:
-		return tok + 1;
-	}
+	return j->next[tok];
 }
 
+/* jsmn's token types as ours, whatever numbers jsmn gives them. */
 int
 proto_json_type(const struct proto_json *j, int tok)
 {
-	return ((const jsmntok_t *)j->tok)[tok].type;
+	switch (((const jsmntok_t *)j->tok)[tok].type) {
+	case JSMN_OBJECT:
+		return PROTO_J_OBJECT;
+	case JSMN_ARRAY:
+		return PROTO_J_ARRAY;
+	case JSMN_STRING:
+		return PROTO_J_STRING;
+	case JSMN_PRIMITIVE:
+		return PROTO_J_PRIMITIVE;
+	default:
+		return 0;
+	}
 }
 
 int
@@ -626,35 +1069,46 @@ proto_json_size(const struct proto_json *j, int tok)
 	return ((const jsmntok_t *)j->tok)[tok].size;
 }
 
-/* Whether tok is a primitive or a string without escapes spelling literal. */
+/* Whether tok is the literal (true, false, null) or number spelt so; never a string. */
 int
 proto_json_is(const struct proto_json *j, int tok, const char *literal)
 {
 	const jsmntok_t *t = (const jsmntok_t *)j->tok + tok;
 	size_t n = strlen(literal);
 
-	return (size_t)(t->end - t->start) == n &&
-	    memcmp(j->js + t->start, literal, n) == 0;
+	return proto_json_type(j, tok) == PROTO_J_PRIMITIVE &&
+	    (size_t)(t->end - t->start) == n && memcmp(j->js + t->start, literal, n) == 0;
+}
+
+/* Whether tok is a string whose value (escapes decoded) is s. */
+int
+proto_json_is_string(const struct proto_json *j, int tok, const char *s)
+{
+	const jsmntok_t *t = (const jsmntok_t *)j->tok + tok;
+	size_t n = (size_t)(t->end - t->start), slen = strlen(s);
+	struct buf b = {0};
+	int eq;
+
+	if (proto_json_type(j, tok) != PROTO_J_STRING)
+		return 0;
+	if (memchr(j->js + t->start, '\\', n) == NULL)
+		return n == slen && memcmp(j->js + t->start, s, n) == 0;
+	proto_json_string(j, tok, &b);
+	eq = b.len == slen && memcmp(b.p, s, slen) == 0;
+	buf_free(&b);
+	return eq;
 }
 
 /* The value token of key in object obj; the last one wins, as in Python; -1 if absent. */
 int
 proto_json_get(const struct proto_json *j, int obj, const char *key)
 {
-	const jsmntok_t *t = j->tok;
-	struct buf k = {0};
-	int i, n, tok, found = -1;
+	int i, n = proto_json_size(j, obj), tok = obj + 1, found = -1;
 
-	n = t[obj].size;
-	tok = obj + 1;
-	for (i = 0; i < n; i++) {
-		k.len = 0;
-		proto_json_string(j, tok, &k);
-		if (k.len == strlen(key) && memcmp(k.p, key, k.len) == 0)
+	for (i = 0; i < n; i++, tok = proto_json_next(j, tok)) {
+		if (proto_json_is_string(j, tok, key))
 			found = tok + 1;
-		tok = proto_json_next(j, tok + 1);
 	}
-	buf_free(&k);
 	return found;
 }
 
@@ -696,7 +1150,7 @@ proto_json_string(const struct proto_json *j, int tok, struct buf *b)
 	unsigned long cp, lo;
 	char c;
 
-	if (t->type != JSMN_STRING)
+	if (proto_json_type(j, tok) != PROTO_J_STRING)
 		return -1;
 	end = (size_t)t->end;
 	buf_reserve(b, end - (size_t)t->start);
@@ -714,10 +1168,10 @@ proto_json_string(const struct proto_json *j, int tok, struct buf *b)
 		case 'r': c = '\r'; break;
 		case 't': c = '\t'; break;
 		case 'u':
-			cp = (unsigned long)hex4(s + i + 2, 4);
+			cp = (unsigned long)hex4(s + i + 2);
 			i += 6;
 			if (cp >= 0xd800 && cp <= 0xdbff) {
-				lo = (unsigned long)hex4(s + i + 2, 4);
+				lo = (unsigned long)hex4(s + i + 2);
 				cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
 				i += 6;
 			}
@@ -795,7 +1249,7 @@ proto_json_number(const struct proto_json *j, int tok, double *d)
 {
 	const jsmntok_t *t = (const jsmntok_t *)j->tok + tok;
 
-	if (t->type != JSMN_PRIMITIVE)
+	if (proto_json_type(j, tok) != PROTO_J_PRIMITIVE)
 		return -1;
 	return proto_parse_number(j->js + t->start, (size_t)(t->end - t->start), d);
 }
@@ -976,20 +1430,21 @@ static int
 copy_id(const struct proto_json *j, char *id)
 {
 	const jsmntok_t *t;
-	int tok = proto_json_get(j, 0, "id");
+	int tok = proto_json_get(j, 0, "id"), str;
 	size_t n;
 
 	id[0] = '\0';
 	if (tok < 0)
 		return 0;
 	t = (const jsmntok_t *)j->tok + tok;
-	if (t->type != JSMN_STRING && t->type != JSMN_PRIMITIVE)
+	str = proto_json_type(j, tok) == PROTO_J_STRING;
+	if (!str && proto_json_type(j, tok) != PROTO_J_PRIMITIVE)
 		return -1;
 	/* jsmn's string tokens exclude the quotes; keep them, the id is echoed as JSON text. */
-	n = (size_t)(t->end - t->start) + (t->type == JSMN_STRING ? 2 : 0);
+	n = (size_t)(t->end - t->start) + (str ? 2 : 0);
 	if (n > PROTO_MAX_ID)
 		return -1;
-	memcpy(id, j->js + t->start - (t->type == JSMN_STRING), n);
+	memcpy(id, j->js + t->start - str, n);
 	id[n] = '\0';
 	return 0;
 }
@@ -1049,7 +1504,7 @@ proto_request_parse(struct proto_request *req, const char *js, size_t len,
 	if (kw < 0 || proto_json_type(&j, kw) != PROTO_J_OBJECT)
 		goto done;
 	if ((tok = proto_json_get(&j, kw, "encoding")) >= 0 && !proto_json_is(&j, tok, "null")) {
-		if (proto_json_type(&j, tok) != PROTO_J_STRING || !proto_json_is(&j, tok, "base64"))
+		if (!proto_json_is_string(&j, tok, "base64"))
 			FAIL("Protocol error: the only encoding supported is \"base64\"");
 		req->base64 = 1;
 	}
@@ -1287,7 +1742,7 @@ proto_response_parse(struct proto_response *r, const char *js, size_t len,
 		FAIL("Protocol error: the reply has no \"success\" flag");
 	r->success = proto_json_is(&j, tok, "true");
 	r->base64 = base64 = (tok = proto_json_get(&j, 0, "encoding")) >= 0 &&
-	    proto_json_is(&j, tok, "base64");
+	    proto_json_is_string(&j, tok, "base64");
 	if ((tok = proto_json_get(&j, 0, "stderr")) >= 0 &&
 	    get_text(&j, tok, base64, &r->stderr_text) < 0)
 		FAIL("Protocol error: the reply's stderr is malformed");

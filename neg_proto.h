@@ -21,7 +21,16 @@
 #define PROTO_MAX_FRAME_DEFAULT (64u << 20) /* payload bytes of one frame */
 #define PROTO_MAX_FRAME_LIMIT (1u << 30)    /* what --max-frame may raise it to */
 #define PROTO_MAX_LENLINE 32                /* bytes of a length line, newline included */
-#define PROTO_MAX_DEPTH 32                  /* nesting of arrays and objects */
+#define PROTO_MAX_DEPTH 32                  /* nesting of arrays and objects (at most 32) */
+/*
+ * JSON values of one message (keys, strings, numbers, literals, arrays and
+ * objects; jsmn makes a token of each): 2^17.  The largest messages need a
+ * little more than their list: an execute of PROTO_MAX_ARGS arguments, a
+ * list_commands reply of 65536 names.  A token costs 24 bytes (jsmn's and
+ * where its subtree ends), so a parse never needs more than 3 MiB of them,
+ * however large the frame.
+ */
+#define PROTO_MAX_TOKENS 131072
 #define PROTO_MAX_ARGS 4096                 /* argv entries of execute */
 #define PROTO_MAX_ID 64                     /* bytes of the JSON text of a request id */
 #define PROTO_PARTIAL_MS 5000               /* a frame left incomplete this long is dropped */
@@ -44,7 +53,27 @@ void buf_addf(struct buf *, const char *, ...)
     __attribute__((format(printf, 2, 3)));
 void buf_free(struct buf *);
 
-/* Frame reader: "LEN\n" + LEN bytes, fed incrementally. */
+/*
+ * A strict JSON checker, fed a byte at a time and resumable at any byte: the
+ * frame reader runs it over a body as it arrives, proto_json_parse over a
+ * whole payload.  Its fields are the reader's business (neg_proto.c).
+ */
+struct proto_check {
+	int state;
+	int depth;          /* open arrays and objects */
+	uint32_t objects;   /* bit d: the container at depth d is an object */
+	int ntok;           /* values so far, as jsmn counts tokens */
+	int key;            /* the string being read is a key */
+	int need;           /* UTF-8 continuation bytes to come, or \u hex digits read */
+	unsigned lo, hi;    /* the range of the next UTF-8 continuation byte */
+	unsigned long cp;   /* the \u escape being read */
+	int high;           /* a high surrogate waits for its low half */
+	const char *lit;    /* the rest of true, false or null */
+	size_t pos;         /* bytes taken */
+	const char *why;    /* why the text cannot be JSON, NULL while it can */
+};
+
+/* Frame reader: "LEN\n" + LEN bytes, fed incrementally; resynchronises after a cut frame. */
 enum proto_event { PROTO_NEED_MORE, PROTO_FRAME, PROTO_ERROR };
 
 struct proto_reader {
@@ -52,8 +81,16 @@ struct proto_reader {
 	char line[PROTO_MAX_LENLINE];
 	size_t linelen;
 	size_t want;     /* payload bytes still expected (or to skip) */
+	size_t declared; /* the payload length of the frame in progress */
 	size_t max_frame;
 	struct buf body; /* the payload when PROTO_FRAME is returned */
+	struct buf held; /* a frame's bytes kept across an error returned before it */
+	struct proto_check ck;
+	int track;       /* where the last bytes stand against "DIGITS\n{" */
+	char digits[PROTO_MAX_LENLINE]; /* the last digits of the latest run */
+	size_t ndigits;
+	char tail[PROTO_MAX_LENLINE];   /* the last bytes of a frame being skipped */
+	size_t ntail;
 	char err[160];   /* the reason when PROTO_ERROR is returned */
 };
 
@@ -61,6 +98,7 @@ void proto_reader_init(struct proto_reader *, size_t max_frame);
 void proto_reader_reset(struct proto_reader *);
 void proto_reader_free(struct proto_reader *);
 int proto_reader_partial(const struct proto_reader *);
+size_t proto_reader_declared(const struct proto_reader *);
 enum proto_event proto_reader_feed(struct proto_reader *, const char *, size_t,
     size_t *used);
 void proto_frame_end(struct buf *, size_t start);
@@ -70,6 +108,7 @@ struct proto_json {
 	const char *js;
 	size_t len;
 	void *tok; /* jsmntok_t[ntok]; jsmn.h is included by neg_proto.c alone */
+	int *next; /* next[t]: the token after t's subtree */
 	int ntok;
 };
 
@@ -81,6 +120,7 @@ int proto_json_next(const struct proto_json *, int tok);
 int proto_json_type(const struct proto_json *, int tok);
 int proto_json_size(const struct proto_json *, int tok);
 int proto_json_is(const struct proto_json *, int tok, const char *literal);
+int proto_json_is_string(const struct proto_json *, int tok, const char *);
 int proto_json_string(const struct proto_json *, int tok, struct buf *);
 int proto_json_number(const struct proto_json *, int tok, double *);
 int proto_parse_number(const char *, size_t, double *);

@@ -3,8 +3,18 @@
  *
  *   neg-test request            parse stdin as a request payload, print its fields
  *   neg-test response           parse stdin as a reply payload, print its fields
- *   neg-test frames [CHUNK]     feed stdin to the frame reader CHUNK bytes at a time,
- *                               print every frame and error
+ *   neg-test frames [CHUNK [MAX]]  feed stdin to the frame reader CHUNK bytes at a time
+ *                               (frame limit MAX, default 1 MiB), print every frame and error
+ *   neg-test buffered MAX       feed stdin to a frame reader of limit MAX at once; print the
+ *                               bytes of the frame in progress it holds, has reserved, and
+ *                               that its length line declared
+ *   neg-test parse-time SHAPE SIZE...  time proto_request_parse on a payload of SHAPE built in
+ *                               memory, about SIZE bytes each; SHAPE: members ({"method": "x",
+ *                               "k1": 1, ...}), nested ("x": [[],[],...]), flat ("x": [1,1,...])
+ *                               or string ("x": "aaa...")
+ *   neg-test feed-time SIZE [CHUNK]  feed an execute request frame of about SIZE bytes (base64
+ *                               input) to the frame reader CHUNK bytes at a time; print MB/s
+ *                               of the reader and of proto_request_parse
  *   neg-test write-request METHOD [ARG...]   print the request frame the CLIs send
  *   neg-test write-reply TEXT   print a success reply with a string result
  *   neg-test write-list NAME... print a success reply with a list result
@@ -119,6 +129,8 @@ do_response(void)
 		printf("exit_code=%d\n", r.exit_code);
 	if (r.signal)
 		printf("signal=%d\n", r.signal);
+	if (r.timed_out)
+		printf("timed_out=1\n");
 	if (r.stderr_text.len)
 		print_bytes("stderr", r.stderr_text.p, r.stderr_text.len);
 	if (r.id[0])
@@ -129,7 +141,7 @@ do_response(void)
 }
 
 static int
-do_frames(size_t chunk)
+do_frames(size_t chunk, size_t max_frame)
 {
 	struct proto_reader r;
 	struct buf in = {0};
@@ -138,7 +150,7 @@ do_frames(size_t chunk)
 	enum proto_event ev;
 
 	read_stdin(&in);
-	proto_reader_init(&r, 1 << 20);
+	proto_reader_init(&r, max_frame);
 	while (off < in.len) {
 		end = off + chunk < in.len ? off + chunk : in.len;
 		while (off < end) {
@@ -159,13 +171,147 @@ do_frames(size_t chunk)
 	return bad;
 }
 
+static int
+do_buffered(size_t max_frame)
+{
+	struct proto_reader r;
+	struct buf in = {0};
+	size_t off, used;
+
+	read_stdin(&in);
+	proto_reader_init(&r, max_frame);
+	for (off = 0; off < in.len; off += used)
+		proto_reader_feed(&r, in.p + off, in.len - off, &used);
+	printf("buffered=%zu reserved=%zu declared=%zu\n", r.body.len, r.body.cap,
+	    proto_reader_declared(&r));
+	proto_reader_free(&r);
+	buf_free(&in);
+	return 0;
+}
+
 static int64_t
-now_us(void)
+now_ns(void)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int64_t
+now_us(void)
+{
+	return now_ns() / 1000;
+}
+
+/* A request payload of about size bytes whose bulk has the given shape; 0 if no such shape. */
+static int
+build_shape(struct buf *b, const char *shape, size_t size)
+{
+	size_t i;
+
+	b->len = 0;
+	buf_adds(b, "{\"method\": \"x\"");
+	if (strcmp(shape, "members") == 0) {
+		for (i = 1; b->len + 32 < size; i++)
+			buf_addf(b, ", \"k%zu\": 1", i);
+	} else if (strcmp(shape, "nested") == 0 || strcmp(shape, "flat") == 0) {
+		const char *item = shape[0] == 'n' ? "[]," : "1,";
+
+		buf_adds(b, ", \"x\": [");
+		while (b->len + 8 < size)
+			buf_adds(b, item);
+		buf_adds(b, shape[0] == 'n' ? "[]]" : "1]");
+	} else if (strcmp(shape, "string") == 0) {
+		buf_adds(b, ", \"x\": \"");
+		buf_reserve(b, size);
+		while (b->len + 3 < size)
+			b->p[b->len++] = 'a';
+		buf_adds(b, "\"");
+	} else {
+		return 0;
+	}
+	buf_adds(b, "}");
+	return 1;
+}
+
+/*
+ * Seconds of one proto_request_parse of each size, the best of as many runs
+ * as fit in a quarter of a second (one at least), so small sizes are not
+ * mere clock noise.  For a ratio of sizes measured in one run.
+ */
+static int
+do_parse_time(const char *shape, char **sizes, int n)
+{
+	struct proto_request req;
+	struct buf b = {0};
+	char err[256];
+	int64_t start, t, best;
+	int i, ok;
+
+	for (i = 0; i < n; i++) {
+		if (!build_shape(&b, shape, (size_t)atol(sizes[i]))) {
+			fprintf(stderr, "neg-test: unknown shape %s\n", shape);
+			return 2;
+		}
+		best = -1;
+		start = now_ns();
+		do {
+			t = now_ns();
+			ok = proto_request_parse(&req, b.p, b.len, err, sizeof(err)) == 0;
+			proto_request_free(&req);
+			t = now_ns() - t;
+			if (best < 0 || t < best)
+				best = t;
+		} while (now_ns() - start < 250000000);
+		printf("%s %zu seconds=%.9f %s\n", shape, b.len, (double)best / 1e9,
+		    ok ? "parsed" : err);
+	}
+	buf_free(&b);
+	return 0;
+}
+
+/* Throughput of the frame reader and the request parser on one large execute request. */
+static int
+do_feed_time(size_t size, size_t chunk)
+{
+	struct proto_request kw, req;
+	struct proto_reader r;
+	struct buf frame = {0};
+	char err[256], cmd[] = "cmd", *argv[] = { cmd, NULL };
+	size_t off, used, frames = 0;
+	int64_t t, feed, parse;
+	enum proto_event ev;
+
+	memset(&kw, 0, sizeof(kw));
+	kw.input.len = size / 4 * 3;
+	buf_reserve(&kw.input, kw.input.len);
+	memset(kw.input.p, 'x', kw.input.len);
+	kw.has_input = kw.base64 = 1;
+	proto_request_write(&frame, "execute", argv, 1, &kw);
+	proto_reader_init(&r, frame.len);
+	t = now_us();
+	for (off = 0; off < frame.len; off += used) {
+		ev = proto_reader_feed(&r, frame.p + off, frame.len - off < chunk ? frame.len - off : chunk,
+		    &used);
+		if (ev == PROTO_FRAME)
+			frames++;
+		else if (ev == PROTO_ERROR)
+			fprintf(stderr, "%s\n", r.err);
+	}
+	feed = now_us() - t;
+	t = now_us();
+	if (proto_request_parse(&req, r.body.p, r.body.len, err, sizeof(err)) < 0)
+		fprintf(stderr, "%s\n", err);
+	parse = now_us() - t;
+	printf("bytes=%zu frames=%zu feed_seconds=%.3f feed_mb_s=%.0f parse_seconds=%.3f parse_mb_s=%.0f\n",
+	    frame.len, frames, (double)feed / 1e6, (double)frame.len / (feed ? (double)feed : 1.0),
+	    (double)parse / 1e6, (double)frame.len / (parse ? (double)parse : 1.0));
+	proto_request_free(&req);
+	proto_reader_free(&r);
+	buf_free(&frame);
+	buf_free(&kw.input);
+	return frames == 1 ? 0 : 1;
 }
 
 static int
@@ -309,7 +455,14 @@ main(int argc, char **argv)
 	if (strcmp(argv[1], "calls") == 0 && argc >= 5)
 		return do_calls(argv[2], atoi(argv[3]), argv[4], argv + 5, argc - 5);
 	if (strcmp(argv[1], "frames") == 0)
-		return do_frames(argc > 2 ? (size_t)atoi(argv[2]) : 1 << 20);
+		return do_frames(argc > 2 ? (size_t)atol(argv[2]) : 1 << 20,
+		    argc > 3 ? (size_t)atol(argv[3]) : 1 << 20);
+	if (strcmp(argv[1], "buffered") == 0 && argc == 3)
+		return do_buffered((size_t)atol(argv[2]));
+	if (strcmp(argv[1], "parse-time") == 0 && argc > 3)
+		return do_parse_time(argv[2], argv + 3, argc - 3);
+	if (strcmp(argv[1], "feed-time") == 0 && argc > 2)
+		return do_feed_time((size_t)atol(argv[2]), argc > 3 ? (size_t)atol(argv[3]) : 65536);
 	if (strcmp(argv[1], "write-request") == 0 && argc > 2) {
 		proto_request_write(&b, argv[2], argv + 3, (size_t)(argc - 3), NULL);
 	} else if (strcmp(argv[1], "write-reply") == 0 && argc == 3) {

@@ -175,6 +175,143 @@ load helpers
 	assert_output "partial"
 }
 
+@test "parsing costs time linear in the payload's size, whatever its shape" {
+	local shape sizes small big
+	# a ratio of two times measured in one run, never a wall time: 64 and 32 times the bytes
+	# must cost under 100 times the time (jsmn without parent links: 1,600 and 3,900 times for
+	# 64 KiB against 4 MiB of members and of nested arrays).  4 MiB of the first three shapes
+	# are over the token bound, refused at once; 128 KiB of each is tokenized whole.
+	for shape in members nested flat string; do
+		for sizes in "65536 4194304" "4096 131072"; do
+			run "$NEGTEST" parse-time "$shape" $sizes
+			assert_success
+			assert_line --index 0 --regexp ' parsed$'
+			small=$(sed -n '1s/.*seconds=\([0-9.]*\).*/\1/p' <<< "$output")
+			big=$(sed -n '2s/.*seconds=\([0-9.]*\).*/\1/p' <<< "$output")
+			awk -v s="$small" -v b="$big" 'BEGIN { exit !(b < 100 * s) }' || { echo "$output"; false; }
+		done
+		assert_line --index 1 --regexp ' parsed$'
+	done
+}
+
+@test "a declared length reserves no memory: the body grows as its bytes arrive" {
+	run "$NEGTEST" buffered 67108864 < <(printf '67108864\n{"method": "x", "kw": {"input": "AAAA')
+	assert_success
+	assert_output "buffered=37 reserved=256 declared=67108864"
+	run "$NEGTEST" buffered 67108864 < <(printf '67108864\n{"a": "'; head -c 100000 /dev/zero | tr '\0' A)
+	assert_output "buffered=100007 reserved=131072 declared=67108864"
+}
+
+@test "the values of one message are bounded, with room for the protocol's largest messages" {
+	# 5 values besides the array's elements: the object, "method", "x", "x" and the array
+	run bash -c "{ printf '{\"method\": \"x\", \"x\": ['; yes 1, | head -n 131066 | tr -d '\n'; printf '1]}'; } | '$NEGTEST' request"
+	assert_success
+	assert_line "method=x"
+	run bash -c "{ printf '{\"method\": \"x\", \"x\": ['; yes 1, | head -n 131067 | tr -d '\n'; printf '1]}'; } | '$NEGTEST' request"
+	assert_failure 1
+	assert_output "Protocol error: more than 131072 JSON values in one message"
+	run bash -c "{ printf '{\"success\": true, \"result\": ['; yes '\"cmd\",' | head -n 65535 | tr -d '\n'; printf '\"cmd\"]}'; } | '$NEGTEST' response | grep -c '^item=cmd$'"
+	assert_output 65536
+	run bash -c "{ printf '{\"method\": \"execute\", \"args\": ['; yes '\"a\",' | head -n 4095 | tr -d '\n'; printf '\"a\"], \"kw\": {\"input\": \"x\"}}'; } | '$NEGTEST' request | grep -c '^arg=a$'"
+	assert_output 4096
+}
+
+@test "the strings \"null\", \"true\" and \"false\" are not the literals" {
+	run "$NEGTEST" request <<< '{"method": "execute", "args": "null"}'
+	assert_failure 1
+	assert_output "Protocol error: args must be an array"
+	run "$NEGTEST" request <<< '{"method": "execute", "kw": "null"}'
+	assert_failure 1
+	assert_output "Protocol error: kw must be an object"
+	run "$NEGTEST" request <<< '{"method": "execute", "args": null, "kw": {"encoding": "base\u0036\u0034", "timeout": null}}'
+	assert_success
+	assert_line "base64=1"
+	run "$NEGTEST" response <<< '{"success": "true", "result": "x"}'
+	assert_failure 1
+	assert_output 'Protocol error: the reply has no "success" flag'
+	run "$NEGTEST" response <<< '{"success": false, "error": "e", "timed_out": "true"}'
+	assert_success
+	assert_output "$(printf 'success=0\nerror=e')"
+	run "$NEGTEST" response <<< '{"success": false, "error": "e", "timed_out": true}'
+	assert_output "$(printf 'success=0\nerror=e\ntimed_out=1')"
+}
+
+# The reference's first request: the frame that follows a cut one below.
+GOOD='{"method": "execute", "args": ["find-distributor-id"], "kw": {"capture": true}}'
+
+# Feeds the bytes $3, the good frame (its length line included) and the frame {} to the reader
+# in chunks of 1, 2, 3, 7 and 4096 bytes, frame limit $1: each time the output must be one
+# error (matching the regular expression $2), the good frame whole, then {}.
+assert_recovers() {
+	local max=$1 error=$2 before=$3 chunk
+	for chunk in 1 2 3 7 4096; do
+		run "$NEGTEST" frames "$chunk" "$max" < <(printf '%s%s2\n{}' "$before" "$(frame "$GOOD")")
+		assert_failure 1
+		assert_line --index 0 --regexp "^error=$error\$"
+		assert_line --index 1 "frame=$GOOD"
+		assert_line --index 2 "frame={}"
+		[ "${#lines[@]}" -eq 3 ] || { echo "chunk $chunk: $output"; false; }
+	done
+}
+
+@test "a frame cut short in a string: one error, then the next frame whole and in step" {
+	assert_recovers 1048576 \
+		'Protocol error: frame cut short \(invalid JSON at byte 57 of 100000: raw control character in string\); resynchronising' \
+		$'100000\n{"method": "execute", "args": [], "kw": {"input": "AAAA'
+}
+
+@test "a frame cut short anywhere outside a string gives way to the next frame" {
+	local cut
+	# after [ , (array, object) : { a key; in a number, an exponent, a literal, a \u escape,
+	# after a backslash, in UTF-8; before the object and in its leading blanks
+	for cut in '{"method": "execute", "args": [' '{"method": "execute", "args": ["a", ' \
+		'{"method": "execute", ' '{"method": ' '{' '{"method"' '{"method": "x", "kw": {"timeout": 12' \
+		'{"method": "x", "kw": {"timeout": 1.5e' '{"method": "x", "kw": {"capture": tr' \
+		'{"method": "caf\u00' '{"method": "a\' $'{"method": "caf\303' '' '  '; do
+		assert_recovers 1048576 \
+			'Protocol error: frame cut short \(invalid JSON at byte [0-9]+ of 100000: [^)]*\); resynchronising' \
+			$'100000\n'"$cut"
+	done
+}
+
+@test "a length line cut short runs into the next one: that frame still comes out" {
+	assert_recovers 1048576 \
+		'Protocol error: frame cut short \(a length line ran into the next one: 10079 declared, a whole object of 79 follows\)' \
+		100
+	assert_recovers 1048576 'Protocol error: frame cut short .*: 179 declared.*' 1
+}
+
+@test "junk without a newline, base64 ending in digits, then a frame: one error, the frame whole" {
+	assert_recovers 1048576 'Protocol error: expected a byte count, got a line of other characters' xyAB12
+	assert_recovers 1048576 'Protocol error: length line longer than 32 bytes' \
+		QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFB12
+}
+
+@test "an oversize frame cut short: its one error, then the next frame" {
+	assert_recovers 1000 'Protocol error: frame of 5000 bytes exceeds the limit of 1000 bytes' \
+		$'5000\n{"method": "execute", "kw": {"input": "AAAA'
+	assert_recovers 1000 'Protocol error: frame of 5000 bytes exceeds the limit of 1000 bytes' \
+		$'5000\n{"method": "execute", "args": ['
+}
+
+@test "a stream of good frames comes out byte for byte, in any chunks" {
+	local stream expected chunk f
+	stream=
+	expected=
+	for f in "$GOOD" '{}' '{"success": true, "result": "AAAA12\n79\n{x}"}' '{"a": [[], [1, -2.5e+3, {"b": null}]], "c": false}' \
+		'{"method": "caf\u00e9 \ud83d\ude00", "id": 123}' ' {"x": "y"} ' '{"kw": {"input": "QUJDMTIz"}}'; do
+		stream+=$(frame "$f")$'\n'
+		expected+="frame=$f"$'\n'
+	done
+	stream+=$' 2 \r\n{}'
+	expected+='frame={}'
+	for chunk in 1 2 5 13 4096; do
+		run "$NEGTEST" frames "$chunk" < <(printf '%s' "$stream")
+		assert_success
+		assert_output "$(sed 's/\\/\\x5c/g' <<< "$expected")"
+	done
+}
+
 @test "replies are read, with our extensions and from a 0.8 peer" {
 	run "$NEGTEST" response <<< '{"success": true, "result": "Debian"}'
 	assert_success
