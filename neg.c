@@ -1410,10 +1410,10 @@ chan_process(struct neg_chan *c)
 			chan_serve(c, s, c->rd.body.p, c->rd.body.len);
 			if (s->state == SLOT_QUEUED && chan_may_start(c))
 				chan_start(c, s, now);
+			/* a large frame's buffer is not kept around between requests */
+			if (c->rd.body.cap > 1 << 20)
+				buf_free(&c->rd.body);
 		}
-		/* a large frame's buffer is not kept around between requests */
-		if (c->rd.body.cap > 1 << 20)
-			buf_free(&c->rd.body);
 	}
 	if (c->inoff == c->in.len) {
 		c->in.len = c->inoff = 0;
@@ -1541,9 +1541,7 @@ neg_chan_reap(struct neg_chan *c)
 static int64_t
 chan_frame_limit(const struct neg_chan *c)
 {
-	size_t declared = c->rd.state == 1 ? c->rd.body.len + c->rd.want : 0;	/* TEMP until proto_reader_declared */
-
-	return PROTO_PARTIAL_MS + (int64_t)(declared / NEG_FRAME_MIN_RATE);
+	return PROTO_PARTIAL_MS + (int64_t)(proto_reader_declared(&c->rd) / NEG_FRAME_MIN_RATE);
 }
 
 void
@@ -2042,7 +2040,12 @@ neg_call(int fd, int flags, const struct proto_request *kw, const char *method,
 				rc = 0;
 				goto out;
 			}
-			if (strcmp(resp->id, "null") == 0 && !resp->success) {
+			/*
+			 * "cut short" is about a frame that ran into a later one, never
+			 * the later one itself: its reply comes next.
+			 */
+			if (strcmp(resp->id, "null") == 0 && !resp->success &&
+			    find_text(resp->error, "cut short") == NULL) {
 				neg_log(LOG_INFO, "the other side could not read a request: %s", resp->error);
 				snprintf(refused, sizeof(refused), "%s", resp->error);
 				quiet = neg_now() + NEG_NULL_QUIET_MS;
