@@ -16,6 +16,7 @@
  *               running --deadline--> SIGTERM --grace--> SIGKILL (group)
  *               reaped --pipes still open after grace--> done (pipes closed)
  */
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -742,6 +743,43 @@ neg_list_commands(const struct neg_cmdenv *env, char ***namesp, size_t *np)
 
 /* ---- the command runner ---- */
 
+/*
+ * The soft RLIMIT_NOFILE before neg_raise_fd_limit raised it: children get it
+ * back, since programs that use select() break on descriptors past 1,024.  The
+ * child calls it through a pointer so that the guest, which never raises the
+ * limit, does not link setrlimit.
+ */
+static struct rlimit child_nofile;
+static void (*child_restore)(void);
+
+static void
+restore_nofile(void)
+{
+	setrlimit(RLIMIT_NOFILE, &child_nofile);
+}
+
+/*
+ * Raises the soft limit on open descriptors to the hard one (a daemon that
+ * serves many guests needs a few each); returns the limit now in force.
+ */
+long
+neg_raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return -1;
+	if (rl.rlim_cur < rl.rlim_max) {
+		child_nofile = rl;
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+			child_restore = restore_nofile;
+		else
+			rl.rlim_cur = child_nofile.rlim_cur;
+	}
+	return rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > LONG_MAX ? LONG_MAX : (long)rl.rlim_cur;
+}
+
 static void
 close_fd(int *fd)
 {
@@ -776,10 +814,15 @@ close_others(int keep)
 			close(fd);
 }
 
+/*
+ * In the child: a session and process group of its own (so that the group
+ * can be signalled as one), default signals, no descriptors but the three,
+ * in /, then the program.  A failed exec writes its errno to errpipe.
+ */
 static void
-child(const char *path, int builtin, char *const *argv, const struct neg_cmdenv *env,
-    int in, int out, int err, int errpipe)
+child(const struct neg_spawn *sp, char *const *argv, int in, int out, int err, int errpipe)
 {
+	extern char **environ;
 	char guestvar[512];
 	char *envp[4];
 	sigset_t none;
@@ -790,6 +833,8 @@ child(const char *path, int builtin, char *const *argv, const struct neg_cmdenv 
 		signal(e, SIG_DFL);
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
+	if (child_restore != NULL)
+		child_restore();
 	if (in < 0)
 		in = open("/dev/null", O_RDONLY);
 	if (in < 0 || dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0)
@@ -797,26 +842,103 @@ child(const char *path, int builtin, char *const *argv, const struct neg_cmdenv 
 	close_others(errpipe);
 	if (chdir("/") < 0)
 		goto fail;
+	if (sp->inherit) {
+		/* a helper such as virsh: the caller's environment, found in its PATH */
+		execvp(sp->path, argv);
+		goto fail;
+	}
 	envp[i++] = clean_path;
 	envp[i++] = clean_home;
-	if (env->guest != NULL) {
-		snprintf(guestvar, sizeof(guestvar), "NEGOTIATOR_GUEST=%s", env->guest);
+	if (sp->guest != NULL) {
+		snprintf(guestvar, sizeof(guestvar), "NEGOTIATOR_GUEST=%s", sp->guest);
 		envp[i++] = guestvar;
 	}
 	envp[i] = NULL;
-	if (builtin) {
-		extern char **environ;
-
+	if (sp->builtin) {
 		environ = envp;
 		close(errpipe);
 		_exit(neg_builtin_run(argv[0]));
 	}
-	execve(path, argv, envp);
+	execve(sp->path, argv, envp);
 fail:
 	e = errno;
 	if (write(errpipe, &e, sizeof(e)) < 0)
 		_exit(127);
 	_exit(127);
+}
+
+/*
+ * Starts a process as sp says, its stdout and stderr on pipes for the caller's
+ * poll loop: the one way the programs start anything (commands and helpers).
+ * Returns 0, or -1 with nothing left running and err saying why (an exec that
+ * failed included: it is known before this returns).
+ */
+int
+neg_job_spawn(struct neg_job *j, const struct neg_spawn *sp, char *const *argv,
+    char *err, size_t errlen)
+{
+	int in[2] = { -1, -1 }, out[2] = { -1, -1 }, er[2] = { -1, -1 }, ep[2] = { -1, -1 };
+	int e = 0;
+	ssize_t n;
+
+	memset(j, 0, sizeof(*j));
+	j->fd_in = j->fd_out = j->fd_err = -1;
+	snprintf(j->name, sizeof(j->name), "%s", argv[0]);
+	if ((sp->input != NULL && pipe2(in, O_CLOEXEC) < 0) || pipe2(out, O_CLOEXEC) < 0 ||
+	    pipe2(er, O_CLOEXEC) < 0 || pipe2(ep, O_CLOEXEC) < 0) {
+		snprintf(err, errlen, "Cannot create pipes: %s", strerror(errno));
+		goto fail;
+	}
+	/* Flush stdio so a built-in's child does not inherit and repeat buffered output. */
+	fflush(NULL);
+	j->pid = fork();
+	if (j->pid < 0) {
+		j->pid = 0;
+		snprintf(err, errlen, "Cannot fork: %s", strerror(errno));
+		goto fail;
+	}
+	if (j->pid == 0)
+		child(sp, argv, in[0], out[1], er[1], ep[1]);
+	close_fd(&in[0]);
+	close_fd(&out[1]);
+	close_fd(&er[1]);
+	close_fd(&ep[1]);
+	/* EOF here means exec'd (or a built-in running): setsid is done, -pid names the group */
+	do
+		n = read(ep[0], &e, sizeof(e));
+	while (n < 0 && errno == EINTR);
+	close_fd(&ep[0]);
+	if (n == (ssize_t)sizeof(e)) {
+		snprintf(err, errlen, "Cannot execute %s: %s", argv[0], strerror(e));
+		while (waitpid(j->pid, NULL, 0) < 0 && errno == EINTR)
+			;
+		j->pid = 0;
+		errno = e;
+		goto fail;
+	}
+	j->fd_in = in[1];
+	j->fd_out = out[0];
+	j->fd_err = er[0];
+	j->in = sp->input;
+	j->inlen = sp->inputlen;
+	if (j->fd_in >= 0)
+		neg_set_nonblock(j->fd_in);
+	neg_set_nonblock(j->fd_out);
+	neg_set_nonblock(j->fd_err);
+	j->max_out = sp->max_out;
+	j->deadline = sp->deadline;
+	j->grace_ms = sp->grace_ms;
+	if (j->fd_in >= 0 && sp->inputlen == 0)
+		close_fd(&j->fd_in);
+	return 0;
+fail:
+	e = errno;
+	close_fd(&in[0]); close_fd(&in[1]);
+	close_fd(&out[0]); close_fd(&out[1]);
+	close_fd(&er[0]); close_fd(&er[1]);
+	close_fd(&ep[0]); close_fd(&ep[1]);
+	errno = e;
+	return -1;
 }
 
 /*
@@ -830,9 +952,7 @@ neg_job_start(struct neg_job *j, const struct neg_cmdenv *env, char *const *argv
     char *err, size_t errlen)
 {
 	char path[PATH_MAX];
-	int in[2] = { -1, -1 }, out[2] = { -1, -1 }, er[2] = { -1, -1 }, ep[2] = { -1, -1 };
-	int builtin = 0, e = 0;
-	ssize_t n;
+	struct neg_spawn sp;
 
 	memset(j, 0, sizeof(*j));
 	j->fd_in = j->fd_out = j->fd_err = -1;
@@ -844,65 +964,23 @@ neg_job_start(struct neg_job *j, const struct neg_cmdenv *env, char *const *argv
 		snprintf(err, errlen, "Invalid command name (only letters, digits, '.', '_' and '-', not starting with '.')");
 		return -1;
 	}
-	snprintf(j->name, sizeof(j->name), "%s", argv[0]);
+	memset(&sp, 0, sizeof(sp));
 	if (!user_command(env->dir, argv[0], path, sizeof(path))) {
 		if (builtin_index(argv[0]) < 0) {
 			snprintf(err, errlen, "Command %s is not available (not in %s and not a built-in)",
 			    argv[0], env->dir);
 			return -1;
 		}
-		builtin = 1;
+		sp.builtin = 1;
 	}
-	if ((input != NULL && pipe2(in, O_CLOEXEC) < 0) || pipe2(out, O_CLOEXEC) < 0 ||
-	    pipe2(er, O_CLOEXEC) < 0 || pipe2(ep, O_CLOEXEC) < 0) {
-		snprintf(err, errlen, "Cannot create pipes: %s", strerror(errno));
-		goto fail;
-	}
-	/* Flush stdio so a built-in's child does not inherit and repeat buffered output. */
-	fflush(NULL);
-	j->pid = fork();
-	if (j->pid < 0) {
-		snprintf(err, errlen, "Cannot fork: %s", strerror(errno));
-		goto fail;
-	}
-	if (j->pid == 0)
-		child(path, builtin, argv, env, in[0], out[1], er[1], ep[1]);
-	close_fd(&in[0]);
-	close_fd(&out[1]);
-	close_fd(&er[1]);
-	close_fd(&ep[1]);
-	do
-		n = read(ep[0], &e, sizeof(e));
-	while (n < 0 && errno == EINTR);
-	close_fd(&ep[0]);
-	if (n == (ssize_t)sizeof(e)) {
-		snprintf(err, errlen, "Cannot execute %s: %s", argv[0], strerror(e));
-		while (waitpid(j->pid, NULL, 0) < 0 && errno == EINTR)
-			;
-		j->pid = 0;
-		goto fail;
-	}
-	j->fd_in = in[1];
-	j->fd_out = out[0];
-	j->fd_err = er[0];
-	j->in = input;
-	j->inlen = inputlen;
-	if (j->fd_in >= 0)
-		neg_set_nonblock(j->fd_in);
-	neg_set_nonblock(j->fd_out);
-	neg_set_nonblock(j->fd_err);
-	j->max_out = max_out;
-	if (timeout > 0)
-		j->deadline = neg_now() + (int64_t)(timeout * 1000);
-	if (j->fd_in >= 0 && inputlen == 0)
-		close_fd(&j->fd_in);
-	return 0;
-fail:
-	close_fd(&in[0]); close_fd(&in[1]);
-	close_fd(&out[0]); close_fd(&out[1]);
-	close_fd(&er[0]); close_fd(&er[1]);
-	close_fd(&ep[0]); close_fd(&ep[1]);
-	return -1;
+	sp.path = path;
+	sp.guest = env->guest;
+	sp.input = input;
+	sp.inputlen = inputlen;
+	sp.max_out = max_out;
+	sp.deadline = timeout > 0 ? neg_now() + (int64_t)(timeout * 1000) : 0;
+	sp.grace_ms = NEG_KILL_GRACE_MS;
+	return neg_job_spawn(j, &sp, argv, err, errlen);
 }
 
 /* Fills up to three pollfds; returns how many. */
@@ -1001,38 +1079,46 @@ neg_job_reap(struct neg_job *j)
 	}
 }
 
-/* SIGTERM to the command's process group now, SIGKILL after the grace period. */
+/*
+ * SIGTERM to the process group now, SIGKILL after the job's grace period (at
+ * once when it has none).  The group is signalled whether or not its leader
+ * is reaped: the group id stays valid, and not reused, while any member lives.
+ */
 void
 neg_job_kill(struct neg_job *j, int64_t now)
 {
-	if (j->pid <= 0 || j->kill_at != 0)
+	if (j->pid <= 0 || j->signalled)
 		return;
-	if (!j->reaped)
-		kill(-j->pid, SIGTERM);
-	j->kill_at = now + NEG_KILL_GRACE_MS;
+	j->signalled = 1;
+	kill(-j->pid, j->grace_ms > 0 ? SIGTERM : SIGKILL);
+	j->kill_at = now + j->grace_ms;
 }
 
 void
 neg_job_tick(struct neg_job *j, int64_t now)
 {
-	if (j->deadline && now >= j->deadline && !j->reaped && j->kill_at == 0) {
+	if (j->deadline && now >= j->deadline && !j->reaped && !j->signalled) {
 		j->timed_out = 1;
 		neg_job_kill(j, now);
 	}
-	if (j->kill_at && now >= j->kill_at) {
-		if (!j->reaped) {
-			kill(-j->pid, SIGKILL);
-			/*
-			 * Reaped on SIGCHLD; should that be late (a process stuck in the
-			 * kernel dies only when it leaves it) the kill is repeated each
-			 * second, not on every turn of the loop.
-			 */
-			j->kill_at = now + 1000;
-		} else {
-			close_fd(&j->fd_out);
-			close_fd(&j->fd_err);
-		}
+	if (j->kill_at == 0 || now < j->kill_at)
+		return;
+	if (j->signalled && !j->group_killed)
+		kill(-j->pid, SIGKILL);
+	if (!j->reaped) {
+		/*
+		 * Reaped on SIGCHLD; should that be late (a process stuck in the
+		 * kernel dies only when it leaves it) the kill is repeated each
+		 * second, not on every turn of the loop.
+		 */
+		j->kill_at = now + 1000;
+		return;
 	}
+	/* what is left of a killed group is gone; an unkilled one's pipes are let go */
+	j->group_killed = j->signalled;
+	j->kill_at = 0;
+	close_fd(&j->fd_out);
+	close_fd(&j->fd_err);
 }
 
 /* The next time neg_job_tick has something to do; 0 for none. */
@@ -1133,9 +1219,18 @@ check:
 	}
 }
 
+/*
+ * Releases a done job.  Of a signalled one, what is left of the process group
+ * (members that ignored SIGTERM and let go of the pipes; those holding them had
+ * the grace period) gets SIGKILL now: nothing else would ever stop it.  The id
+ * was its leader's a moment ago, and pids are handed out cyclically, so it
+ * names no other group.
+ */
 void
 neg_job_free(struct neg_job *j)
 {
+	if (j->pid > 0 && j->signalled && !j->group_killed)
+		kill(-j->pid, SIGKILL);
 	close_fd(&j->fd_in);
 	close_fd(&j->fd_out);
 	close_fd(&j->fd_err);

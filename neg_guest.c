@@ -308,7 +308,7 @@ guest_daemon(struct neg_server *srv, const char *given)
 {
 	struct pollfd p[1 + NEG_CHAN_FDS];
 	struct port pt;
-	int64_t now, wake;
+	int64_t now, wake, poll_warned = 0;
 	char path[PATH_MAX];
 	int n, chld, i, fd, stopping = 0;
 	const char *no_sigio = getenv("NEGOTIATOR_NO_SIGIO");
@@ -355,8 +355,15 @@ guest_daemon(struct neg_server *srv, const char *given)
 				p[1].fd = -1;	/* never poll a port whose host is away: it spins */
 			wake = neg_min_deadline(wake, neg_chan_wake(&pt.chan));
 		}
-		if (poll(p, (nfds_t)n, neg_poll_timeout(wake, now)) < 0 && errno != EINTR)
-			neg_die("poll failed: %s", strerror(errno));
+		if (poll(p, (nfds_t)n, neg_poll_timeout(wake, now)) < 0 && errno != EINTR) {
+			/* ENOMEM passes: said at most every NEG_POLL_WARN_MS, waited out, never fatal */
+			if (poll_warned == 0 || neg_now() - poll_warned >= NEG_POLL_WARN_MS) {
+				neg_log(LOG_ERR, "poll failed: %s; going on", strerror(errno));
+				poll_warned = neg_now();
+			}
+			poll(NULL, 0, NEG_POLL_BACKOFF_MS);
+			continue;
+		}
 		now = neg_now();
 		chld = 0;
 		if (p[0].revents & POLLIN)

@@ -11,7 +11,16 @@
  *
  * A guest's channel:  IDLE --connect ok--> UP --EOF/error--> IDLE (retry, backoff)
  *                     IDLE --refused (guest stopped)--> IDLE (retry, longer backoff)
- *                     any --socket gone from the directory--> removed
+ *                     IDLE --out of descriptors--> IDLE (said once, retry)
+ *                     any --socket gone from the directory, or replaced--> removed
+ * Its name:           first connect ok --> WAITING --round starts--> ASKING
+ *                     --virsh names it, or the round ends--> SETTLED (served)
+ *                     (a socket nobody listens on is settled with its path's name
+ *                     and asked about when it first answers; each appearance of a
+ *                     socket is asked about once, never at rescans)
+ *
+ * virsh runs as a job of the loop, like a guest's command, and is killed at
+ * VIRSH_TIMEOUT_MS: a hung virsh delays only the naming of new guests.
  */
 #include <sys/inotify.h>
 #include <sys/socket.h>
@@ -45,7 +54,11 @@
 #define STOP_GRACE_MS 5000
 #define PER_GUEST_JOBS NEG_CHAN_MAXJOBS
 #define TOTAL_JOBS 64
-#define VIRSH_TIMEOUT_MS 5000
+#define VIRSH_TIMEOUT_MS 5000    /* one virsh call; then it is killed and paths give the names */
+#define VIRSH_REAP_MS 1000       /* the CLI waits this long for a killed virsh to be reaped */
+#define VIRSH_MAX_OUT (4u << 20) /* bytes of one virsh call's output */
+#define RETRY_FD_MAX_MS 5000     /* a guest refused for want of descriptors is tried this often */
+#define FD_RESERVE 16            /* descriptors guests leave free: a command's start takes 8 */
 
 static const char usage_text[] =
 "Usage: negotiator-host [OPTIONS] [GUEST_NAME]\n"
@@ -86,6 +99,8 @@ static const struct option longopts[] = {
 struct found {
 	char name[MAX_NAME];
 	char path[PATH_MAX];
+	dev_t dev;	/* the socket file: a new one at a known path is a new appearance */
+	ino_t ino;
 	int want;	/* its name is still to be asked of virsh */
 };
 
@@ -95,7 +110,7 @@ struct scan {
 };
 
 static void
-scan_add(struct scan *s, const char *name, size_t namelen, const char *path)
+scan_add(struct scan *s, const char *name, size_t namelen, const char *path, const struct stat *st)
 {
 	if (namelen == 0 || namelen >= MAX_NAME || s->n >= MAX_GUESTS)
 		return;
@@ -107,16 +122,16 @@ scan_add(struct scan *s, const char *name, size_t namelen, const char *path)
 	memcpy(s->v[s->n].name, name, namelen);
 	s->v[s->n].name[namelen] = '\0';
 	snprintf(s->v[s->n].path, sizeof(s->v[s->n].path), "%s", path);
+	s->v[s->n].dev = st->st_dev;
+	s->v[s->n].ino = st->st_ino;
 	s->v[s->n].want = 1;
 	s->n++;
 }
 
 static int
-is_socket(const char *path)
+is_socket(const char *path, struct stat *st)
 {
-	struct stat st;
-
-	return stat(path, &st) == 0 && S_ISSOCK(st.st_mode);
+	return stat(path, st) == 0 && S_ISSOCK(st->st_mode);
 }
 
 /*
@@ -148,6 +163,7 @@ host_scan_channels(const char *dir, const char *channel, struct scan *s)
 	char path[PATH_MAX];
 	size_t clen = strlen(channel), len;
 	struct dirent *e;
+	struct stat st;
 	const char *name;
 	DIR *d;
 	int n;
@@ -161,62 +177,59 @@ host_scan_channels(const char *dir, const char *channel, struct scan *s)
 		len = strlen(e->d_name);
 		if ((name = domain_dir_name(e->d_name)) != NULL) {
 			n = snprintf(path, sizeof(path), "%s/%s/%s", dir, e->d_name, channel);
-			if (n > 0 && (size_t)n < sizeof(path) && is_socket(path))
-				scan_add(s, name, strlen(name), path);
+			if (n > 0 && (size_t)n < sizeof(path) && is_socket(path, &st))
+				scan_add(s, name, strlen(name), path, &st);
 		} else if (len > clen + 1 && e->d_name[len - clen - 1] == '.' &&
 		    strcmp(e->d_name + len - clen, channel) == 0) {
 			n = snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
-			if (n > 0 && (size_t)n < sizeof(path) && is_socket(path))
-				scan_add(s, e->d_name, len - clen - 1, path);
+			if (n > 0 && (size_t)n < sizeof(path) && is_socket(path, &st))
+				scan_add(s, e->d_name, len - clen - 1, path, &st);
 		}
 	}
 	closedir(d);
 }
 
-/* Runs argv with stdout to b, bounded in time and size; returns its exit status or -1. */
+/* Whether virsh is to be asked for names at all (it is run through PATH, like any helper). */
 static int
-run_capture(char *const *argv, struct buf *b, int timeout_ms)
+virsh_wanted(void)
 {
-	struct neg_job j;
-	struct pollfd p[3];
-	int out[2], devnull, n;
+	const char *no = getenv("NEGOTIATOR_NO_VIRSH");
 
-	memset(&j, 0, sizeof(j));
-	if (pipe2(out, O_CLOEXEC) < 0)
+	return !(no && *no && strcmp(no, "0") != 0);
+}
+
+/* Starts `virsh -q VERB [NAME]` as a job of the caller's loop, killed (no grace) at the deadline. */
+static int
+virsh_start(struct neg_job *j, const char *verb, const char *name, int64_t deadline)
+{
+	char virsh[] = "virsh", quiet[] = "-q", list[] = "list", onlynames[] = "--name",
+	    dump[] = "dumpxml", dname[MAX_NAME], err[256];
+	char *list_argv[] = { virsh, quiet, list, onlynames, NULL };
+	char *dump_argv[] = { virsh, quiet, dump, dname, NULL };
+	struct neg_spawn sp;
+
+	memset(&sp, 0, sizeof(sp));
+	sp.path = virsh;
+	sp.inherit = 1;
+	sp.max_out = VIRSH_MAX_OUT;
+	sp.deadline = deadline;
+	snprintf(dname, sizeof(dname), "%s", name ? name : "");
+	neg_log(LOG_DEBUG, "virsh -q %s %s", verb, name ? name : "--name");
+	if (neg_job_spawn(j, &sp, strcmp(verb, "list") == 0 ? list_argv : dump_argv, err,
+	    sizeof(err)) == 0)
+		return 0;
+	/* not installed is the usual case of a host without libvirt: names then come from paths */
+	neg_log(errno == ENOENT ? LOG_DEBUG : LOG_WARNING, "%s", err);
+	return -1;
+}
+
+/* A finished virsh job's exit status, or -1 (killed at its deadline, or by a signal). */
+static int
+virsh_status(const struct neg_job *j)
+{
+	if (j->timed_out || !WIFEXITED(j->status))
 		return -1;
-	fflush(NULL);
-	if ((j.pid = fork()) < 0) {
-		close(out[0]);
-		close(out[1]);
-		return -1;
-	}
-	if (j.pid == 0) {
-		if ((devnull = open("/dev/null", O_RDWR)) < 0 || dup2(devnull, 0) < 0 ||
-		    dup2(out[1], 1) < 0 || dup2(devnull, 2) < 0)
-			_exit(127);
-		execvp(argv[0], argv);
-		_exit(127);
-	}
-	close(out[1]);
-	neg_set_nonblock(out[0]);
-	j.fd_in = j.fd_err = -1;
-	j.fd_out = out[0];
-	j.max_out = 4 << 20;
-	j.deadline = neg_now() + timeout_ms;
-	snprintf(j.name, sizeof(j.name), "%s", argv[0]);
-	/* a short blocking wait of its own: discovery runs before serving, or on a rescan */
-	while (!neg_job_done(&j)) {
-		n = neg_job_pollfds(&j, p);
-		poll(p, (nfds_t)n, 50);
-		neg_job_io(&j, p, n);
-		neg_job_reap(&j);
-		neg_job_tick(&j, neg_now());
-	}
-	buf_add(b, j.out.p ? j.out.p : "", j.out.len);
-	neg_job_free(&j);
-	if (j.timed_out || !WIFEXITED(j.status))
-		return -1;
-	return WEXITSTATUS(j.status);
+	return WEXITSTATUS(j->status);
 }
 
 /* The value of attribute attr inside the tag text [s, e), or NULL. */
@@ -247,35 +260,121 @@ xml_attr(const char *s, const char *e, const char *attr, char *out, size_t outle
 }
 
 /*
- * Where virsh is installed, the domain names come from it: the running
- * domain's <channel type='unix'> whose target name is `channel` gives the
- * socket path, so truncated or odd directory names resolve to the real name.
- * Paths not found there keep the name read from the path.
- *
- * Each `virsh dumpxml` costs ~100 ms and the daemon's loop waits for it, so
- * only the entries still wanted are resolved, and first only through domains
- * whose name starts with the name read from the path (libvirt's directory
- * names are the domain's name, cut to 20 characters): one dumpxml per new
- * guest instead of one per running domain.  Domains that do not match are
- * asked only when a wanted path is still unresolved after that (a channel
- * path an administrator chose freely).
+ * The socket path of the <channel type='unix'> whose target name is `channel`
+ * in a domain's XML (virsh dumpxml); 0 when it has none (or none bound yet).
+ */
+static int
+xml_channel_path(const char *xml, const char *channel, char *src, size_t srclen)
+{
+	char tname[MAX_NAME];
+	const char *p, *cs, *ce, *t, *end;
+
+	for (p = xml; p && (cs = strstr(p, "<channel")) != NULL; p = ce) {
+		if ((ce = strstr(cs, "</channel>")) == NULL)
+			break;
+		src[0] = tname[0] = '\0';
+		if ((t = strstr(cs, "<source")) != NULL && t < ce &&
+		    (end = strchr(t, '>')) != NULL && end < ce)
+			xml_attr(t, end, "path", src, srclen);
+		if ((t = strstr(cs, "<target")) != NULL && t < ce &&
+		    (end = strchr(t, '>')) != NULL && end < ce)
+			xml_attr(t, end, "name", tname, sizeof(tname));
+		if (strcmp(tname, channel) == 0 && src[0] != '\0')
+			return 1;
+	}
+	src[0] = '\0';
+	return 0;
+}
+
+/*
+ * The CLI's SIGINT, SIGTERM and SIGHUP while it waits for virsh: virsh runs in a
+ * session of its own, where the terminal's signals do not reach it, so it is
+ * killed first and the signal then acts as it would have.
+ */
+static volatile sig_atomic_t cli_signal;
+
+static void
+on_cli_signal(int sig)
+{
+	cli_signal = sig;
+}
+
+/*
+ * Runs virsh VERB [NAME] to its end or the deadline (the CLI's lookups, before
+ * any call): its stdout in b; its exit status, -1 when it failed or could not
+ * run, -2 when the deadline came first (it is killed then).
+ */
+static int
+run_virsh(const char *verb, const char *name, struct buf *b, int64_t deadline)
+{
+	static const int sigs[] = { SIGINT, SIGTERM, SIGHUP };
+	struct sigaction sa, old[3];
+	struct neg_job j;
+	struct pollfd p[3];
+	int64_t now = neg_now();
+	int n, rc, st;
+	size_t i;
+
+	if (now + VIRSH_TIMEOUT_MS < deadline)
+		deadline = now + VIRSH_TIMEOUT_MS;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_cli_signal;
+	sigemptyset(&sa.sa_mask);
+	cli_signal = 0;
+	for (i = 0; i < 3; i++) {
+		sigaction(sigs[i], NULL, &old[i]);
+		/* an ignored signal (nohup) stays ignored */
+		if (old[i].sa_handler != SIG_IGN)
+			sigaction(sigs[i], &sa, NULL);
+	}
+	if (virsh_start(&j, verb, name, deadline) < 0) {
+		rc = -1;
+		goto out;
+	}
+	/* no SIGCHLD handler here: reaped by polling, at most 50 ms late */
+	while (!neg_job_done(&j)) {
+		now = neg_now();
+		if (cli_signal)
+			neg_job_kill(&j, now);
+		/* killed at the deadline; a process stuck in the kernel is not waited for */
+		if (j.signalled && now >= deadline + VIRSH_REAP_MS)
+			break;
+		n = neg_job_pollfds(&j, p);
+		poll(p, (nfds_t)n, 50);
+		neg_job_io(&j, p, n);
+		neg_job_reap(&j);
+		neg_job_tick(&j, neg_now());
+	}
+	buf_add(b, j.out.p ? j.out.p : "", j.out.len);
+	rc = j.timed_out ? -2 : neg_job_done(&j) ? virsh_status(&j) : -1;
+	if (j.err.len > 0 && rc > 0)
+		neg_log(LOG_DEBUG, "virsh %s %s: %.*s", verb, name ? name : "", (int)j.err.len, j.err.p);
+	neg_job_free(&j);
+out:
+	for (i = 0; i < 3; i++)
+		sigaction(sigs[i], &old[i], NULL);
+	if ((st = cli_signal) != 0)
+		raise(st);
+	return rc;
+}
+
+/*
+ * -g's names, where virsh is there: one `virsh list`, then a dumpxml of the
+ * domains whose names start with a name read from a path (libvirt's directory
+ * names are the domain's name, cut to 20 characters), and only if a path is
+ * still unresolved, of the others (a channel path chosen freely).  Paths not
+ * found keep the name read from the path.
  */
 static void
-host_virsh_names(const char *channel, struct scan *s)
+host_virsh_names(const char *channel, struct scan *s, int64_t deadline)
 {
-	static char virsh[] = "virsh", quiet[] = "-q", list[] = "list", onlynames[] = "--name",
-	    dump[] = "dumpxml";
-	char *list_argv[] = { virsh, quiet, list, onlynames, NULL };
-	char *dump_argv[] = { virsh, quiet, dump, NULL, NULL };
-	char src[PATH_MAX], tname[MAX_NAME];
+	char src[PATH_MAX];
 	struct buf names = {0}, xml = {0};
-	char *name, *p, *end, *cs, *ce, *t;
-	size_t i, wanted = 0;
+	char *name, *p;
+	size_t i, wanted = s->n;
 	int pass, prefix;
 
-	for (i = 0; i < s->n; i++)
-		wanted += s->v[i].want != 0;
-	if (wanted == 0 || run_capture(list_argv, &names, VIRSH_TIMEOUT_MS) != 0 || names.p == NULL)
+	if (wanted == 0 || run_virsh("list", NULL, &names, deadline) != 0 || names.p == NULL)
 		goto out;
 	for (p = names.p; (p = strchr(p, '\n')) != NULL; )
 		*p++ = '\0';
@@ -289,59 +388,21 @@ host_virsh_names(const char *channel, struct scan *s)
 			/* pass 0: the likely domains; pass 1: the others */
 			if (prefix != (pass == 0))
 				continue;
-			neg_log(LOG_DEBUG, "virsh dumpxml %s (%zu sockets to name, pass %d)", name, wanted, pass);
 			xml.len = 0;
-			dump_argv[3] = name;
-			if (run_capture(dump_argv, &xml, VIRSH_TIMEOUT_MS) != 0 || xml.p == NULL)
+			if (run_virsh("dumpxml", name, &xml, deadline) != 0 ||
+			    !xml_channel_path(xml.p, channel, src, sizeof(src)))
 				continue;
-			for (p = xml.p; (cs = strstr(p, "<channel")) != NULL; p = ce) {
-				if ((ce = strstr(cs, "</channel>")) == NULL)
-					break;
-				src[0] = tname[0] = '\0';
-				if ((t = strstr(cs, "<source")) != NULL && t < ce &&
-				    (end = strchr(t, '>')) != NULL && end < ce)
-					xml_attr(t, end, "path", src, sizeof(src));
-				if ((t = strstr(cs, "<target")) != NULL && t < ce &&
-				    (end = strchr(t, '>')) != NULL && end < ce)
-					xml_attr(t, end, "name", tname, sizeof(tname));
-				if (strcmp(tname, channel) != 0 || src[0] == '\0')
-					continue;
-				for (i = 0; i < s->n; i++)
-					if (s->v[i].want && strcmp(s->v[i].path, src) == 0) {
-						snprintf(s->v[i].name, sizeof(s->v[i].name), "%s", name);
-						s->v[i].want = 0;
-						wanted--;
-					}
-			}
+			for (i = 0; i < s->n; i++)
+				if (s->v[i].want && strcmp(s->v[i].path, src) == 0) {
+					snprintf(s->v[i].name, sizeof(s->v[i].name), "%s", name);
+					s->v[i].want = 0;
+					wanted--;
+				}
 		}
 	}
 out:
 	buf_free(&names);
 	buf_free(&xml);
-}
-
-static int
-have_virsh(void)
-{
-	static const char *const dirs[] = { "/usr/bin/virsh", "/usr/local/bin/virsh",
-	    "/bin/virsh", "/usr/sbin/virsh" };
-	size_t i;
-
-	if (getenv("NEGOTIATOR_NO_VIRSH"))
-		return 0;
-	for (i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++)
-		if (access(dirs[i], X_OK) == 0)
-			return 1;
-	return 0;
-}
-
-/* Discovery with names: the directory, then virsh where it is installed. */
-static void
-host_discover(const char *dir, const char *channel, struct scan *s)
-{
-	host_scan_channels(dir, channel, s);
-	if (s->n > 0 && have_virsh())
-		host_virsh_names(channel, s);
 }
 
 /* Whether a process listens on the UNIX socket at path (from /proc/net/unix; no connect). */
@@ -372,28 +433,59 @@ host_listening(const char *path)
 	return found;
 }
 
-/* Connects to a UNIX socket without blocking; -1 with errno on failure. */
+/*
+ * Connects to a UNIX socket without blocking; -1 with errno on failure.  A path
+ * too long for a socket address (108 bytes with the NUL) is reached through
+ * its directory, opened, as /proc/self/fd/N/NAME: nothing process-wide (no
+ * fchdir) changes, so relative paths elsewhere keep their meaning.  Without
+ * /proc that fails with ENAMETOOLONG.  A descriptor above fd_max is not used
+ * (EMFILE).
+ */
 static int
-host_connect(const char *path)
+host_connect(const char *path, long fd_max)
 {
 	struct sockaddr_un sa;
-	int fd, e;
+	char dir[PATH_MAX];
+	const char *slash;
+	size_t len = strlen(path);
+	int fd = -1, dfd = -1, e, n;
 
 	memset(&sa, 0, sizeof(sa));
 	sa.sun_family = AF_UNIX;
-	if (strlen(path) >= sizeof(sa.sun_path)) {
-		errno = ENAMETOOLONG;
-		return -1;
+	if (len < sizeof(sa.sun_path)) {
+		memcpy(sa.sun_path, path, len);
+	} else {
+		if ((slash = strrchr(path, '/')) == NULL || (size_t)(slash - path) >= sizeof(dir)) {
+			errno = ENAMETOOLONG;
+			return -1;
+		}
+		memcpy(dir, path, (size_t)(slash - path));
+		dir[slash - path] = '\0';
+		if ((dfd = open(dir[0] ? dir : "/", O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0)
+			return -1;
+		n = snprintf(sa.sun_path, sizeof(sa.sun_path), "/proc/self/fd/%d%s", dfd, slash);
+		if (n < 0 || (size_t)n >= sizeof(sa.sun_path) || access("/proc/self/fd", X_OK) < 0) {
+			close(dfd);
+			errno = ENAMETOOLONG;
+			return -1;
+		}
 	}
-	memcpy(sa.sun_path, path, strlen(path));
-	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0)) < 0)
-		return -1;
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 && errno != EINPROGRESS) {
+	/* descriptors are allocated lowest first: the number says how many are open */
+	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0)) > fd_max) {
+		close(fd);
+		fd = -1;
+		errno = EMFILE;
+	}
+	if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 && errno != EINPROGRESS) {
 		e = errno;
 		close(fd);
+		fd = -1;
 		errno = e;
-		return -1;
 	}
+	e = errno;
+	if (dfd >= 0)
+		close(dfd);
+	errno = e;
 	return fd;
 }
 
@@ -406,12 +498,14 @@ cmp_found(const void *a, const void *b)
 }
 
 static int
-list_guests(const char *dir)
+list_guests(const char *dir, int64_t deadline)
 {
 	struct scan s = {0};
 	size_t i;
 
-	host_discover(dir, H2G_NAME, &s);
+	host_scan_channels(dir, H2G_NAME, &s);
+	if (s.n > 0 && virsh_wanted())
+		host_virsh_names(H2G_NAME, &s, deadline);
 	qsort(s.v, s.n, sizeof(*s.v), cmp_found);
 	for (i = 0; i < s.n; i++)
 		if (host_listening(s.v[i].path) != 0)
@@ -420,32 +514,66 @@ list_guests(const char *dir)
 	return fflush(stdout) == 0 ? 0 : 255;
 }
 
-/* Connects to the guest's host-to-guest socket, retrying while QEMU's backlog is full. */
+/*
+ * The host-to-guest socket of the guest named `guest`: asked of virsh (one
+ * dumpxml of that domain) where it is there, else (virsh does not know the
+ * name, or its domain has no such channel bound) found under dir by the names
+ * in the paths.  0, or -1 with the reason said.
+ */
 static int
-guest_socket(const char *dir, const char *guest, const char *given, int64_t deadline)
+guest_path(const char *dir, const char *guest, char *path, size_t pathlen, double timeout,
+    int64_t deadline)
 {
+	struct buf xml = {0};
 	struct scan s = {0};
-	char path[PATH_MAX];
 	size_t i;
-	int fd;
+	int rc = -1;
 
-	if (given) {
-		snprintf(path, sizeof(path), "%s", given);
-	} else {
-		host_discover(dir, H2G_NAME, &s);
-		for (i = 0; i < s.n && strcmp(s.v[i].name, guest) != 0; i++)
-			;
-		if (i == s.n) {
-			free(s.v);
-			neg_log(LOG_ERR, "no guest named %s: no %s channel for it under %s "
-			    "(negotiator-host -g lists the guests)", guest, H2G_NAME, dir);
+	if (virsh_wanted()) {
+		rc = run_virsh("dumpxml", guest, &xml, deadline);
+		if (rc == -2 && neg_now() >= deadline) {
+			buf_free(&xml);
+			neg_log(LOG_ERR, "no answer about %s within the timeout (%g s): virsh dumpxml %s "
+			    "did not finish (NEGOTIATOR_NO_VIRSH=1 looks under %s alone)", guest, timeout,
+			    guest, dir);
 			return -1;
 		}
-		snprintf(path, sizeof(path), "%s", s.v[i].path);
-		free(s.v);
+		if (rc == -2)
+			neg_log(LOG_WARNING, "virsh dumpxml %s did not finish within %d s: looking under %s",
+			    guest, VIRSH_TIMEOUT_MS / 1000, dir);
+		rc = rc == 0 && xml_channel_path(xml.p, H2G_NAME, path, pathlen) ? 0 : -1;
+		buf_free(&xml);
+		if (rc == 0)
+			return 0;
 	}
+	host_scan_channels(dir, H2G_NAME, &s);
+	for (i = 0; i < s.n && strcmp(s.v[i].name, guest) != 0; i++)
+		;
+	if (i < s.n) {
+		snprintf(path, pathlen, "%s", s.v[i].path);
+		rc = 0;
+	} else {
+		neg_log(LOG_ERR, "no guest named %s: no %s channel for it under %s "
+		    "(negotiator-host -g lists the guests)", guest, H2G_NAME, dir);
+	}
+	free(s.v);
+	return rc;
+}
+
+/* Connects to the guest's host-to-guest socket, retrying while QEMU's backlog is full. */
+static int
+guest_socket(const char *dir, const char *guest, const char *given, double timeout,
+    int64_t deadline)
+{
+	char path[PATH_MAX];
+	int fd;
+
+	if (given)
+		snprintf(path, sizeof(path), "%s", given);
+	else if (guest_path(dir, guest, path, sizeof(path), timeout, deadline) < 0)
+		return -1;
 	for (;;) {
-		if ((fd = host_connect(path)) >= 0)
+		if ((fd = host_connect(path, LONG_MAX)) >= 0)
 			return fd;
 		if (errno != EAGAIN || neg_now() >= deadline)
 			break;
@@ -454,6 +582,10 @@ guest_socket(const char *dir, const char *guest, const char *given, int64_t dead
 	if (errno == ECONNREFUSED || errno == ENOENT)
 		neg_log(LOG_ERR, "%s is not running: nobody listens on %s", guest ? guest : "the guest",
 		    path);
+	else if (errno == ENAMETOOLONG)
+		neg_log(LOG_ERR, "cannot connect to %s: the path is longer than a UNIX socket address "
+		    "holds (%zu bytes) and /proc/self/fd, the way around that, is not there", path,
+		    sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
 	else
 		neg_log(LOG_ERR, "cannot connect to %s: %s", path, strerror(errno));
 	return -1;
@@ -461,15 +593,44 @@ guest_socket(const char *dir, const char *guest, const char *given, int64_t dead
 
 /* ---- the daemon ---- */
 
+/* A guest's name: asked of virsh once per appearance of its socket, while nothing is served. */
+enum { NAME_SETTLED, NAME_WAITING, NAME_ASKING };
+
 struct hguest {
 	char name[MAX_NAME];
 	char path[PATH_MAX];
+	dev_t dev;
+	ino_t ino;
 	int up;
 	int seen;
 	int removed;
+	int naming;     /* NAME_*: not served until settled */
+	int asked;      /* virsh was asked about this appearance (or is not to be) */
+	int found;      /* "found guest" was said */
+	int warned;     /* out of descriptors or a path too long was said, until it is served */
 	int64_t retry_at;
 	int retry_ms;
 	struct neg_chan chan;
+};
+
+/*
+ * The naming of new guests by virsh, one job at a time in the daemon's loop:
+ * a round takes the guests waiting then (NAME_WAITING -> NAME_ASKING), runs
+ * `virsh list`, then `virsh dumpxml` of the domains whose names start with a
+ * guest's path name, then only if one is left unnamed of the other domains;
+ * at its end every guest of the round is settled (by virsh or by its path).
+ * A call that outlives VIRSH_TIMEOUT_MS is killed and ends the round.
+ */
+enum { ROUND_IDLE, ROUND_LIST, ROUND_DUMP };
+
+struct naming {
+	struct neg_job job;
+	int busy;              /* job runs (a round that ended may leave it dying) */
+	int step;              /* ROUND_* */
+	struct buf names;      /* virsh list's names, each NUL-terminated */
+	size_t next;           /* offset in names of the next domain to consider */
+	size_t cur;            /* offset of the domain being dumped */
+	int pass;              /* 0: the likely domains, 1: the others */
 };
 
 struct hostd {
@@ -478,9 +639,24 @@ struct hostd {
 	struct hguest **g;
 	size_t n;
 	int ino;
+	int wd_dir;             /* the channel directory's watch */
+	int wd_up;              /* while it is missing: its nearest ancestor's */
+	char up_name[NAME_MAX + 1]; /* ...and the name there that leads to it */
+	int virsh;
+	int stopping;
+	long fd_limit;
+	long fd_max;            /* the highest descriptor a guest's channel may take */
+	struct naming nm;
 	int64_t rescan_at;
 	int64_t scan_every;
 };
+
+static void
+hg_backoff(struct hguest *g, int64_t now, int max_ms)
+{
+	g->retry_at = now + g->retry_ms;
+	g->retry_ms = g->retry_ms * 2 > max_ms ? max_ms : g->retry_ms * 2;
+}
 
 static void
 hg_disconnect(struct hguest *g, int64_t now, int quiet)
@@ -492,41 +668,259 @@ hg_disconnect(struct hguest *g, int64_t now, int quiet)
 		close(g->chan.fd);
 	g->chan.fd = -1;
 	g->up = 0;
-	g->retry_at = now + g->retry_ms;
-	g->retry_ms = g->retry_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : g->retry_ms * 2;
+	hg_backoff(g, now, RETRY_MAX_MS);
+}
+
+/* The guest's name is settled (name from virsh, or NULL: the path's): said, and served if up. */
+static void
+hg_settle(struct hguest *g, const char *name)
+{
+	if (name != NULL && strcmp(name, g->name) != 0) {
+		if (g->found)
+			neg_log(LOG_INFO, "%s: virsh names it %s", g->name, name);
+		snprintf(g->name, sizeof(g->name), "%s", name);
+	}
+	g->naming = NAME_SETTLED;
+	if (!g->found)
+		neg_log(LOG_INFO, "found guest %s (%s)", g->name, g->path);
+	g->found = 1;
+	if (g->up)
+		neg_log(LOG_INFO, "%s: serving %s", g->name, g->path);
 }
 
 static void
-hg_connect(struct hguest *g, int64_t now)
+hg_connect(struct hostd *h, struct hguest *g, int64_t now)
 {
-	int fd = host_connect(g->path);
+	/* the last FD_RESERVE descriptors are for commands and virsh, not for more guests */
+	int fd = host_connect(g->path, h->fd_max);
 
 	if (fd < 0) {
-		/* a stopped guest's leftover socket: quietly try again later */
-		neg_log(LOG_DEBUG, "%s: cannot connect to %s: %s", g->name, g->path, strerror(errno));
-		g->retry_at = now + g->retry_ms;
-		g->retry_ms = g->retry_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : g->retry_ms * 2;
+		if (errno == EMFILE || errno == ENFILE) {
+			if (!g->warned)
+				neg_log(LOG_WARNING, "%s: not served: out of file descriptors (%ld allowed, "
+				    "%d of them kept for commands); trying again", g->name, h->fd_limit,
+				    FD_RESERVE);
+			g->warned = 1;
+			hg_backoff(g, now, RETRY_FD_MAX_MS);
+		} else {
+			if (errno == ENAMETOOLONG && !g->warned)
+				neg_log(LOG_WARNING, "%s: cannot connect to %s: the path is longer than a "
+				    "UNIX socket address holds and /proc/self/fd, the way around that, "
+				    "is not there", g->name, g->path);
+			else
+				/* a stopped guest's leftover socket: quietly try again later */
+				neg_log(LOG_DEBUG, "%s: cannot connect to %s: %s", g->name, g->path,
+				    strerror(errno));
+			g->warned |= errno == ENAMETOOLONG;
+			hg_backoff(g, now, RETRY_MAX_MS);
+		}
+		if (!g->found)
+			hg_settle(g, NULL);
 		return;
 	}
 	g->chan.fd = fd;
 	g->up = 1;
+	g->warned = 0;
 	g->retry_ms = RETRY_MIN_MS;
-	neg_log(LOG_INFO, "%s: serving %s", g->name, g->path);
+	/* a socket nobody listens on is never asked about: no running domain has it */
+	if (!g->asked) {
+		g->asked = 1;
+		g->naming = NAME_WAITING;
+		return;
+	}
+	hg_settle(g, NULL);
 }
 
-/* Watches dir and its domain-* subdirectories; a change there means a rescan. */
+/* ---- the daemon: naming by virsh ---- */
+
+static int
+naming_left(const struct hostd *h)
+{
+	size_t k;
+
+	for (k = 0; k < h->n; k++)
+		if (h->g[k]->naming == NAME_ASKING && !h->g[k]->removed)
+			return 1;
+	return 0;
+}
+
+/* Ends the round: who virsh did not name keeps the name in its path. */
+static void
+naming_end(struct hostd *h)
+{
+	size_t k;
+
+	for (k = 0; k < h->n; k++)
+		if (h->g[k]->naming == NAME_ASKING)
+			hg_settle(h->g[k], NULL);
+	h->nm.step = ROUND_IDLE;
+}
+
+/* Starts the dumpxml of the next domain worth asking; 0 when there is none left. */
+static int
+naming_next(struct hostd *h, int64_t now)
+{
+	struct naming *nm = &h->nm;
+	const char *name;
+	size_t k;
+	int prefix;
+
+	for (; nm->pass < 2; nm->pass++, nm->next = 0) {
+		while (naming_left(h) && nm->next < nm->names.len) {
+			name = nm->names.p + nm->next;
+			nm->cur = nm->next;
+			nm->next += strlen(name) + 1;
+			if (*name == '\0')
+				continue;
+			for (prefix = 0, k = 0; k < h->n && !prefix; k++)
+				prefix = h->g[k]->naming == NAME_ASKING &&
+				    strncmp(name, h->g[k]->name, strlen(h->g[k]->name)) == 0;
+			if (prefix != (nm->pass == 0))
+				continue;
+			if (virsh_start(&nm->job, "dumpxml", name, now + VIRSH_TIMEOUT_MS) < 0)
+				return 0;
+			nm->busy = 1;
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/* What a finished virsh job said, and the round's next step. */
+static void
+naming_done(struct hostd *h, const struct neg_job *j, int64_t now)
+{
+	struct naming *nm = &h->nm;
+	char src[PATH_MAX], *p;
+	size_t k;
+	int st = virsh_status(j);
+
+	if (j->timed_out)
+		neg_log(LOG_WARNING, "virsh -q %s %s did not finish within %d s: killed; the guests "
+		    "waiting for it keep the names in their paths", nm->step == ROUND_LIST ? "list" :
+		    "dumpxml", nm->step == ROUND_LIST ? "--name" : nm->names.p + nm->cur,
+		    VIRSH_TIMEOUT_MS / 1000);
+	else if (st != 0 && nm->step == ROUND_LIST)
+		neg_log(LOG_WARNING, "virsh -q list --name failed (%.*s): names come from the paths",
+		    (int)strcspn(j->err.p ? j->err.p : "", "\n"), j->err.p ? j->err.p : "");
+	if (j->timed_out || (st != 0 && nm->step == ROUND_LIST)) {
+		naming_end(h);
+		return;
+	}
+	if (nm->step == ROUND_LIST) {
+		buf_free(&nm->names);
+		buf_add(&nm->names, j->out.p ? j->out.p : "", j->out.len);
+		for (p = nm->names.p; (p = strchr(p, '\n')) != NULL; )
+			*p++ = '\0';
+		nm->next = 0;
+		nm->pass = 0;
+		nm->step = ROUND_DUMP;
+	} else if (st == 0 && xml_channel_path(j->out.p, G2H_NAME, src, sizeof(src))) {
+		for (k = 0; k < h->n; k++)
+			if (h->g[k]->naming == NAME_ASKING && strcmp(h->g[k]->path, src) == 0)
+				hg_settle(h->g[k], nm->names.p + nm->cur);
+	}
+	if (!naming_next(h, now))
+		naming_end(h);
+}
+
+/* One step of the naming, each turn of the loop: never waits. */
+static void
+naming_run(struct hostd *h, int64_t now)
+{
+	struct naming *nm = &h->nm;
+	struct neg_job j;
+	size_t k;
+	int any = 0;
+
+	if (nm->busy) {
+		/* killed at its deadline: the round ends now, not when the kill is reaped */
+		if (nm->job.timed_out && nm->step != ROUND_IDLE)
+			naming_done(h, &nm->job, now);
+		if (!neg_job_done(&nm->job))
+			return;
+		/* the next step may start the next job in nm->job */
+		j = nm->job;
+		nm->busy = 0;
+		if (nm->step != ROUND_IDLE && h->stopping)
+			naming_end(h);
+		else if (nm->step != ROUND_IDLE)
+			naming_done(h, &j, now);
+		neg_job_free(&j);
+		if (nm->busy || nm->step != ROUND_IDLE)
+			return;
+	}
+	if (nm->step != ROUND_IDLE || h->stopping)
+		return;
+	for (k = 0; k < h->n; k++)
+		if (h->g[k]->naming == NAME_WAITING && !h->g[k]->removed) {
+			h->g[k]->naming = NAME_ASKING;
+			any = 1;
+		}
+	if (!any)
+		return;
+	nm->step = ROUND_LIST;
+	if (virsh_start(&nm->job, "list", NULL, now + VIRSH_TIMEOUT_MS) < 0)
+		naming_end(h);
+	else
+		nm->busy = 1;
+}
+
+/* ---- the daemon: the channel directory ---- */
+
+/*
+ * Watches dir and its domain-* subdirectories; a change there means a rescan.
+ * While dir is missing (not made yet, or removed), its nearest existing
+ * ancestor is watched for the name that leads to it, so that its making is
+ * seen; a watch on a dir that was moved away follows it and is dropped.
+ */
 static void
 hostd_watch(struct hostd *h)
 {
-	char path[PATH_MAX];
+	char path[PATH_MAX], *slash;
 	struct dirent *e;
+	struct stat st;
 	DIR *d;
+	int wd, tries;
 	const uint32_t mask = IN_CREATE | IN_DELETE | IN_MOVED_TO | IN_MOVED_FROM | IN_ATTRIB |
-	    IN_DELETE_SELF | IN_MOVE_SELF;
+	    IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR;
 
 	if (h->ino < 0)
 		return;
-	inotify_add_watch(h->ino, h->dir, mask);
+	for (tries = 0; tries < 2; tries++) {
+		wd = inotify_add_watch(h->ino, h->dir, mask);
+		if (wd != h->wd_dir && h->wd_dir >= 0)
+			inotify_rm_watch(h->ino, h->wd_dir);
+		h->wd_dir = wd;
+		if (wd >= 0)
+			break;
+		snprintf(path, sizeof(path), "%s", h->dir);
+		for (;;) {
+			while ((slash = strrchr(path, '/')) != NULL && slash[1] == '\0' && slash > path)
+				*slash = '\0';
+			if ((slash = strrchr(path, '/')) == NULL) {
+				snprintf(h->up_name, sizeof(h->up_name), "%.*s", NAME_MAX, path);
+				snprintf(path, sizeof(path), ".");
+			} else {
+				snprintf(h->up_name, sizeof(h->up_name), "%.*s", NAME_MAX, slash + 1);
+				slash[slash == path] = '\0';
+			}
+			wd = inotify_add_watch(h->ino, path, IN_CREATE | IN_MOVED_TO | IN_ONLYDIR);
+			if (wd >= 0 || strcmp(path, ".") == 0 || strcmp(path, "/") == 0)
+				break;
+		}
+		if (wd != h->wd_up && h->wd_up >= 0)
+			inotify_rm_watch(h->ino, h->wd_up);
+		h->wd_up = wd;
+		/* made between the two watches: watch it after all */
+		if (stat(h->dir, &st) < 0)
+			return;
+	}
+	if (h->wd_dir < 0)
+		return;
+	if (h->wd_up >= 0)
+		inotify_rm_watch(h->ino, h->wd_up);
+	h->wd_up = -1;
 	if ((d = opendir(h->dir)) == NULL)
 		return;
 	while ((e = readdir(d)) != NULL) {
@@ -537,6 +931,28 @@ hostd_watch(struct hostd *h)
 		inotify_add_watch(h->ino, path, mask);
 	}
 	closedir(d);
+}
+
+/* Reads the pending inotify events; whether one of them calls for a rescan. */
+static int
+hostd_events(struct hostd *h)
+{
+	char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+	const struct inotify_event *ev;
+	ssize_t n, off;
+	int rescan = 0;
+
+	while ((n = read(h->ino, buf, sizeof(buf))) > 0) {
+		for (off = 0; off + (ssize_t)sizeof(*ev) <= n; off += (ssize_t)sizeof(*ev) + ev->len) {
+			ev = (const struct inotify_event *)(buf + off);
+			/* the ancestor of a missing dir: only the name that leads to it counts */
+			if (ev->wd == h->wd_up && h->wd_up >= 0 &&
+			    (ev->len == 0 || strcmp(ev->name, h->up_name) != 0))
+				continue;
+			rescan = 1;
+		}
+	}
+	return rescan;
 }
 
 static void
@@ -553,7 +969,8 @@ hostd_rescan(struct hostd *h, int64_t now)
 	/* sockets already served are marked seen and dropped from s: what stays is new */
 	for (i = 0, n = 0; i < s.n; i++) {
 		for (k = 0; k < h->n; k++)
-			if (!h->g[k]->removed && strcmp(h->g[k]->path, s.v[i].path) == 0)
+			if (!h->g[k]->removed && strcmp(h->g[k]->path, s.v[i].path) == 0 &&
+			    h->g[k]->dev == s.v[i].dev && h->g[k]->ino == s.v[i].ino)
 				break;
 		if (k == h->n) {
 			if (n != i)
@@ -570,16 +987,25 @@ hostd_rescan(struct hostd *h, int64_t now)
 		}
 	}
 	s.n = n;
-	/* virsh is asked only about sockets not seen before: ~100-200 ms per new guest */
-	if (s.n > 0 && have_virsh())
-		host_virsh_names(G2H_NAME, &s);
+	for (k = 0; k < h->n; k++) {
+		g = h->g[k];
+		if (!g->seen && !g->removed) {
+			if (g->found)
+				neg_log(LOG_INFO, "guest %s is gone", g->name);
+			hg_disconnect(g, now, 1);
+			g->removed = 1;
+		}
+	}
 	for (i = 0; i < s.n; i++) {
 		if (h->n >= MAX_GUESTS)
 			break;
 		g = neg_alloc(sizeof(*g));
 		snprintf(g->name, sizeof(g->name), "%s", s.v[i].name);
 		snprintf(g->path, sizeof(g->path), "%s", s.v[i].path);
+		g->dev = s.v[i].dev;
+		g->ino = s.v[i].ino;
 		g->seen = 1;
+		g->asked = !h->virsh;
 		g->retry_ms = RETRY_MIN_MS;
 		g->retry_at = now;
 		neg_chan_init(&g->chan, -1, &h->srv, PER_GUEST_JOBS);
@@ -587,16 +1013,7 @@ hostd_rescan(struct hostd *h, int64_t now)
 		if ((h->g = realloc(h->g, (h->n + 1) * sizeof(*h->g))) == NULL)
 			neg_die("out of memory");
 		h->g[h->n++] = g;
-		neg_log(LOG_INFO, "found guest %s (%s)", g->name, g->path);
-		hg_connect(g, now);
-	}
-	for (k = 0; k < h->n; k++) {
-		g = h->g[k];
-		if (!g->seen && !g->removed) {
-			neg_log(LOG_INFO, "guest %s is gone", g->name);
-			hg_disconnect(g, now, 1);
-			g->removed = 1;
-		}
+		hg_connect(h, g, now);
 	}
 	free(s.v);
 	h->rescan_at = now + h->scan_every;
@@ -621,21 +1038,98 @@ hostd_collect(struct hostd *h)
 	h->n = j;
 }
 
+/* ---- the daemon's loop ---- */
+
+/* The poll table: every slot as the channels number them, and the live ones polled. */
+struct table {
+	struct pollfd *all;    /* what neg_chan_pollfds filled, -1 for a closed fd */
+	struct pollfd *live;   /* the entries with an fd, what poll() sees */
+	size_t *from;          /* live[i] is all[from[i]] */
+	size_t *first;         /* guest k's first entry in all */
+	size_t cap, n, nlive;
+};
+
+static void
+table_size(struct table *t, size_t n, size_t guests)
+{
+	if (n > t->cap || guests > t->cap) {
+		t->cap = (n > guests ? n : guests) * 2;
+		if ((t->all = realloc(t->all, t->cap * sizeof(*t->all))) == NULL ||
+		    (t->live = realloc(t->live, t->cap * sizeof(*t->live))) == NULL ||
+		    (t->from = realloc(t->from, t->cap * sizeof(*t->from))) == NULL ||
+		    (t->first = realloc(t->first, t->cap * sizeof(*t->first))) == NULL)
+			neg_die("out of memory");
+	}
+}
+
+/*
+ * poll() over the live entries alone: disconnected guests' slots (fd -1) would
+ * still count against RLIMIT_NOFILE, and past it poll() fails with EINVAL.
+ * An error is logged (at most every NEG_POLL_WARN_MS) and waited out, never fatal:
+ * ENOMEM passes, and nothing a guest does should stop the others' service.
+ */
+static void
+table_poll(struct table *t, int timeout, int64_t now, int64_t *warned_at)
+{
+	size_t i;
+
+	for (i = 0, t->nlive = 0; i < t->n; i++) {
+		t->all[i].revents = 0;
+		if (t->all[i].fd >= 0) {
+			t->live[t->nlive] = t->all[i];
+			t->from[t->nlive++] = i;
+		}
+	}
+	if (poll(t->live, (nfds_t)t->nlive, timeout) < 0) {
+		if (errno != EINTR) {
+			if (*warned_at == 0 || now - *warned_at >= NEG_POLL_WARN_MS) {
+				neg_log(LOG_ERR, "poll over %zu descriptors failed: %s; going on",
+				    t->nlive, strerror(errno));
+				*warned_at = now;
+			}
+			poll(NULL, 0, NEG_POLL_BACKOFF_MS);
+		}
+		return;
+	}
+	for (i = 0; i < t->nlive; i++)
+		t->all[t->from[i]].revents = t->live[i].revents;
+}
+
+static void
+table_free(struct table *t)
+{
+	free(t->all);
+	free(t->live);
+	free(t->from);
+	free(t->first);
+}
+
+/*
+ * Each turn: signals (SIGTERM: stop taking requests, kill virsh; SIGHUP: rescan),
+ * a rescan when due, freeing removed guests, the naming's next step, the stop
+ * when all is idle, connects due, the poll table; poll; then the self-pipe,
+ * inotify, the naming job's pipes, every guest's io, reaping on SIGCHLD, ticks.
+ */
 static int
 host_daemon(const char *dir, struct neg_server *srv)
 {
 	struct hostd h;
-	struct pollfd *p = NULL;
-	size_t cap = 0, k, n, *first = NULL;
-	int64_t now, wake, stop_at = 0;
+	struct table t;
+	size_t k, n;
+	int64_t now, wake, stop_at = 0, poll_warned = 0;
 	struct hguest *g;
-	char evbuf[4096];
-	int chld, stopping = 0;
+	int chld, nj;
 
 	memset(&h, 0, sizeof(h));
+	memset(&t, 0, sizeof(t));
 	h.dir = dir;
 	h.srv = *srv;
 	h.scan_every = RESCAN_MS;
+	h.wd_dir = h.wd_up = -1;
+	h.virsh = virsh_wanted();
+	h.fd_limit = neg_raise_fd_limit();
+	h.fd_max = h.fd_limit < 0 ? LONG_MAX :
+	    h.fd_limit - (h.fd_limit / 2 < FD_RESERVE ? h.fd_limit / 2 : FD_RESERVE) - 1;
 	if (neg_signals_init() < 0)
 		neg_die("cannot set up signal handling: %s", strerror(errno));
 	h.ino = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
@@ -648,22 +1142,34 @@ host_daemon(const char *dir, struct neg_server *srv)
 	hostd_rescan(&h, neg_now());
 	for (;;) {
 		now = neg_now();
-		if (neg_got_sigterm && !stopping) {
+		if (neg_got_sigterm && !h.stopping) {
 			neg_log(LOG_INFO, "terminating: no new requests, %d commands running",
 			    h.srv.running);
-			stopping = 1;
+			h.stopping = 1;
 			stop_at = now + STOP_GRACE_MS;
+			if (h.nm.busy)
+				neg_job_kill(&h.nm.job, now);
 		}
-		if (stopping) {
+		if (neg_got_sighup) {
+			neg_got_sighup = 0;
+			neg_log(LOG_INFO, "SIGHUP: rescanning %s", dir);
+			h.rescan_at = now;
+		}
+		if (!h.stopping && now >= h.rescan_at)
+			hostd_rescan(&h, now);
+		hostd_collect(&h);
+		/* before the stop's check: a killed virsh's end is seen here */
+		naming_run(&h, now);
+		if (h.stopping) {
 			for (k = 0; k < h.n && !neg_chan_busy(&h.g[k]->chan); k++)
 				;
-			if (k == h.n) {
+			if (k == h.n && !h.nm.busy) {
 				for (k = 0; k < h.n; k++)
 					h.g[k]->removed = 1;
 				hostd_collect(&h);
 				free(h.g);
-				free(p);
-				free(first);
+				buf_free(&h.nm.names);
+				table_free(&t);
 				return 0;
 			}
 			if (now >= stop_at) {
@@ -672,54 +1178,47 @@ host_daemon(const char *dir, struct neg_server *srv)
 				stop_at = now + 3600000;
 			}
 		}
-		if (neg_got_sighup) {
-			neg_got_sighup = 0;
-			neg_log(LOG_INFO, "SIGHUP: rescanning %s", dir);
-			h.rescan_at = now;
-		}
-		if (!stopping && now >= h.rescan_at)
-			hostd_rescan(&h, now);
-		hostd_collect(&h);
-		wake = stopping ? stop_at : h.rescan_at;
-		n = 2;
-		for (k = 0; k < h.n; k++)
+		wake = h.stopping ? stop_at : h.rescan_at;
+		for (k = 0, n = 2 + 3; k < h.n; k++)
 			n += NEG_CHAN_FDS;
-		if (n > cap) {
-			cap = n * 2;
-			if ((p = realloc(p, cap * sizeof(*p))) == NULL ||
-			    (first = realloc(first, cap * sizeof(*first))) == NULL)
-				neg_die("out of memory");
-		}
-		p[0].fd = neg_sigpipe_fd();
-		p[0].events = POLLIN;
-		p[1].fd = h.ino;
-		p[1].events = POLLIN;
-		p[0].revents = p[1].revents = 0;
+		table_size(&t, n, h.n);
+		t.all[0].fd = neg_sigpipe_fd();
+		t.all[0].events = POLLIN;
+		t.all[1].fd = h.ino;
+		t.all[1].events = POLLIN;
 		n = 2;
+		nj = h.nm.busy ? neg_job_pollfds(&h.nm.job, t.all + n) : 0;
+		n += (size_t)nj;
+		if (h.nm.busy)
+			wake = neg_min_deadline(wake, neg_job_wake(&h.nm.job));
 		for (k = 0; k < h.n; k++) {
 			g = h.g[k];
-			if (!g->up && !g->removed && !stopping && now >= g->retry_at)
-				hg_connect(g, now);
-			first[k] = n;
-			n += (size_t)neg_chan_pollfds(&g->chan, p + n, !stopping);
-			if (!g->up && !g->removed && !stopping)
+			if (!g->up && !g->removed && !h.stopping && now >= g->retry_at)
+				hg_connect(&h, g, now);
+			t.first[k] = n;
+			n += (size_t)neg_chan_pollfds(&g->chan, t.all + n,
+			    !h.stopping && g->naming == NAME_SETTLED);
+			if (!g->up && !g->removed && !h.stopping)
 				wake = neg_min_deadline(wake, g->retry_at);
 			wake = neg_min_deadline(wake, neg_chan_wake(&g->chan));
 		}
-		if (poll(p, (nfds_t)n, neg_poll_timeout(wake, now)) < 0 && errno != EINTR)
-			neg_die("poll failed: %s", strerror(errno));
+		t.n = n;
+		table_poll(&t, neg_poll_timeout(wake, now), now, &poll_warned);
 		now = neg_now();
-		chld = (p[0].revents & POLLIN) ? neg_signal_drain() : 0;
-		if (p[1].revents & POLLIN) {
-			while (read(h.ino, evbuf, sizeof(evbuf)) > 0)
-				;
-			if (h.rescan_at > now + RESCAN_DEBOUNCE_MS)
-				h.rescan_at = now + RESCAN_DEBOUNCE_MS;
+		chld = (t.all[0].revents & POLLIN) ? neg_signal_drain() : 0;
+		if ((t.all[1].revents & POLLIN) && hostd_events(&h) &&
+		    h.rescan_at > now + RESCAN_DEBOUNCE_MS)
+			h.rescan_at = now + RESCAN_DEBOUNCE_MS;
+		if (h.nm.busy) {
+			neg_job_io(&h.nm.job, t.all + 2, nj);
+			if (chld)
+				neg_job_reap(&h.nm.job);
+			neg_job_tick(&h.nm.job, now);
 		}
 		for (k = 0; k < h.n; k++) {
 			g = h.g[k];
-			if (neg_chan_io(&g->chan, p + first[k],
-			    (int)((k + 1 < h.n ? first[k + 1] : n) - first[k])) < 0 && g->up)
+			if (neg_chan_io(&g->chan, t.all + t.first[k],
+			    (int)((k + 1 < h.n ? t.first[k + 1] : n) - t.first[k])) < 0 && g->up)
 				hg_disconnect(g, now, 0);
 			if (chld)
 				neg_chan_reap(&g->chan);
@@ -760,8 +1259,9 @@ main(int argc, char **argv)
 		return 0;
 	}
 	neg_cli_verbosity(&o);
+	deadline = neg_now() + (o.timeout > 0 ? (int64_t)(o.timeout * 1000) : 3600000);
 	if (o.mode == 'g')
-		return list_guests(dir);
+		return list_guests(dir, deadline);
 	if (o.mode == 'd')
 		return host_daemon(dir, &o.srv);
 	if (guest == NULL && socket_path == NULL)
@@ -769,7 +1269,7 @@ main(int argc, char **argv)
 	neg_cli_prepare(&o);
 	signal(SIGPIPE, SIG_IGN);
 	deadline = o.deadline >= 0 ? o.deadline : neg_now() + 3600000;
-	if ((fd = guest_socket(dir, guest, socket_path, deadline)) < 0) {
+	if ((fd = guest_socket(dir, guest, socket_path, o.timeout, deadline)) < 0) {
 		neg_cli_free(&o);
 		return 255;
 	}

@@ -239,7 +239,24 @@ int neg_valid_name(const char *);
 int neg_list_commands(const struct neg_cmdenv *, char ***names, size_t *n);
 int neg_builtin_run(const char *name);
 
-/* One running command, driven by the caller's poll loop. */
+/* A failing poll() in a daemon's loop is said at most this often, and waited out this long. */
+#define NEG_POLL_WARN_MS 10000
+#define NEG_POLL_BACKOFF_MS 100
+
+/* How neg_job_spawn starts a process: the one path for commands and helpers such as virsh. */
+struct neg_spawn {
+	const char *path;    /* what is exec'd; with inherit, a name looked up in PATH */
+	int builtin;         /* instead: the built-in argv[0], run in the forked child */
+	int inherit;         /* the caller's environment and PATH (helpers), not the clean ones */
+	const char *guest;   /* NEGOTIATOR_GUEST in the clean environment, or NULL */
+	const char *input;   /* stdin; NULL: /dev/null */
+	size_t inputlen;
+	size_t max_out;
+	int64_t deadline;    /* ms, 0: none */
+	int grace_ms;        /* SIGTERM to SIGKILL; 0: SIGKILL at once */
+};
+
+/* One running process, driven by the caller's poll loop. */
 struct neg_job {
 	pid_t pid;
 	int status;    /* wait status, valid when reaped */
@@ -251,12 +268,18 @@ struct neg_job {
 	size_t max_out;
 	int overflow;
 	int64_t deadline;  /* ms, 0: none */
-	int64_t kill_at;   /* ms, when SIGKILL follows SIGTERM; 0: not signalled */
+	int64_t kill_at;   /* ms, when SIGKILL follows SIGTERM (or the pipes are let go); 0: none */
+	int grace_ms;
+	int signalled;     /* its process group got SIGTERM (or SIGKILL) */
+	int group_killed;  /* ...and, its leader reaped, SIGKILL */
 	int timed_out;
 	int discard;       /* the caller went away: no reply */
 	char name[NEG_MAX_NAME + 1];
 };
 
+long neg_raise_fd_limit(void);
+int neg_job_spawn(struct neg_job *, const struct neg_spawn *, char *const *argv,
+    char *err, size_t errlen);
 int neg_job_start(struct neg_job *, const struct neg_cmdenv *, char *const *argv,
     const char *input, size_t inputlen, double timeout, size_t max_out,
     char *err, size_t errlen);

@@ -29,14 +29,17 @@ fake_guest() {
 	wait_for "$sock"
 }
 
-# A socket file nobody listens on, as a guest killed with SIGKILL leaves it.
+# A socket file nobody listens on, as a guest killed with SIGKILL leaves it (made elsewhere and
+# moved in, so that a daemon never sees it alive).
 stale_socket() {
+	local tmp=$D/stale.$BASHPID.sock
 	mkdir -p "$(dirname "$1")"
-	socat UNIX-LISTEN:"$1" /dev/null 3>&- &
+	socat UNIX-LISTEN:"$tmp" /dev/null 3>&- &
 	local p=$!
-	wait_for "$1"
+	wait_for "$tmp"
 	kill -9 "$p"
 	wait "$p" 2>/dev/null || true
+	mv "$tmp" "$1"
 	[ -S "$1" ]
 }
 
@@ -47,9 +50,9 @@ start_daemon() {
 	PIDS+=($DAEMON)
 }
 
-# Waits (bounded) for a line in the daemon's log.
+# Waits (bounded: 5 s, or $2 tenths of a second) for a line in the daemon's log.
 wait_log() {
-	for _ in $(seq 1 100); do
+	for _ in $(seq 1 "${2:-100}"); do
 		grep -q -- "$1" "$D/hostd.log" && return 0
 		sleep 0.05
 	done
@@ -109,13 +112,21 @@ wait_log() {
 	kill -0 "$DAEMON"
 }
 
-# A stand-in for virsh: 40 running domains, each with its guest-to-host channel; it logs its calls.
+# A stand-in for virsh: 40 running domains, each with its two channels; it logs its calls.
+# While $D/virsh.hang exists it hangs instead (its pid, that of the sleep, in $D/virsh.pids).
 fake_virsh() {
 	mkdir -p "$D/bin"
 	cat > "$D/bin/virsh" <<EOS
 #!/bin/sh
 echo "\$*" >> "$D/virsh.calls"
-xml() { printf '<domain><devices>\n<channel type="unix">\n  <source mode="bind" path="%s"/>\n  <target type="virtio" name="negotiator-guest-to-host.0"/>\n</channel>\n</devices></domain>\n' "\$1"; }
+[ -e "$D/virsh.hang" ] && { echo \$\$ >> "$D/virsh.pids"; exec sleep 300; }
+chan() { printf '<channel type="unix">\n  <source mode="bind" path="%s"/>\n  <target type="virtio" name="%s"/>\n</channel>\n' "\$1" "\$2"; }
+xml() {
+	printf '<domain><devices>\n'
+	chan "\$1" negotiator-guest-to-host.0
+	chan "\$(dirname "\$1")/negotiator-host-to-guest.0" negotiator-host-to-guest.0
+	printf '</devices></domain>\n'
+}
 case "\$*" in
 "-q list --name")
 	for i in \$(seq 10 47); do echo "dom-\$i"; done
@@ -135,7 +146,6 @@ EOS
 }
 
 @test "names come from virsh: one dumpxml per new guest (not one per running domain), a free path too" {
-	[ -x /usr/bin/virsh ] || skip "virsh is not installed (t/setup installs libvirt-clients)"
 	fake_virsh
 	PATH=$D/bin:$PATH "$HOSTBIN" -d -v -v --channel-directory "$D/chan" --commands-directory "$D/cmds" \
 		2> "$D/hostd.log" 3>&- &
@@ -168,7 +178,191 @@ EOS
 	assert_output 1
 	run grep -c dumpxml "$D/virsh.calls"
 	[ "$output" -le 40 ]
+	# a stopped guest's leftover socket is not asked about (no running domain has it), on
+	# its appearance or at rescans: the next new guest costs one list and one dumpxml
+	: > "$D/virsh.calls"
+	stale_socket "$D/chan/domain-60-stopped/negotiator-guest-to-host.0"
+	wait_log "found guest stopped"
+	kill -HUP "$DAEMON"
+	kill -HUP "$DAEMON"
+	fake_guest g13 "$D/chan/domain-13-dom-13/negotiator-guest-to-host.0"
+	wait_log "dom-13: serving"
+	run cat "$D/virsh.calls"
+	assert_output "$(printf -- '-q list --name\n-q dumpxml dom-13')"
 	kill -0 "$DAEMON"
+	# the CLI asks virsh about the one guest it calls: one dumpxml, no list
+	fake_guest h12 "$D/chan/domain-12-dom-12/negotiator-host-to-guest.0"
+	"$GUESTBIN" -d -c "$D/h12.port" --commands-directory "$D/cmds" 2> "$D/guest.log" 3>&- &
+	PIDS+=($!)
+	: > "$D/virsh.calls"
+	PATH=$D/bin:$PATH run --separate-stderr timeout 20 "$HOSTBIN" --channel-directory "$D/chan" -e "show x" dom-12
+	assert_success
+	assert_output "$(printf 'args: 1\n[x]')"
+	run cat "$D/virsh.calls"
+	assert_output "-q dumpxml dom-12"
+	# a name virsh does not know: the directory's names
+	fake_guest other "$D/chan/other.negotiator-host-to-guest.0"
+	"$GUESTBIN" -d -c "$D/other.port" --commands-directory "$D/cmds" 2> "$D/guest2.log" 3>&- &
+	PIDS+=($!)
+	: > "$D/virsh.calls"
+	PATH=$D/bin:$PATH run --separate-stderr timeout 20 "$HOSTBIN" --channel-directory "$D/chan" -e "show y" other
+	assert_success
+	assert_output "$(printf 'args: 1\n[y]')"
+	run cat "$D/virsh.calls"
+	assert_output "-q dumpxml other"
+}
+
+# Whether a process is gone (a zombie nobody reaped yet counts as gone).
+gone() {
+	[ ! -e "/proc/$1" ] || [ "$(sed 's/.*) //' "/proc/$1/stat" | cut -d' ' -f1)" = Z ]
+}
+
+# Waits (bounded, 10 s) until every pid in the file is gone.
+wait_gone() {
+	local p
+	for p in $(cat "$1"); do
+		for _ in $(seq 1 100); do gone "$p" && break; sleep 0.1; done
+		gone "$p" || { echo "still running: $p" >&2; ps -o pid,stat,args -p "$p" >&2; return 1; }
+	done
+}
+
+@test "a hanging virsh stalls neither the known guests nor SIGTERM, and nothing of it is left" {
+	fake_virsh
+	fake_guest known "$D/chan/domain-10-dom-10/negotiator-guest-to-host.0"
+	PATH=$D/bin:$PATH "$HOSTBIN" -d -v --channel-directory "$D/chan" --commands-directory "$D/cmds" \
+		2> "$D/hostd.log" 3>&- &
+	DAEMON=$!
+	PIDS+=($DAEMON)
+	wait_log "dom-10: serving"
+	touch "$D/virsh.hang"
+	fake_guest new "$D/chan/domain-11-dom-11/negotiator-guest-to-host.0"
+	wait_for "$D/virsh.pids"
+	# while virsh hangs, the known guest is served
+	run timeout 10 "$GUESTBIN" -c "$D/known.port" -t 5 -e whoami
+	assert_success
+	assert_output "dom-10"
+	# virsh's time runs out: it is killed, the new guest is served under the name in its path
+	wait_log "dom-11: serving" 150
+	wait_gone "$D/virsh.pids"
+	run timeout 10 "$GUESTBIN" -c "$D/new.port" -t 5 -e whoami
+	assert_success
+	assert_output "dom-11"
+	# SIGTERM while virsh hangs: the daemon exits 0 and kills it
+	: > "$D/virsh.pids"
+	fake_guest third "$D/chan/domain-12-dom-12/negotiator-guest-to-host.0"
+	for _ in $(seq 1 100); do [ -s "$D/virsh.pids" ] && break; sleep 0.05; done
+	[ -s "$D/virsh.pids" ]
+	kill -TERM "$DAEMON"
+	st=0
+	timeout 10 tail --pid="$DAEMON" -f /dev/null || st=$?
+	[ "$st" -eq 0 ]
+	wait "$DAEMON" || st=$?
+	[ "$st" -eq 0 ]
+	wait_gone "$D/virsh.pids"
+}
+
+@test "the CLI's -t bounds its virsh lookup, which leaves nothing running" {
+	fake_virsh
+	touch "$D/virsh.hang"
+	fake_guest g1 "$D/chan/domain-5-g1/negotiator-host-to-guest.0"
+	run --separate-stderr env PATH="$D/bin:$PATH" timeout 4 "$HOSTBIN" -t 1 --channel-directory "$D/chan" -e ping g1
+	echo "$stderr"
+	[ "$status" -eq 255 ]
+	[ "${#stderr_lines[@]}" -eq 1 ]
+	[[ $stderr == "negotiator-host: "*g1*virsh* ]]
+	wait_gone "$D/virsh.pids"
+}
+
+@test "more sockets than descriptors: stale ones cost none, live ones past the limit are refused with a line, the rest served" {
+	for i in $(seq 1 40); do stale_socket "$D/chan/stale-$i.negotiator-guest-to-host.0"; done
+	fake_guest live "$D/chan/live.negotiator-guest-to-host.0"
+	(ulimit -n 32; exec env NEGOTIATOR_NO_VIRSH=1 "$HOSTBIN" -d -v --channel-directory "$D/chan" \
+		--commands-directory "$D/cmds") 2> "$D/hostd.log" 3>&- &
+	DAEMON=$!
+	PIDS+=($DAEMON)
+	wait_log "live: serving"
+	run timeout 10 "$GUESTBIN" -c "$D/live.port" -t 5 -e whoami
+	assert_success
+	assert_output "live"
+	# more live guests than descriptors
+	for i in $(seq 1 30); do fake_guest "m$i" "$D/chan/many-$i.negotiator-guest-to-host.0"; done
+	wait_log "out of file descriptors"
+	sleep 1
+	run timeout 10 "$GUESTBIN" -c "$D/live.port" -t 5 -e whoami
+	assert_success
+	assert_output "live"
+	run timeout 10 "$GUESTBIN" -c "$D/m1.port" -t 5 -e whoami
+	assert_success
+	assert_output "many-1"
+	kill -0 "$DAEMON"
+	# one line per refused guest (a live or a stale one), naming it, not one per retry
+	grep "out of file descriptors" "$D/hostd.log" > "$D/refused"
+	run grep -c -v -E '^negotiator-host: (many|stale)-[0-9]+: not served: out of file descriptors' "$D/refused"
+	assert_output 0
+	run sh -c "cut -d: -f2 '$D/refused' | sort | uniq -d"
+	assert_output ""
+}
+
+@test "a command's whole process group is killed at its timeout, even what outlives the leader" {
+	# one member ignores SIGTERM and holds the output pipes, one ignores it and let go of them
+	printf '#!/bin/sh\n( trap "" TERM; exec sleep 301 ) &\necho $! > "$1"\n( trap "" TERM; exec sleep 302 > /dev/null 2>&1 ) &\necho $! >> "$1"\nsleep 300\n' > "$D/cmds/linger"
+	chmod 755 "$D/cmds/linger"
+	fake_guest g "$D/chan/g.negotiator-guest-to-host.0"
+	start_daemon
+	wait_log "g: serving"
+	run timeout 20 "$GUESTBIN" -c "$D/g.port" -t 1 -e "linger $D/linger.pid"
+	[ "$status" -eq 255 ]
+	[ -s "$D/linger.pid" ]
+	wait_gone "$D/linger.pid"
+	kill -0 "$DAEMON"
+}
+
+@test "the channel directory missing at start, or removed and made again: guests found without SIGHUP" {
+	rmdir "$D/chan"
+	start_daemon
+	wait_log "serving guests under"
+	mkdir "$D/chan"
+	fake_guest a "$D/chan/a.negotiator-guest-to-host.0"
+	wait_log "a: serving" 40
+	run timeout 10 "$GUESTBIN" -c "$D/a.port" -t 5 -e whoami
+	assert_success
+	assert_output "a"
+	rm -rf "$D/chan"
+	wait_log "guest a is gone" 40
+	mkdir -p "$D/chan/domain-3-b"
+	fake_guest b "$D/chan/domain-3-b/negotiator-guest-to-host.0"
+	wait_log "b: serving" 40
+	run timeout 10 "$GUESTBIN" -c "$D/b.port" -t 5 -e whoami
+	assert_success
+	assert_output "b"
+	! grep -q SIGHUP "$D/hostd.log"
+}
+
+# A fake guest whose socket's path is longer than a UNIX socket address holds (bound short, moved).
+long_guest() {
+	fake_guest "$1" "$D/$1.sock"
+	mkdir -p "$(dirname "$2")"
+	mv "$D/$1.sock" "$2"
+}
+
+@test "socket paths of 108 bytes and more: the daemon and the CLI connect through the directory" {
+	deep=$D/chan/$(printf 'd%.0s' $(seq 1 60))/$(printf 'e%.0s' $(seq 1 40))
+	long_guest g "$deep/domain-4-longguest/negotiator-guest-to-host.0"
+	long_guest h "$deep/domain-4-longguest/negotiator-host-to-guest.0"
+	NEGOTIATOR_NO_VIRSH=1 "$HOSTBIN" -d -v --channel-directory "$deep" --commands-directory "$D/cmds" \
+		2> "$D/hostd.log" 3>&- &
+	DAEMON=$!
+	PIDS+=($DAEMON)
+	wait_log "longguest: serving"
+	run timeout 10 "$GUESTBIN" -c "$D/g.port" -t 5 -e whoami
+	assert_success
+	assert_output "longguest"
+	"$GUESTBIN" -d -c "$D/h.port" --commands-directory "$D/cmds" 2> "$D/guest.log" 3>&- &
+	PIDS+=($!)
+	NEGOTIATOR_NO_VIRSH=1 run --separate-stderr timeout 10 "$HOSTBIN" --channel-directory "$deep" -t 5 \
+		-e "show x" longguest
+	assert_success
+	assert_output "$(printf 'args: 1\n[x]')"
 }
 
 @test "one guest's garbage or slow command does not affect another guest" {
