@@ -480,25 +480,20 @@ exercise_guest() {
 @test "a cut frame left on the channel does not swallow the next callers' requests" {
 	# a caller writes the start of a large request and goes away; the fake port, like the
 	# host daemon's side of a guest's channel, shows no disconnect
-	(printf '100000\n{"method": "execute", "args": ["cat"], "kw": {"encoding": "base64", "input": "AAAA'
-	 sleep 8) | socat -t 0 - "UNIX-CONNECT:$D/h2g.sock" & cutter=$!
-	sleep 0.5
-	kill "$cutter"; wait "$cutter" 2>/dev/null || true
-	for i in 1 2 3; do
-		run --separate-stderr H -t 1 -e "show after-cut-$i"
-		echo "call $i: $status $stderr"
+	raw_call "$D/h2g.sock" 0.5 '100000\n{"method": "execute", "args": ["cat"], "kw": {"encoding": "base64", "input": "AAAA' || true
+	# (not $i: bats' run uses that name itself)
+	for call in 1 2 3; do
+		run --separate-stderr H -t 1 -e "show after-cut-$call"
+		echo "call $call: $status $stderr"
 		assert_success
-		assert_output "$(printf 'args: 1\n[after-cut-%s]' "$i")"
+		assert_output "$(printf 'args: 1\n[after-cut-%s]' "$call")"
 	done
 	# the same after a request the daemon refuses as over its --max-frame, cut short
 	"$FAKEPORT" "$D/cut-port" "$D/cut.sock" 3>&- & fp=$!
 	wait_for "$D/cut.sock"
 	"$GUESTBIN" -d -c "$D/cut-port" --commands-directory "$D/guestcmds" --max-frame 4K 2> "$D/cut.log" 3>&- & g=$!
 	sleep 0.3
-	(printf '9000\n{"method": "execute", "args": ["cat"], "kw": {"input": "'; head -c 3000 /dev/zero | tr '\0' A
-	 sleep 8) | socat -t 0 - "UNIX-CONNECT:$D/cut.sock" & cutter=$!
-	sleep 0.5
-	kill "$cutter"; wait "$cutter" 2>/dev/null || true
+	raw_call "$D/cut.sock" 0.5 '9000\n{"method": "execute", "args": ["cat"], "kw": {"input": "%s' "$(head -c 3000 /dev/zero | tr '\0' A)" || true
 	run --separate-stderr "$HOSTBIN" --socket "$D/cut.sock" -t 1 -e "show after-oversize"
 	stop_pid "$g"; stop_pid "$fp"
 	echo "stderr: $stderr"

@@ -210,13 +210,13 @@ plug_port() {
 }
 
 @test "a host that leaves mid-frame and comes back at once finds the guest in step on its first call" {
-	for i in 1 2 3; do
+	for call in 1 2 3; do
 		# the start of a large request, then the connection closes and a new caller connects
 		raw_call "$VM_H2G" 0 '100000\n{"method": "execute", "args": ["cat"], "kw": {"input": "AAAA' || true
-		run --separate-stderr H -t 5 -e "show in-step-$i"
-		echo "call $i: $stderr"
+		run --separate-stderr H -t 5 -e "show in-step-$call"
+		echo "call $call: $stderr"
 		assert_success
-		assert_output "$(printf 'args: 1\n[in-step-%s]' "$i")"
+		assert_output "$(printf 'args: 1\n[in-step-%s]' "$call")"
 	done
 }
 
