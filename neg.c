@@ -300,8 +300,8 @@ neg_read_file(const char *path, struct buf *b, char *err, size_t errlen)
 		return -1;
 	}
 	for (;;) {
-		buf_reserve(b, 65536);
-		n = read(fd, b->p + b->len, 65536);
+		buf_reserve(b, NEG_READ_CHUNK);
+		n = read(fd, b->p + b->len, NEG_READ_CHUNK);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
@@ -719,7 +719,7 @@ neg_list_commands(const struct neg_cmdenv *env, char ***namesp, size_t *np)
 		v[n++] = neg_strdup(builtins[i].name);
 	}
 	if ((d = opendir(env->dir)) != NULL) {
-		while ((e = readdir(d)) != NULL && n < 65536) {
+		while ((e = readdir(d)) != NULL && n < NEG_MAX_COMMANDS) {
 			if (!neg_valid_name(e->d_name) ||
 			    !user_command(env->dir, e->d_name, path, sizeof(path)))
 				continue;
@@ -809,7 +809,7 @@ close_others(int keep)
 	 * No /proc: every possible descriptor.  Not up to sysconf(_SC_OPEN_MAX),
 	 * which asks prlimit64, a call 2.6.32 does not have.
 	 */
-	for (fd = 3; fd < 65536; fd++)
+	for (fd = 3; fd < NEG_FD_SCAN_MAX; fd++)
 		if (fd != keep)
 			close(fd);
 }
@@ -1008,11 +1008,11 @@ neg_job_pollfds(struct neg_job *j, struct pollfd *p)
 static void
 job_drain(struct neg_job *j, int *fd, struct buf *b, size_t cap, int is_out)
 {
-	char tmp[65536];
+	char tmp[NEG_READ_CHUNK];
 	ssize_t n;
 	int rounds;
 
-	for (rounds = 0; rounds < 16; rounds++) {
+	for (rounds = 0; rounds < NEG_READS_PER_WAKE; rounds++) {
 		n = read(*fd, tmp, sizeof(tmp));
 		if (n < 0 && errno == EINTR)
 			continue;
@@ -1047,7 +1047,7 @@ neg_job_io(struct neg_job *j, const struct pollfd *p, int n)
 		if (p[i].revents == 0)
 			continue;
 		if (p[i].fd == j->fd_in) {
-			chunk = j->inlen - j->inpos < 65536 ? j->inlen - j->inpos : 65536;
+			chunk = j->inlen - j->inpos < NEG_READ_CHUNK ? j->inlen - j->inpos : NEG_READ_CHUNK;
 			w = write(j->fd_in, j->in + j->inpos, chunk);
 			if (w > 0)
 				j->inpos += (size_t)w;
@@ -1416,7 +1416,7 @@ neg_poll_timeout(int64_t deadline, int64_t now)
 		return -1;
 	if (deadline <= now)
 		return 0;
-	return deadline - now > 3600000 ? 3600000 : (int)(deadline - now);
+	return deadline - now > NEG_POLL_MAX_MS ? NEG_POLL_MAX_MS : (int)(deadline - now);
 }
 
 void
@@ -1506,13 +1506,13 @@ chan_process(struct neg_chan *c)
 			if (s->state == SLOT_QUEUED && chan_may_start(c))
 				chan_start(c, s, now);
 			/* a large frame's buffer is not kept around between requests */
-			if (c->rd.body.cap > 1 << 20)
+			if (c->rd.body.cap > NEG_KEEP_BUF)
 				buf_free(&c->rd.body);
 		}
 	}
 	if (c->inoff == c->in.len) {
 		c->in.len = c->inoff = 0;
-		if (c->in.cap > 1 << 20)
+		if (c->in.cap > NEG_KEEP_BUF)
 			buf_free(&c->in);
 	}
 	chan_account(c);
@@ -1562,7 +1562,7 @@ chan_job_finished(struct neg_chan *c, struct neg_slot *s)
 int
 neg_chan_io(struct neg_chan *c, const struct pollfd *p, int n)
 {
-	char tmp[65536];
+	char tmp[NEG_READ_CHUNK];
 	ssize_t r;
 	int i, k, rounds, gone = 0, why = 0;
 	struct neg_slot *s;
@@ -1583,7 +1583,7 @@ neg_chan_io(struct neg_chan *c, const struct pollfd *p, int n)
 			c->outoff += (size_t)r;
 			if (c->outoff == c->out.len) {
 				c->out.len = c->outoff = 0;
-				if (c->out.cap > 1 << 20)
+				if (c->out.cap > NEG_KEEP_BUF)
 					buf_free(&c->out);
 			}
 		} else if (r < 0 && errno != EAGAIN && errno != EINTR) {
@@ -1592,7 +1592,7 @@ neg_chan_io(struct neg_chan *c, const struct pollfd *p, int n)
 		}
 	}
 	if (!gone && (p[0].revents & POLLIN)) {
-		for (rounds = 0; rounds < 16; rounds++) {
+		for (rounds = 0; rounds < NEG_READS_PER_WAKE; rounds++) {
 			buf_reserve(&c->in, sizeof(tmp));
 			r = read(c->fd, c->in.p + c->in.len, sizeof(tmp));
 			if (r > 0) {
@@ -1904,7 +1904,8 @@ cli_read_input(struct neg_cli *o, char *err, size_t errlen)
 			buf_free(&secs);
 			break;
 		}
-		want = limit + 1 - o->indata.len < 65536 ? limit + 1 - o->indata.len : 65536;
+		want = limit + 1 - o->indata.len < NEG_READ_CHUNK ? limit + 1 - o->indata.len :
+		    NEG_READ_CHUNK;
 		buf_reserve(&o->indata, want);
 		n = read(fd, o->indata.p + o->indata.len, want);
 		if (n < 0 && errno == EINTR)
@@ -2026,7 +2027,7 @@ neg_write_all(int fd, int flags, const char *s, size_t len, int64_t deadline,
 static void
 drop_pending(int fd)
 {
-	char tmp[65536];
+	char tmp[NEG_READ_CHUNK];
 	ssize_t n;
 
 	do
@@ -2053,7 +2054,7 @@ neg_call(int fd, int flags, const struct proto_request *kw, const char *method,
 	struct proto_reader r;
 	struct buf frame = {0};
 	struct pollfd p;
-	char tmp[65536], skipped[256] = "", refused[512] = "";
+	char tmp[NEG_READ_CHUNK], skipped[256] = "", refused[512] = "";
 	size_t used, off, head;
 	int64_t quiet = -1, until;
 	ssize_t n;

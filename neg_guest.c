@@ -37,15 +37,6 @@
 
 #include "neg_proto.h"
 
-#define H2G_NAME "negotiator-host-to-guest.0"
-#define G2H_NAME "negotiator-guest-to-host.0"
-#define PORTS_DIR "/sys/class/virtio-ports"
-#define FIND_PORT_MS 5000      /* the name file appears a moment after the node */
-#define PROBE_MIN_MS 50
-#define PROBE_MAX_MS 500       /* until a SIGIO has been seen: the no-fasync path */
-#define PROBE_SAFETY_MS 5000   /* once SIGIO is known to work */
-#define REOPEN_MS 1000
-#define UNCONFIRMED_MS 2000    /* how long data may run ahead of the host's "port open" */
 
 static const char usage_text[] =
 "Usage: negotiator-guest [OPTIONS]\n"
@@ -83,11 +74,11 @@ guest_find_port(const char *name, char *path, size_t pathlen, int64_t deadline)
 
 	for (;;) {
 		found = 0;
-		if ((d = opendir(PORTS_DIR)) != NULL) {
+		if ((d = opendir(GUEST_PORTS_DIR)) != NULL) {
 			while (!found && (e = readdir(d)) != NULL) {
 				if (e->d_name[0] == '.')
 					continue;
-				snprintf(file, sizeof(file), PORTS_DIR "/%s/name", e->d_name);
+				snprintf(file, sizeof(file), GUEST_PORTS_DIR "/%s/name", e->d_name);
 				if ((f = fopen(file, "re")) == NULL)
 					continue;
 				if (fgets(buf, sizeof(buf), f) != NULL) {
@@ -148,7 +139,7 @@ find_and_open(const char *given, const char *name, int64_t deadline, char *path,
 	} else if (guest_find_port(name, path, pathlen, deadline) < 0) {
 		neg_log(LOG_ERR, "no virtio port named %s in %s: add the channel to the "
 		    "guest's definition (see README) or give the device with -c PATH",
-		    name, PORTS_DIR);
+		    name, GUEST_PORTS_DIR);
 		return -1;
 	}
 	return guest_open_port(path, deadline, 0);
@@ -177,7 +168,7 @@ port_away(struct port *pt, int64_t now)
 		neg_log(LOG_INFO, "host disconnected from %s", pt->path);
 	neg_chan_reset(&pt->chan);
 	pt->state = PORT_AWAY;
-	pt->probe_ms = PROBE_MIN_MS;
+	pt->probe_ms = GUEST_PROBE_MIN_MS;
 	pt->probe_at = now + pt->probe_ms;
 }
 
@@ -189,7 +180,7 @@ port_close(struct port *pt, int64_t now)
 	close(pt->chan.fd);
 	pt->chan.fd = -1;
 	pt->state = PORT_CLOSED;
-	pt->probe_at = now + REOPEN_MS;
+	pt->probe_at = now + GUEST_REOPEN_MS;
 }
 
 static void
@@ -205,7 +196,7 @@ port_attach(struct port *pt, struct neg_server *srv, int fd, const char *path, i
 	pt->chan.fd = fd;
 	neg_log(LOG_INFO, "serving %s", path);
 	pt->state = PORT_AWAY;
-	pt->probe_ms = PROBE_MIN_MS;
+	pt->probe_ms = GUEST_PROBE_MIN_MS;
 	pt->probe_at = now;
 }
 
@@ -216,7 +207,7 @@ port_reopen(struct port *pt, struct neg_server *srv, int64_t now)
 	char path[PATH_MAX];
 	int fd;
 
-	pt->probe_at = now + REOPEN_MS;
+	pt->probe_at = now + GUEST_REOPEN_MS;
 	if (pt->given)
 		snprintf(path, sizeof(path), "%s", pt->given);
 	else if (guest_find_port(H2G_NAME, path, sizeof(path), now) < 0)
@@ -241,8 +232,8 @@ port_read(struct port *pt)
 	struct neg_chan *c = &pt->chan;
 	ssize_t n;
 
-	buf_reserve(&c->in, 65536);
-	n = read(c->fd, c->in.p + c->in.len, 65536);
+	buf_reserve(&c->in, NEG_READ_CHUNK);
+	n = read(c->fd, c->in.p + c->in.len, NEG_READ_CHUNK);
 	if (n > 0) {
 		c->in.len += (size_t)n;
 		c->last_rx = neg_now();
@@ -257,7 +248,7 @@ port_read(struct port *pt)
 static void
 port_probe(struct port *pt, int64_t now)
 {
-	int cap = pt->sigio_seen ? PROBE_SAFETY_MS : PROBE_MAX_MS, r = port_read(pt);
+	int cap = pt->sigio_seen ? GUEST_PROBE_SAFETY_MS : GUEST_PROBE_MAX_MS, r = port_read(pt);
 	struct pollfd q = { pt->chan.fd, POLLIN, 0 };
 
 	switch (r) {
@@ -271,7 +262,7 @@ port_probe(struct port *pt, int64_t now)
 		 * a hang-up is not taken for the host's departure.
 		 */
 		pt->unconfirmed = r == 2 && poll(&q, 1, 0) == 1 && (q.revents & POLLHUP) ?
-		    now + UNCONFIRMED_MS : 0;
+		    now + GUEST_UNCONFIRMED_MS : 0;
 		neg_log(LOG_INFO, "host connected to %s%s", pt->path,
 		    pt->unconfirmed ? " (before the port says so)" : "");
 		pt->state = PORT_UP;
@@ -320,7 +311,7 @@ guest_daemon(struct neg_server *srv, const char *given)
 	pt.sigio = !(no_sigio && *no_sigio && strcmp(no_sigio, "0") != 0);
 	if (neg_signals_init() < 0)
 		neg_die("cannot set up signal handling: %s", strerror(errno));
-	if ((fd = find_and_open(given, H2G_NAME, neg_now() + FIND_PORT_MS, path, sizeof(path))) < 0)
+	if ((fd = find_and_open(given, H2G_NAME, neg_now() + GUEST_FIND_PORT_MS, path, sizeof(path))) < 0)
 		return 255;
 	port_attach(&pt, srv, fd, path, neg_now());
 	neg_log(LOG_INFO, "negotiator-guest %s started", NEG_VERSION);
@@ -391,8 +382,8 @@ guest_daemon(struct neg_server *srv, const char *given)
 				} else if (pt.unconfirmed && now < pt.unconfirmed) {
 					/* away, its requests kept, until the kernel marks the host connected */
 					pt.state = PORT_AWAY;
-					pt.probe_ms = PROBE_MIN_MS;
-					pt.probe_at = now + PROBE_MIN_MS;
+					pt.probe_ms = GUEST_PROBE_MIN_MS;
+					pt.probe_at = now + GUEST_PROBE_MIN_MS;
 				} else {
 					port_away(&pt, now);
 				}
@@ -446,7 +437,7 @@ main(int argc, char **argv)
 		return guest_daemon(&o.srv, device);
 	neg_cli_prepare(&o);
 	signal(SIGPIPE, SIG_IGN);
-	deadline = o.deadline >= 0 ? o.deadline : neg_now() + 3600000;
+	deadline = o.deadline >= 0 ? o.deadline : neg_now() + NEG_POLL_MAX_MS;
 	if ((fd = find_and_open(device, G2H_NAME, deadline, path, sizeof(path))) < 0) {
 		neg_cli_free(&o);
 		return 255;

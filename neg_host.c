@@ -20,7 +20,7 @@
  *                     socket is asked about once, never at rescans)
  *
  * virsh runs as a job of the loop, like a guest's command, and is killed at
- * VIRSH_TIMEOUT_MS: a hung virsh delays only the naming of new guests.
+ * HOST_VIRSH_TIMEOUT_MS: a hung virsh delays only the naming of new guests.
  */
 #include <sys/inotify.h>
 #include <sys/socket.h>
@@ -42,23 +42,6 @@
 
 #include "neg_proto.h"
 
-#define H2G_NAME "negotiator-host-to-guest.0"
-#define G2H_NAME "negotiator-guest-to-host.0"
-#define CHANNEL_DIR "/var/lib/libvirt/qemu/channel/target"
-#define MAX_GUESTS 4096
-#define MAX_NAME 256
-#define RESCAN_MS 60000        /* the safety net behind inotify */
-#define RESCAN_DEBOUNCE_MS 50
-#define RETRY_MIN_MS 100
-#define RETRY_MAX_MS 60000       /* a stopped guest's socket: inotify says when it is back */
-#define STOP_GRACE_MS 5000
-#define PER_GUEST_JOBS NEG_CHAN_MAXJOBS
-#define TOTAL_JOBS 64
-#define VIRSH_TIMEOUT_MS 5000    /* one virsh call; then it is killed and paths give the names */
-#define VIRSH_REAP_MS 1000       /* the CLI waits this long for a killed virsh to be reaped */
-#define VIRSH_MAX_OUT (4u << 20) /* bytes of one virsh call's output */
-#define RETRY_FD_MAX_MS 5000     /* a guest refused for want of descriptors is tried this often */
-#define FD_RESERVE 16            /* descriptors guests leave free: a command's start takes 8 */
 
 static const char usage_text[] =
 "Usage: negotiator-host [OPTIONS] [GUEST_NAME]\n"
@@ -74,7 +57,7 @@ static const char usage_text[] =
 "  -d, --daemon                 serve every guest's calls (foreground, until SIGTERM)\n"
 "  -t, --timeout=SECONDS        give up after this long (default 10, 0 = never)\n"
 "      --channel-directory=DIR  where the channel sockets are (default\n"
-"                               " CHANNEL_DIR ")\n"
+"                               " HOST_CHANNEL_DIR ")\n"
 "      --socket=PATH            call the guest through this host-to-guest socket\n"
 "                               (no discovery; GUEST_NAME is then optional)\n"
 "      --commands-directory=DIR the commands guests may run (default\n"
@@ -97,7 +80,7 @@ static const struct option longopts[] = {
 /* ---- discovery ---- */
 
 struct found {
-	char name[MAX_NAME];
+	char name[HOST_MAX_NAME];
 	char path[PATH_MAX];
 	dev_t dev;	/* the socket file: a new one at a known path is a new appearance */
 	ino_t ino;
@@ -112,7 +95,7 @@ struct scan {
 static void
 scan_add(struct scan *s, const char *name, size_t namelen, const char *path, const struct stat *st)
 {
-	if (namelen == 0 || namelen >= MAX_NAME || s->n >= MAX_GUESTS)
+	if (namelen == 0 || namelen >= HOST_MAX_NAME || s->n >= HOST_MAX_GUESTS)
 		return;
 	if (s->n == s->cap) {
 		s->cap = s->cap ? s->cap * 2 : 16;
@@ -203,7 +186,7 @@ static int
 virsh_start(struct neg_job *j, const char *verb, const char *name, int64_t deadline)
 {
 	char virsh[] = "virsh", quiet[] = "-q", list[] = "list", onlynames[] = "--name",
-	    dump[] = "dumpxml", dname[MAX_NAME], err[256];
+	    dump[] = "dumpxml", dname[HOST_MAX_NAME], err[256];
 	char *list_argv[] = { virsh, quiet, list, onlynames, NULL };
 	char *dump_argv[] = { virsh, quiet, dump, dname, NULL };
 	struct neg_spawn sp;
@@ -211,7 +194,7 @@ virsh_start(struct neg_job *j, const char *verb, const char *name, int64_t deadl
 	memset(&sp, 0, sizeof(sp));
 	sp.path = virsh;
 	sp.inherit = 1;
-	sp.max_out = VIRSH_MAX_OUT;
+	sp.max_out = HOST_VIRSH_MAX_OUT;
 	sp.deadline = deadline;
 	snprintf(dname, sizeof(dname), "%s", name ? name : "");
 	neg_log(LOG_DEBUG, "virsh -q %s %s", verb, name ? name : "--name");
@@ -266,7 +249,7 @@ xml_attr(const char *s, const char *e, const char *attr, char *out, size_t outle
 static int
 xml_channel_path(const char *xml, const char *channel, char *src, size_t srclen)
 {
-	char tname[MAX_NAME];
+	char tname[HOST_MAX_NAME];
 	const char *p, *cs, *ce, *t, *end;
 
 	for (p = xml; p && (cs = strstr(p, "<channel")) != NULL; p = ce) {
@@ -315,8 +298,8 @@ run_virsh(const char *verb, const char *name, struct buf *b, int64_t deadline)
 	int n, rc, st;
 	size_t i;
 
-	if (now + VIRSH_TIMEOUT_MS < deadline)
-		deadline = now + VIRSH_TIMEOUT_MS;
+	if (now + HOST_VIRSH_TIMEOUT_MS < deadline)
+		deadline = now + HOST_VIRSH_TIMEOUT_MS;
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_cli_signal;
 	sigemptyset(&sa.sa_mask);
@@ -337,7 +320,7 @@ run_virsh(const char *verb, const char *name, struct buf *b, int64_t deadline)
 		if (cli_signal)
 			neg_job_kill(&j, now);
 		/* killed at the deadline; a process stuck in the kernel is not waited for */
-		if (j.signalled && now >= deadline + VIRSH_REAP_MS)
+		if (j.signalled && now >= deadline + HOST_VIRSH_REAP_MS)
 			break;
 		n = neg_job_pollfds(&j, p);
 		poll(p, (nfds_t)n, 50);
@@ -540,7 +523,7 @@ guest_path(const char *dir, const char *guest, char *path, size_t pathlen, doubl
 		}
 		if (rc == -2)
 			neg_log(LOG_WARNING, "virsh dumpxml %s did not finish within %d s: looking under %s",
-			    guest, VIRSH_TIMEOUT_MS / 1000, dir);
+			    guest, HOST_VIRSH_TIMEOUT_MS / 1000, dir);
 		rc = rc == 0 && xml_channel_path(xml.p, H2G_NAME, path, pathlen) ? 0 : -1;
 		buf_free(&xml);
 		if (rc == 0)
@@ -597,7 +580,7 @@ guest_socket(const char *dir, const char *guest, const char *given, double timeo
 enum { NAME_SETTLED, NAME_WAITING, NAME_ASKING };
 
 struct hguest {
-	char name[MAX_NAME];
+	char name[HOST_MAX_NAME];
 	char path[PATH_MAX];
 	dev_t dev;
 	ino_t ino;
@@ -619,7 +602,7 @@ struct hguest {
  * `virsh list`, then `virsh dumpxml` of the domains whose names start with a
  * guest's path name, then only if one is left unnamed of the other domains;
  * at its end every guest of the round is settled (by virsh or by its path).
- * A call that outlives VIRSH_TIMEOUT_MS is killed and ends the round.
+ * A call that outlives HOST_VIRSH_TIMEOUT_MS is killed and ends the round.
  */
 enum { ROUND_IDLE, ROUND_LIST, ROUND_DUMP };
 
@@ -668,7 +651,7 @@ hg_disconnect(struct hguest *g, int64_t now, int quiet)
 		close(g->chan.fd);
 	g->chan.fd = -1;
 	g->up = 0;
-	hg_backoff(g, now, RETRY_MAX_MS);
+	hg_backoff(g, now, HOST_RETRY_MAX_MS);
 }
 
 /* The guest's name is settled (name from virsh, or NULL: the path's): said, and served if up. */
@@ -691,7 +674,7 @@ hg_settle(struct hguest *g, const char *name)
 static void
 hg_connect(struct hostd *h, struct hguest *g, int64_t now)
 {
-	/* the last FD_RESERVE descriptors are for commands and virsh, not for more guests */
+	/* the last HOST_FD_RESERVE descriptors are for commands and virsh, not for more guests */
 	int fd = host_connect(g->path, h->fd_max);
 
 	if (fd < 0) {
@@ -699,9 +682,9 @@ hg_connect(struct hostd *h, struct hguest *g, int64_t now)
 			if (!g->warned)
 				neg_log(LOG_WARNING, "%s: not served: out of file descriptors (%ld allowed, "
 				    "%d of them kept for commands); trying again", g->name, h->fd_limit,
-				    FD_RESERVE);
+				    HOST_FD_RESERVE);
 			g->warned = 1;
-			hg_backoff(g, now, RETRY_FD_MAX_MS);
+			hg_backoff(g, now, HOST_RETRY_FD_MAX_MS);
 		} else {
 			if (errno == ENAMETOOLONG && !g->warned)
 				neg_log(LOG_WARNING, "%s: cannot connect to %s: the path is longer than a "
@@ -712,7 +695,7 @@ hg_connect(struct hostd *h, struct hguest *g, int64_t now)
 				neg_log(LOG_DEBUG, "%s: cannot connect to %s: %s", g->name, g->path,
 				    strerror(errno));
 			g->warned |= errno == ENAMETOOLONG;
-			hg_backoff(g, now, RETRY_MAX_MS);
+			hg_backoff(g, now, HOST_RETRY_MAX_MS);
 		}
 		if (!g->found)
 			hg_settle(g, NULL);
@@ -721,7 +704,7 @@ hg_connect(struct hostd *h, struct hguest *g, int64_t now)
 	g->chan.fd = fd;
 	g->up = 1;
 	g->warned = 0;
-	g->retry_ms = RETRY_MIN_MS;
+	g->retry_ms = HOST_RETRY_MIN_MS;
 	/* a socket nobody listens on is never asked about: no running domain has it */
 	if (!g->asked) {
 		g->asked = 1;
@@ -777,7 +760,7 @@ naming_next(struct hostd *h, int64_t now)
 				    strncmp(name, h->g[k]->name, strlen(h->g[k]->name)) == 0;
 			if (prefix != (nm->pass == 0))
 				continue;
-			if (virsh_start(&nm->job, "dumpxml", name, now + VIRSH_TIMEOUT_MS) < 0)
+			if (virsh_start(&nm->job, "dumpxml", name, now + HOST_VIRSH_TIMEOUT_MS) < 0)
 				return 0;
 			nm->busy = 1;
 			return 1;
@@ -799,7 +782,7 @@ naming_done(struct hostd *h, const struct neg_job *j, int64_t now)
 		neg_log(LOG_WARNING, "virsh -q %s %s did not finish within %d s: killed; the guests "
 		    "waiting for it keep the names in their paths", nm->step == ROUND_LIST ? "list" :
 		    "dumpxml", nm->step == ROUND_LIST ? "--name" : nm->names.p + nm->cur,
-		    VIRSH_TIMEOUT_MS / 1000);
+		    HOST_VIRSH_TIMEOUT_MS / 1000);
 	else if (st != 0 && nm->step == ROUND_LIST)
 		neg_log(LOG_WARNING, "virsh -q list --name failed (%.*s): names come from the paths",
 		    (int)strcspn(j->err.p ? j->err.p : "", "\n"), j->err.p ? j->err.p : "");
@@ -860,7 +843,7 @@ naming_run(struct hostd *h, int64_t now)
 	if (!any)
 		return;
 	nm->step = ROUND_LIST;
-	if (virsh_start(&nm->job, "list", NULL, now + VIRSH_TIMEOUT_MS) < 0)
+	if (virsh_start(&nm->job, "list", NULL, now + HOST_VIRSH_TIMEOUT_MS) < 0)
 		naming_end(h);
 	else
 		nm->busy = 1;
@@ -982,7 +965,7 @@ hostd_rescan(struct hostd *h, int64_t now)
 		g->seen = 1;
 		/* something changed in the directory: a guest that refused may be back */
 		if (!g->up && !g->removed) {
-			g->retry_ms = RETRY_MIN_MS;
+			g->retry_ms = HOST_RETRY_MIN_MS;
 			g->retry_at = now;
 		}
 	}
@@ -997,7 +980,7 @@ hostd_rescan(struct hostd *h, int64_t now)
 		}
 	}
 	for (i = 0; i < s.n; i++) {
-		if (h->n >= MAX_GUESTS)
+		if (h->n >= HOST_MAX_GUESTS)
 			break;
 		g = neg_alloc(sizeof(*g));
 		snprintf(g->name, sizeof(g->name), "%s", s.v[i].name);
@@ -1006,9 +989,9 @@ hostd_rescan(struct hostd *h, int64_t now)
 		g->ino = s.v[i].ino;
 		g->seen = 1;
 		g->asked = !h->virsh;
-		g->retry_ms = RETRY_MIN_MS;
+		g->retry_ms = HOST_RETRY_MIN_MS;
 		g->retry_at = now;
-		neg_chan_init(&g->chan, -1, &h->srv, PER_GUEST_JOBS);
+		neg_chan_init(&g->chan, -1, &h->srv, HOST_PER_GUEST_JOBS);
 		g->chan.guest = g->name;
 		if ((h->g = realloc(h->g, (h->n + 1) * sizeof(*h->g))) == NULL)
 			neg_die("out of memory");
@@ -1124,20 +1107,20 @@ host_daemon(const char *dir, struct neg_server *srv)
 	memset(&t, 0, sizeof(t));
 	h.dir = dir;
 	h.srv = *srv;
-	h.scan_every = RESCAN_MS;
+	h.scan_every = HOST_RESCAN_MS;
 	h.wd_dir = h.wd_up = -1;
 	h.virsh = virsh_wanted();
 	h.fd_limit = neg_raise_fd_limit();
 	h.fd_max = h.fd_limit < 0 ? LONG_MAX :
-	    h.fd_limit - (h.fd_limit / 2 < FD_RESERVE ? h.fd_limit / 2 : FD_RESERVE) - 1;
+	    h.fd_limit - (h.fd_limit / 2 < HOST_FD_RESERVE ? h.fd_limit / 2 : HOST_FD_RESERVE) - 1;
 	if (neg_signals_init() < 0)
 		neg_die("cannot set up signal handling: %s", strerror(errno));
 	h.ino = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-	if (h.ino < 0)
+	if (h.ino < 0) {
 		neg_log(LOG_WARNING, "inotify is not available (%s): rescanning every %d s",
-		    strerror(errno), 2);
-	if (h.ino < 0)
-		h.scan_every = 2000;
+		    strerror(errno), HOST_RESCAN_NO_INOTIFY_MS / 1000);
+		h.scan_every = HOST_RESCAN_NO_INOTIFY_MS;
+	}
 	neg_log(LOG_INFO, "negotiator-host %s serving guests under %s", NEG_VERSION, dir);
 	hostd_rescan(&h, neg_now());
 	for (;;) {
@@ -1146,7 +1129,7 @@ host_daemon(const char *dir, struct neg_server *srv)
 			neg_log(LOG_INFO, "terminating: no new requests, %d commands running",
 			    h.srv.running);
 			h.stopping = 1;
-			stop_at = now + STOP_GRACE_MS;
+			stop_at = now + HOST_STOP_GRACE_MS;
 			if (h.nm.busy)
 				neg_job_kill(&h.nm.job, now);
 		}
@@ -1175,7 +1158,7 @@ host_daemon(const char *dir, struct neg_server *srv)
 			if (now >= stop_at) {
 				for (k = 0; k < h.n; k++)
 					neg_chan_reset(&h.g[k]->chan);
-				stop_at = now + 3600000;
+				stop_at = now + NEG_POLL_MAX_MS;
 			}
 		}
 		wake = h.stopping ? stop_at : h.rescan_at;
@@ -1207,8 +1190,8 @@ host_daemon(const char *dir, struct neg_server *srv)
 		now = neg_now();
 		chld = (t.all[0].revents & POLLIN) ? neg_signal_drain() : 0;
 		if ((t.all[1].revents & POLLIN) && hostd_events(&h) &&
-		    h.rescan_at > now + RESCAN_DEBOUNCE_MS)
-			h.rescan_at = now + RESCAN_DEBOUNCE_MS;
+		    h.rescan_at > now + HOST_RESCAN_DEBOUNCE_MS)
+			h.rescan_at = now + HOST_RESCAN_DEBOUNCE_MS;
 		if (h.nm.busy) {
 			neg_job_io(&h.nm.job, t.all + 2, nj);
 			if (chld)
@@ -1231,13 +1214,13 @@ int
 main(int argc, char **argv)
 {
 	struct neg_cli o;
-	const char *socket_path = NULL, *guest = NULL, *dir = CHANNEL_DIR;
+	const char *socket_path = NULL, *guest = NULL, *dir = HOST_CHANNEL_DIR;
 	int c, fd, rc;
 	int64_t deadline;
 
 	opterr = 0;	/* one line of our own instead of getopt's two */
 	neg_progname = "negotiator-host";
-	neg_cli_init(&o, usage_text, TOTAL_JOBS);
+	neg_cli_init(&o, usage_text, HOST_TOTAL_JOBS);
 	while ((c = getopt_long(argc, argv, "gce:dt:vqh", longopts, NULL)) != -1) {
 		if (neg_cli_option(&o, c, c == '?' ? argv[(optind > argc ? argc : optind) - 1] : optarg))
 			continue;
@@ -1259,7 +1242,7 @@ main(int argc, char **argv)
 		return 0;
 	}
 	neg_cli_verbosity(&o);
-	deadline = neg_now() + (o.timeout > 0 ? (int64_t)(o.timeout * 1000) : 3600000);
+	deadline = neg_now() + (o.timeout > 0 ? (int64_t)(o.timeout * 1000) : NEG_POLL_MAX_MS);
 	if (o.mode == 'g')
 		return list_guests(dir, deadline);
 	if (o.mode == 'd')
@@ -1268,7 +1251,7 @@ main(int argc, char **argv)
 		neg_die("give the name of a guest (negotiator-host -g lists them) or --socket PATH");
 	neg_cli_prepare(&o);
 	signal(SIGPIPE, SIG_IGN);
-	deadline = o.deadline >= 0 ? o.deadline : neg_now() + 3600000;
+	deadline = o.deadline >= 0 ? o.deadline : neg_now() + NEG_POLL_MAX_MS;
 	if ((fd = guest_socket(dir, guest, socket_path, o.timeout, deadline)) < 0) {
 		neg_cli_free(&o);
 		return 255;

@@ -39,6 +39,54 @@
 #define NEG_WRITE_CHUNK (32u << 10)         /* virtio_console takes at most this per write() */
 #define NEG_KILL_GRACE_MS 2000              /* SIGTERM to SIGKILL */
 
+/* The runner, the served channel and the callers (neg.c). */
+#define NEG_CHAN_MAXJOBS 4            /* requests in progress on one channel */
+#define NEG_READ_CHUNK 65536          /* bytes one read() takes */
+#define NEG_READS_PER_WAKE 16         /* reads of one fd per wake-up: others get a turn */
+#define NEG_KEEP_BUF (1u << 20)       /* a buffer larger than this is freed once empty */
+#define NEG_MAX_COMMANDS 65536        /* names list_commands returns (see PROTO_MAX_TOKENS) */
+#define NEG_FD_SCAN_MAX 65536         /* fds closed in a child where /proc is missing */
+#define NEG_POLL_MAX_MS 3600000       /* the longest single poll() wait; also "no deadline" */
+#define NEG_REPLY_MARGIN_MS 2000      /* a caller outwaits the callee's kill by grace + this */
+#define NEG_NULL_QUIET_MS 5000        /* an "id": null failure is our answer after this quiet */
+#define NEG_MIN_TIMEOUT 0.001         /* a -t below a millisecond is sent as one millisecond */
+#define NEG_FRAME_MIN_RATE 1000       /* bytes/ms: a frame may take PROTO_PARTIAL_MS + size/this */
+#define NEG_LOG_BURST 10              /* lines a channel may log about its peer per window ... */
+#define NEG_LOG_WINDOW_MS 10000       /* ... then the rest are counted, not shown */
+#define NEG_POLL_WARN_MS 10000        /* a failing poll() is logged at most this often ... */
+#define NEG_POLL_BACKOFF_MS 100       /* ... and waited out this long */
+
+/* The host daemon and CLI (neg_host.c). */
+#define HOST_CHANNEL_DIR "/var/lib/libvirt/qemu/channel/target"
+#define HOST_MAX_GUESTS 4096          /* guests one daemon serves */
+#define HOST_MAX_NAME 256             /* bytes of a guest's name */
+#define HOST_RESCAN_MS 60000          /* the safety net behind inotify */
+#define HOST_RESCAN_NO_INOTIFY_MS 2000 /* where inotify is missing */
+#define HOST_RESCAN_DEBOUNCE_MS 50    /* a burst of directory events is one rescan */
+#define HOST_RETRY_MIN_MS 100         /* a socket that refused is tried again after this ... */
+#define HOST_RETRY_MAX_MS 60000       /* ... doubling up to this (inotify says when it is back) */
+#define HOST_STOP_GRACE_MS 5000       /* SIGTERM: running commands may finish this long */
+#define HOST_PER_GUEST_JOBS NEG_CHAN_MAXJOBS
+#define HOST_TOTAL_JOBS 64            /* commands running at once for all guests, shared fairly */
+#define HOST_VIRSH_TIMEOUT_MS 5000    /* one virsh call; then it is killed and paths give names */
+#define HOST_VIRSH_REAP_MS 1000       /* the CLI waits this long for a killed virsh to be reaped */
+#define HOST_VIRSH_MAX_OUT (4u << 20) /* bytes of one virsh call's output */
+#define HOST_RETRY_FD_MAX_MS 5000     /* a guest refused for want of fds is tried this often */
+#define HOST_FD_RESERVE 16            /* fds guests leave free: a command's start takes 8 */
+
+/* The guest daemon and CLI (neg_guest.c). */
+#define GUEST_PORTS_DIR "/sys/class/virtio-ports"
+#define GUEST_FIND_PORT_MS 5000       /* the name file appears a moment after the node */
+#define GUEST_PROBE_MIN_MS 50         /* host away: the port is probed after this ... */
+#define GUEST_PROBE_MAX_MS 500        /* ... doubling up to this until a SIGIO has been seen */
+#define GUEST_PROBE_SAFETY_MS 5000    /* once SIGIO is known to work */
+#define GUEST_REOPEN_MS 1000          /* an unplugged port is looked for this often */
+#define GUEST_UNCONFIRMED_MS 2000     /* how long data may run ahead of the host's "port open" */
+
+/* Wire names: the two channels, as the 0.8 reference names them. */
+#define H2G_NAME "negotiator-host-to-guest.0"
+#define G2H_NAME "negotiator-guest-to-host.0"
+
 /* A growable byte buffer; the data is always NUL-terminated for convenience. */
 struct buf {
 	char *p;
@@ -201,14 +249,6 @@ void proto_reply_error(struct buf *, const char *id, const struct proto_failure 
 
 /* ---- neg.c ---- */
 
-/* Bounds and tunables of the programs (beside the protocol's above). */
-#define NEG_REPLY_MARGIN_MS 2000  /* a caller outwaits the callee's kill by grace + this */
-#define NEG_NULL_QUIET_MS 5000    /* an "id": null failure is our answer once the line is this quiet */
-#define NEG_MIN_TIMEOUT 0.001     /* a -t below a millisecond is sent as one millisecond */
-#define NEG_FRAME_MIN_RATE 1000   /* bytes/ms: a frame may take PROTO_PARTIAL_MS + its size at this */
-#define NEG_LOG_BURST 10          /* lines a channel may log about its peer per window ... */
-#define NEG_LOG_WINDOW_MS 10000   /* ... then one line says how many were suppressed */
-
 extern const char *neg_progname;
 extern int neg_verbosity;   /* LOG_ERR .. LOG_DEBUG */
 extern int neg_syslog;
@@ -240,8 +280,6 @@ int neg_list_commands(const struct neg_cmdenv *, char ***names, size_t *n);
 int neg_builtin_run(const char *name);
 
 /* A failing poll() in a daemon's loop is said at most this often, and waited out this long. */
-#define NEG_POLL_WARN_MS 10000
-#define NEG_POLL_BACKOFF_MS 100
 
 /* How neg_job_spawn starts a process: the one path for commands and helpers such as virsh. */
 struct neg_spawn {
@@ -315,7 +353,6 @@ void neg_reply_text(struct buf *, const char *id, const char *msg);
  * replies, with up to maxjobs requests in progress and replies sent in the
  * order of the requests.  Both daemons drive these from their poll loop.
  */
-#define NEG_CHAN_MAXJOBS 4
 #define NEG_CHAN_FDS (1 + 3 * NEG_CHAN_MAXJOBS)
 
 /* A request in progress: a command waiting for a job slot, then running, then its reply done. */
