@@ -289,7 +289,14 @@ ck_run(struct proto_check *ck, const unsigned char *s, size_t n, size_t early)
 					CK_FAIL("lone high surrogate in string");
 				if (ck->cp == 0)
 					CK_FAIL("\\u0000 in string");
-				if (!ck->high && ck->cp >= 0xdc00 && ck->cp <= 0xdfff)
+				/*
+				 * Python's surrogateescape writes a byte that is not
+				 * UTF-8 (a file name, an argument) as \udc80-\udcff:
+				 * those stand for the byte itself, other lone low
+				 * surrogates for nothing.
+				 */
+				if (!ck->high && ck->cp >= 0xdc00 && ck->cp <= 0xdfff &&
+				    !PROTO_RAW_BYTE_ESCAPE(ck->cp))
 					CK_FAIL("lone low surrogate in string");
 				ck->high = !ck->high && ck->cp >= 0xd800 && ck->cp <= 0xdbff;
 				ck->state = ck->high ? CK_LOW_BS : CK_STR;
@@ -1174,6 +1181,10 @@ proto_json_string(const struct proto_json *j, int tok, struct buf *b)
 				lo = (unsigned long)hex4(s + i + 2);
 				cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
 				i += 6;
+			} else if (PROTO_RAW_BYTE_ESCAPE(cp)) {
+				c = (char)(cp - 0xdc00);
+				buf_add(b, &c, 1);
+				continue;
 			}
 			put_utf8(b, cp);
 			continue;

@@ -33,6 +33,8 @@
 #define PROTO_MAX_TOKENS 131072
 #define PROTO_MAX_ARGS 4096                 /* argv entries of execute */
 #define PROTO_MAX_ID 64                     /* bytes of the JSON text of a request id */
+/* \udc80-\udcff without a high surrogate: a raw byte 0x80-0xff, as Python's surrogateescape */
+#define PROTO_RAW_BYTE_ESCAPE(cp) ((cp) >= 0xdc80 && (cp) <= 0xdcff)
 #define PROTO_PARTIAL_MS 5000               /* a frame left incomplete this long is dropped */
 #define NEG_MAX_STDERR (64u << 10)          /* captured stderr kept for the reply */
 #define NEG_MAX_NAME 255                    /* bytes of a command name */

@@ -381,3 +381,22 @@ assert_recovers() {
 	assert_success
 	assert_output ""
 }
+
+@test "a Python peer's surrogateescape (\\udc80-\\udcff) reads as the raw bytes 0x80-0xff" {
+	run "$NEGTEST" request <<< '{"method": "execute", "args": ["show", "a\udcffb", "\udc80", "\ud83d\ude00"]}'
+	assert_success
+	assert_line 'arg=a\xffb'
+	assert_line 'arg=\x80'
+	assert_line 'arg=\xf0\x9f\x98\x80'
+	for bad in '\udc7f' '\udd00' '\udc00'; do
+		run "$NEGTEST" request <<< "{\"method\": \"x$bad\"}"
+		assert_failure 1
+		assert_output --partial "lone low surrogate"
+	done
+}
+
+@test "-e: backslash-newline joins lines as sh does, outside and inside double quotes" {
+	run "$NEGTEST" split "$(printf 'cmd a\\\nb "c\\\nd" \\\n e '"'"'f\\\ng'"'")"
+	assert_success
+	assert_output "$(printf '[cmd]\n[ab]\n[cd]\n[e]\n[f\\\ng]')"
+}
