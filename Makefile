@@ -5,6 +5,7 @@
 #   make asan       the same programs under AddressSanitizer/UBSan (glibc) in asan/
 #   make demo       boot a test VM and call both ways
 #   make bench      measurements, printed as numbers
+#   make fuzz       libFuzzer harnesses (clang) in t/fuzz-bin/; make fuzz-run runs each FUZZ_SECONDS
 #   make dist       a release tarball that builds with a C compiler and musl alone
 
 VERSION  = 0.9.0
@@ -82,7 +83,23 @@ asan/negotiator-host asan/negotiator-guest asan/neg-test: neg_host.c neg_guest.c
 
 asan: asan/negotiator-host
 
-check: all $(TESTPROGS) asan
+# libFuzzer harnesses, one binary per target of t/fuzz.c (-DFUZZ_READER, ...); clang alone has libFuzzer
+FUZZCC      ?= clang
+FUZZFLAGS    = -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+FUZZ_TARGETS = reader request response base64 split numbers
+FUZZ_BINS    = $(FUZZ_TARGETS:%=t/fuzz-bin/%)
+
+$(FUZZ_BINS): t/fuzz.c $(SHARED) $(HEADERS)
+	@mkdir -p t/fuzz-bin
+	$(FUZZCC) $(WARN) $(FUZZFLAGS) $(DEFS) -I. -DFUZZ_$$(echo $(@F) | tr a-z A-Z) -o $@ t/fuzz.c $(SHARED) -lm
+
+fuzz: $(FUZZ_BINS)
+
+# each target for FUZZ_SECONDS (default 60), two at a time, on a copy of its corpus
+fuzz-run: $(FUZZ_BINS)
+	bats --tap t/fuzz.bats
+
+check: all $(TESTPROGS) asan fuzz
 	t/run-tests
 
 check-fast: all $(TESTPROGS) asan
@@ -103,11 +120,11 @@ dist: jsmn.h
 	mkdir -p negotiator-$(VERSION)
 	cp -R Makefile LICENSE README.md jsmn.h neg.c neg_proto.c neg_proto.h neg_host.c neg_guest.c init \
 	  commands t negotiator-$(VERSION)/
-	cd negotiator-$(VERSION) && rm -rf t/.cache $(TESTPROGS) t/oldkernel.i386
+	cd negotiator-$(VERSION) && rm -rf t/.cache $(TESTPROGS) t/oldkernel.i386 t/fuzz-bin
 	tar czf negotiator-$(VERSION).tar.gz negotiator-$(VERSION)
 	rm -rf negotiator-$(VERSION)
 
 clean:
-	rm -rf $(PROGS) negotiator-guest.i386 $(TESTPROGS) t/oldkernel.i386 asan negotiator-*.tar.gz
+	rm -rf $(PROGS) negotiator-guest.i386 $(TESTPROGS) t/oldkernel.i386 asan t/fuzz-bin negotiator-*.tar.gz
 
-.PHONY: all i386 asan check check-fast demo bench install dist clean
+.PHONY: all i386 asan fuzz fuzz-run check check-fast demo bench install dist clean
