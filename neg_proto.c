@@ -1808,7 +1808,9 @@ done:
 	proto_json_free(&j);
 	return 0;
 fail:
+	/* a refused reply leaves nothing for the caller to free */
 	proto_json_free(&j);
+	proto_response_free(r);
 	return -1;
 }
 
