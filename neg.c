@@ -1933,8 +1933,9 @@ cli_read_input(struct neg_cli *o, char *err, size_t errlen)
 
 /*
  * After the options, before any channel is opened: the deadline -t gives,
- * -e's words (each UTF-8: arguments travel as JSON text, and an invalid byte
- * would arrive as U+FFFD), and --input's bytes.  Exits 255 with one line.
+ * -e's words (each UTF-8: arguments travel as JSON text, and a 0.8 peer could
+ * not pass a byte that is not UTF-8 on intact), and --input's bytes.  Exits
+ * 255 with one line.
  */
 void
 neg_cli_prepare(struct neg_cli *o)

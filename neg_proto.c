@@ -1294,7 +1294,8 @@ proto_put_string(struct buf *b, const char *p, size_t len)
 		case '\f': buf_add(b, "\\f", 2); i++; continue;
 		}
 		if ((n = utf8_seq(s + i, len - i)) == 0) {
-			cp = 0xfffd;	/* callers validate; never emit invalid JSON */
+			/* a byte that is not UTF-8 as Python's surrogateescape writes it: read back intact */
+			cp = 0xdc00 + s[i];
 			n = 1;
 		} else if (n == 1) {
 			cp = s[i];

@@ -388,6 +388,10 @@ assert_recovers() {
 	assert_line 'arg=a\xffb'
 	assert_line 'arg=\x80'
 	assert_line 'arg=\xf0\x9f\x98\x80'
+	# and written so, as Python's json.dumps writes such a string
+	run "$NEGTEST" write-error "$(printf 'bad \377')"
+	assert_success
+	assert_output "$(printf '%s\n%s' 41 '{"success": false, "error": "bad \udcff"}')"
 	for bad in '\udc7f' '\udd00' '\udc00'; do
 		run "$NEGTEST" request <<< "{\"method\": \"x$bad\"}"
 		assert_failure 1
