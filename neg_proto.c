@@ -1242,7 +1242,12 @@ void
 proto_put_seconds(struct buf *b, double secs)
 {
 	long long ms = (long long)(secs * 1000 + 0.5);
-	int frac = (int)(ms % 1000), places = 3;
+	int frac, places = 3;
+
+	/* less than half a millisecond is still a timeout, not 0 ("none") */
+	if (secs > 0 && ms == 0)
+		ms = 1;
+	frac = (int)(ms % 1000);
 
 	if (frac == 0) {
 		buf_addf(b, "%lld", ms / 1000);

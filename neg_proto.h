@@ -20,7 +20,7 @@
 /* Bounds, all in one place.  Nothing the peer sends is allocated past these. */
 #define PROTO_MAX_FRAME_DEFAULT (64u << 20) /* payload bytes of one frame */
 #define PROTO_MAX_FRAME_LIMIT (1u << 30)    /* what --max-frame may raise it to */
-#define PROTO_MAX_LENLINE 32                /* bytes of a length line, newline included */
+#define PROTO_MAX_LENLINE 32                /* bytes of a length line, newline excluded */
 #define PROTO_MAX_DEPTH 32                  /* nesting of arrays and objects (at most 32) */
 /*
  * JSON values of one message (keys, strings, numbers, literals, arrays and
@@ -50,6 +50,7 @@
 #define NEG_FD_SCAN_MAX 65536         /* fds closed in a child where /proc is missing */
 #define NEG_POLL_MAX_MS 3600000       /* the longest single poll() wait; also "no deadline" */
 #define NEG_REPLY_MARGIN_MS 2000      /* a caller outwaits the callee's kill by grace + this */
+#define NEG_DROP_READS 256            /* reads a caller spends on what an earlier one left */
 #define NEG_NULL_QUIET_MS 5000        /* an "id": null failure is our answer after this quiet */
 #define NEG_MIN_TIMEOUT 0.001         /* a -t below a millisecond is sent as one millisecond */
 #define NEG_FRAME_MIN_RATE 1000       /* bytes/ms: a frame may take PROTO_PARTIAL_MS + size/this */
