@@ -164,6 +164,18 @@ parse_frame(const char *p, size_t len)
 }
 
 static int
+json_valid(const char *p, size_t len)
+{
+	struct proto_json j;
+	char err[FUZZ_ERRLEN];
+
+	if (proto_json_parse(&j, p ? p : "", len, err, sizeof(err)) < 0)
+		return 0;
+	proto_json_free(&j);
+	return 1;
+}
+
+static int
 is_space(int c)
 {
 	return c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f';
@@ -275,8 +287,15 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				check_frame((const char *)data + 1 + nsizes, off + c + used, last,
 				    resync, &r.body, max_frame);
 				parse_frame(r.body.p, r.body.len);
-				last = off + c + used;
-				resync = 0;
+				/*
+				 * A whole frame that is not valid JSON is one problem, reported
+				 * by its parse; the reader then looks for the next frame's start
+				 * as after an error, without a second one, and that start may lie
+				 * inside the invalid frame (its declared length ran into it).
+				 */
+				resync = !json_valid(r.body.p, r.body.len);
+				if (!resync)
+					last = off + c + used;
 				ended_frame = 1;
 				break;
 			case PROTO_ERROR:
