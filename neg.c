@@ -15,6 +15,25 @@
  * Job states:   running --exit--> reaped --pipes at EOF--> done
  *               running --deadline--> SIGTERM --grace--> SIGKILL (group)
  *               reaped --pipes still open after grace--> done (pipes closed)
+ *
+ * A request's slot on a channel: FREE --execute--> QUEUED --fair share allows-->
+ * RUNNING --job done--> DONE (reply queued in request order) --flushed--> FREE;
+ * every other method goes FREE --> DONE at once, never waiting for a job.
+ *
+ * Contents, in reading order:
+ *   logging and small helpers   neg_log, neg_die, sizes and seconds, neg_split
+ *   signals                     the self-pipe the daemons poll
+ *   built-in commands           find-* in C, the reference's formats
+ *   the commands directory      names, lookup, list_commands
+ *   the command runner          neg_job_spawn and the job a poll loop drives
+ *   serving one request         per-peer log lines, dispatch, the fair job cap
+ *   a served channel            neg_chan_*: read, queue, run, reply, time out
+ *   the options                 neg_cli_*: what both programs take, --input
+ *   the client side of a call   neg_call, and -e / -l as ssh would behave
+ *
+ * Both daemons' loop turn: build the pollfds (signal pipe, channels, jobs),
+ * poll until the earliest deadline, drain the signal pipe, neg_chan_io,
+ * neg_chan_reap on SIGCHLD, neg_chan_tick (timeouts, kills, partial frames).
  */
 #include <sys/resource.h>
 #include <sys/socket.h>
