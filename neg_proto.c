@@ -1463,6 +1463,12 @@ copy_id(const struct proto_json *j, char *id)
 		return -1;
 	memcpy(id, j->js + t->start - str, n);
 	id[n] = '\0';
+	/* it is echoed as it came, and what we write is ASCII, as json.dumps writes */
+	for (; n > 0; n--)
+		if ((unsigned char)id[n - 1] >= 0x80) {
+			id[0] = '\0';
+			return -1;
+		}
 	return 0;
 }
 
@@ -1495,7 +1501,7 @@ proto_request_parse(struct proto_request *req, const char *js, size_t len,
 	if (proto_json_parse(&j, js, len, err, errlen) < 0)
 		return -1;
 	if (copy_id(&j, req->id) < 0)
-		FAIL("Protocol error: the request id must be a string or number of at most %d bytes",
+		FAIL("Protocol error: the request id must be a string or number of at most %d ASCII bytes",
 		    PROTO_MAX_ID);
 	tok = get2(&j, "method", "command");
 	if (tok < 0 || (req->method = tok_strdup(&j, tok)) == NULL)

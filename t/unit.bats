@@ -404,3 +404,12 @@ assert_recovers() {
 	assert_success
 	assert_output "$(printf '[cmd]\n[ab]\n[cd]\n[e]\n[f\\\ng]')"
 }
+
+@test "a request id is echoed as it came, so it must be ASCII (a \\u escape is)" {
+	run "$NEGTEST" request <<< '{"method": "ping", "id": "caf\u00e9"}'
+	assert_success
+	assert_line 'id="caf\u00e9"'
+	run "$NEGTEST" request < <(printf '{"method": "ping", "id": "caf\303\251"}')
+	assert_failure 1
+	assert_output "Protocol error: the request id must be a string or number of at most 64 ASCII bytes"
+}
