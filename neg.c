@@ -307,42 +307,6 @@ unterminated:
 	return -1;
 }
 
-/* Reads a whole file (or stdin for "-"), bounded by PROTO_MAX_FRAME_LIMIT. */
-int
-neg_read_file(const char *path, struct buf *b, char *err, size_t errlen)
-{
-	int fd = strcmp(path, "-") == 0 ? 0 : open(path, O_RDONLY | O_CLOEXEC);
-	ssize_t n;
-
-	if (fd < 0) {
-		snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
-		return -1;
-	}
-	for (;;) {
-		buf_reserve(b, NEG_READ_CHUNK);
-		n = read(fd, b->p + b->len, NEG_READ_CHUNK);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno));
-			break;
-		}
-		if (n == 0)
-			break;
-		b->len += (size_t)n;
-		if (b->len > PROTO_MAX_FRAME_LIMIT) {
-			snprintf(err, errlen, "%s is larger than %u bytes", path, PROTO_MAX_FRAME_LIMIT);
-			n = -1;
-			break;
-		}
-	}
-	if (fd != 0)
-		close(fd);
-	buf_reserve(b, 0);
-	b->p[b->len] = '\0';
-	return n < 0 ? -1 : 0;
-}
-
 void
 neg_set_nonblock(int fd)
 {
@@ -1425,6 +1389,29 @@ neg_min_deadline(int64_t a, int64_t b)
 	if (b == 0)
 		return a;
 	return a < b ? a : b;
+}
+
+/*
+ * poll() for a daemon's loop: an error (ENOMEM, or anything else a peer might
+ * provoke) is logged at most every NEG_POLL_WARN_MS and waited out for
+ * NEG_POLL_BACKOFF_MS, never fatal.  Returns poll's result, -1 for EINTR too.
+ */
+int
+neg_poll(struct pollfd *p, nfds_t n, int timeout, int64_t *warned_at)
+{
+	int r = poll(p, n, timeout);
+	int64_t now;
+
+	if (r < 0 && errno != EINTR) {
+		now = neg_now();
+		if (*warned_at == 0 || now - *warned_at >= NEG_POLL_WARN_MS) {
+			neg_log(LOG_ERR, "poll failed (%lu descriptors): %s; going on",
+			    (unsigned long)n, strerror(errno));
+			*warned_at = now;
+		}
+		poll(NULL, 0, NEG_POLL_BACKOFF_MS);
+	}
+	return r;
 }
 
 /* A poll() timeout in ms for an absolute deadline (0: none, wait forever). */

@@ -37,7 +37,6 @@
 
 #include "neg_proto.h"
 
-
 static const char usage_text[] =
 "Usage: negotiator-guest [OPTIONS]\n"
 "\n"
@@ -346,15 +345,9 @@ guest_daemon(struct neg_server *srv, const char *given)
 				p[1].fd = -1;	/* never poll a port whose host is away: it spins */
 			wake = neg_min_deadline(wake, neg_chan_wake(&pt.chan));
 		}
-		if (poll(p, (nfds_t)n, neg_poll_timeout(wake, now)) < 0 && errno != EINTR) {
-			/* ENOMEM passes: said at most every NEG_POLL_WARN_MS, waited out, never fatal */
-			if (poll_warned == 0 || neg_now() - poll_warned >= NEG_POLL_WARN_MS) {
-				neg_log(LOG_ERR, "poll failed: %s; going on", strerror(errno));
-				poll_warned = neg_now();
-			}
-			poll(NULL, 0, NEG_POLL_BACKOFF_MS);
+		if (neg_poll(p, (nfds_t)n, neg_poll_timeout(wake, now), &poll_warned) < 0 &&
+		    errno != EINTR)
 			continue;
-		}
 		now = neg_now();
 		chld = 0;
 		if (p[0].revents & POLLIN)

@@ -1048,11 +1048,11 @@ table_size(struct table *t, size_t n, size_t guests)
 /*
  * poll() over the live entries alone: disconnected guests' slots (fd -1) would
  * still count against RLIMIT_NOFILE, and past it poll() fails with EINVAL.
- * An error is logged (at most every NEG_POLL_WARN_MS) and waited out, never fatal:
- * ENOMEM passes, and nothing a guest does should stop the others' service.
+ * An error is logged and waited out by neg_poll, never fatal: nothing a guest
+ * does should stop the others' service.
  */
 static void
-table_poll(struct table *t, int timeout, int64_t now, int64_t *warned_at)
+table_poll(struct table *t, int timeout, int64_t *warned_at)
 {
 	size_t i;
 
@@ -1063,17 +1063,8 @@ table_poll(struct table *t, int timeout, int64_t now, int64_t *warned_at)
 			t->from[t->nlive++] = i;
 		}
 	}
-	if (poll(t->live, (nfds_t)t->nlive, timeout) < 0) {
-		if (errno != EINTR) {
-			if (*warned_at == 0 || now - *warned_at >= NEG_POLL_WARN_MS) {
-				neg_log(LOG_ERR, "poll over %zu descriptors failed: %s; going on",
-				    t->nlive, strerror(errno));
-				*warned_at = now;
-			}
-			poll(NULL, 0, NEG_POLL_BACKOFF_MS);
-		}
+	if (neg_poll(t->live, (nfds_t)t->nlive, timeout, warned_at) < 0)
 		return;
-	}
 	for (i = 0; i < t->nlive; i++)
 		t->all[t->from[i]].revents = t->live[i].revents;
 }
@@ -1186,7 +1177,7 @@ host_daemon(const char *dir, struct neg_server *srv)
 			wake = neg_min_deadline(wake, neg_chan_wake(&g->chan));
 		}
 		t.n = n;
-		table_poll(&t, neg_poll_timeout(wake, now), now, &poll_warned);
+		table_poll(&t, neg_poll_timeout(wake, now), &poll_warned);
 		now = neg_now();
 		chld = (t.all[0].revents & POLLIN) ? neg_signal_drain() : 0;
 		if ((t.all[1].revents & POLLIN) && hostd_events(&h) &&

@@ -265,7 +265,6 @@ int neg_parse_seconds(const char *, double *);
 int neg_parse_size(const char *, size_t *);
 int neg_split(const char *, char ***argv, size_t *argc, char *err, size_t errlen);
 void neg_strv_free(char **);
-int neg_read_file(const char *, struct buf *, char *err, size_t errlen);
 int neg_signals_init(void);
 int neg_sigpipe_fd(void);
 int neg_signal_drain(void);
@@ -402,6 +401,7 @@ void neg_chan_free(struct neg_chan *);
 int neg_chan_busy(const struct neg_chan *);
 int64_t neg_min_deadline(int64_t, int64_t);
 int neg_poll_timeout(int64_t deadline, int64_t now);
+int neg_poll(struct pollfd *, nfds_t, int timeout, int64_t *warned_at);
 
 /* Options both programs take (the long ones' codes; programs number theirs from NEG_OPT_OWN). */
 enum { NEG_OPT_COMMANDS = 256, NEG_OPT_INPUT, NEG_OPT_MAX_FRAME, NEG_OPT_SYSLOG, NEG_OPT_VERSION,

@@ -32,6 +32,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,15 +43,26 @@
 
 #include "neg_proto.h"
 
+/* All of stdin (the programs read --input through neg_cli_prepare, bounded by the frame). */
 static void
 read_stdin(struct buf *b)
 {
-	char err[256];
+	ssize_t n;
 
-	if (neg_read_file("-", b, err, sizeof(err)) < 0) {
-		fprintf(stderr, "%s\n", err);
-		exit(2);
+	for (;;) {
+		buf_reserve(b, NEG_READ_CHUNK);
+		n = read(0, b->p + b->len, NEG_READ_CHUNK);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			fprintf(stderr, "cannot read standard input: %s\n", strerror(errno));
+			exit(2);
+		}
+		if (n == 0)
+			break;
+		b->len += (size_t)n;
 	}
+	b->p[b->len] = '\0';
 }
 
 static void
