@@ -867,7 +867,8 @@ neg_job_spawn(struct neg_job *j, const struct neg_spawn *sp, char *const *argv,
 	memset(j, 0, sizeof(*j));
 	j->fd_in = j->fd_out = j->fd_err = -1;
 	snprintf(j->name, sizeof(j->name), "%s", argv[0]);
-	if ((sp->input != NULL && pipe2(in, O_CLOEXEC) < 0) || pipe2(out, O_CLOEXEC) < 0 ||
+	if (((sp->input != NULL || sp->keep_stdin) && pipe2(in, O_CLOEXEC) < 0) ||
+	    pipe2(out, O_CLOEXEC) < 0 ||
 	    pipe2(er, O_CLOEXEC) < 0 || pipe2(ep, O_CLOEXEC) < 0) {
 		snprintf(err, errlen, "Cannot create pipes: %s", strerror(errno));
 		goto fail;
@@ -911,7 +912,7 @@ neg_job_spawn(struct neg_job *j, const struct neg_spawn *sp, char *const *argv,
 	j->max_out = sp->max_out;
 	j->deadline = sp->deadline;
 	j->grace_ms = sp->grace_ms;
-	if (j->fd_in >= 0 && sp->inputlen == 0)
+	if (j->fd_in >= 0 && sp->inputlen == 0 && !sp->keep_stdin)
 		close_fd(&j->fd_in);
 	return 0;
 fail:
@@ -931,7 +932,7 @@ fail:
  */
 int
 neg_job_start(struct neg_job *j, const struct neg_cmdenv *env, char *const *argv,
-    const char *input, size_t inputlen, double timeout, size_t max_out,
+    const char *input, size_t inputlen, int keep_stdin, double timeout, size_t max_out,
     char *err, size_t errlen)
 {
 	char path[PATH_MAX];
@@ -960,6 +961,7 @@ neg_job_start(struct neg_job *j, const struct neg_cmdenv *env, char *const *argv
 	sp.guest = env->guest;
 	sp.input = input;
 	sp.inputlen = inputlen;
+	sp.keep_stdin = keep_stdin;
 	sp.max_out = max_out;
 	sp.deadline = timeout > 0 ? neg_now() + (int64_t)(timeout * 1000) : 0;
 	sp.grace_ms = NEG_KILL_GRACE_MS;
@@ -1284,52 +1286,42 @@ chan_log(struct neg_chan *c, int prio, const char *fmt, ...)
 	neg_log(prio, "%s: %s", chan_peer(c), msg);
 }
 
-/*
- * Handles one request frame in slot s: a reply at once for everything but
- * execute, whose request is kept in the slot, queued for a job slot.
- */
+/* Whether the streaming extension is served: chunks must fit the frame limit. */
+static int
+chan_streams(const struct neg_chan *c)
+{
+	return c->srv->max_frame >= NEG_STREAM_MIN_FRAME;
+}
+
+/* The answer to a request that runs nothing, onto out. */
 static void
-chan_serve(struct neg_chan *c, struct neg_slot *s, const char *payload, size_t len)
+chan_answer(struct neg_chan *c, struct proto_request *req, struct buf *out)
 {
 	struct neg_cmdenv env = { c->srv->env.dir, c->guest };
-	struct proto_request *req = &s->req;
 	char err[512];
 	char **names;
 	size_t n, i;
 
-	s->state = SLOT_DONE;
-	if (proto_request_parse(req, payload, len, err, sizeof(err)) < 0) {
-		chan_log(c, LOG_WARNING, "%s", err);
-		/* "id": null says "not an answer to any call of yours" to callers that sent an id */
-		neg_reply_text(&s->reply, req->id[0] ? req->id : "null", err);
-		proto_request_free(req);
-		return;
-	}
 	switch (proto_method_lookup(req->method)) {
-	case PROTO_M_EXECUTE:
-		s->state = SLOT_QUEUED;
-		s->since = neg_now();
-		return;
 	case PROTO_M_LIST_COMMANDS:
 		neg_list_commands(&env, &names, &n);
-		proto_reply_list(&s->reply, req->id, names, n);
+		proto_reply_list(out, req->id, names, n);
 		for (i = 0; i < n; i++)
 			free(names[i]);
 		free(names);
 		break;
 	case PROTO_M_PING:
-		proto_reply_string(&s->reply, req->id, "pong", 4, 0, NULL, 0);
+		proto_reply_string(out, req->id, "pong", 4, 0, NULL, 0);
 		break;
 	case PROTO_M_VERSION:
-		proto_reply_string(&s->reply, req->id, NEG_VERSION, strlen(NEG_VERSION), 0, NULL, 0);
+		proto_reply_version(out, req->id, NEG_VERSION, chan_streams(c) ? NEG_STREAM_VERSION : 0);
 		break;
 	default:
 		snprintf(err, sizeof(err), "Method %s not supported", req->method);
 		chan_log(c, LOG_WARNING, "%s", err);
-		neg_reply_text(&s->reply, req->id, err);
+		neg_reply_text(out, req->id, err);
 		break;
 	}
-	proto_request_free(req);
 }
 
 /* Whether the channel may start a command now: a job slot free, and within its fair share. */
@@ -1365,10 +1357,11 @@ chan_start(struct neg_chan *c, struct neg_slot *s, int64_t now)
 			return;
 		}
 	}
-	chan_log(c, LOG_INFO, "executing %s (%zu arguments)", req->argc ? req->argv[0] : "",
-	    req->argc ? req->argc - 1 : 0);
+	chan_log(c, LOG_INFO, "executing %s (%zu arguments%s)", req->argc ? req->argv[0] : "",
+	    req->argc ? req->argc - 1 : 0, req->stream ? ", streamed" : "");
 	if (neg_job_start(&s->job, &env, req->argv, req->has_input ? req->input.p : NULL,
-	    req->input.len, left, c->srv->max_frame, err, sizeof(err)) < 0) {
+	    req->input.len, req->stream && req->want_stdin, left, c->srv->max_frame,
+	    err, sizeof(err)) < 0) {
 		chan_log(c, LOG_WARNING, "%s", err);
 		neg_reply_text(&s->reply, req->id, err);
 		proto_request_free(req);
@@ -1377,6 +1370,14 @@ chan_start(struct neg_chan *c, struct neg_slot *s, int64_t now)
 	s->state = SLOT_RUNNING;
 	c->running++;
 	c->srv->running++;
+	if (req->stream) {
+		s->out_credit = req->window;
+		if (req->want_stdin) {
+			/* the caller sends stdin only against credit: here is the first */
+			s->sin_room = NEG_STREAM_WINDOW;
+			proto_stream_credit(&c->out, req->id, NEG_STREAM_WINDOW);
+		}
+	}
 }
 
 /* ---- a served channel ---- */
@@ -1433,13 +1434,8 @@ neg_chan_init(struct neg_chan *c, int fd, struct neg_server *srv, int maxjobs)
 	c->srv = srv;
 	c->maxjobs = maxjobs < 1 ? 1 : maxjobs > NEG_CHAN_MAXJOBS ? NEG_CHAN_MAXJOBS : maxjobs;
 	proto_reader_init(&c->rd, srv->max_frame);
+	c->rd.raw_ok = chan_streams(c);
 	c->last_rx = neg_now();
-}
-
-static struct neg_slot *
-chan_slot(struct neg_chan *c, int i)
-{
-	return &c->slot[(c->head + i) % NEG_CHAN_MAXJOBS];
 }
 
 /* Keeps srv->busy, the number of channels with commands running or queued, up to date. */
@@ -1448,73 +1444,354 @@ chan_account(struct neg_chan *c)
 {
 	int i, busy = 0;
 
-	for (i = 0; i < c->count && !busy; i++)
-		busy = chan_slot(c, i)->state == SLOT_QUEUED || chan_slot(c, i)->state == SLOT_RUNNING;
+	for (i = 0; i < NEG_CHAN_MAXJOBS && !busy; i++)
+		busy = c->slot[i].state == SLOT_QUEUED || c->slot[i].state == SLOT_RUNNING;
 	if (busy != c->busy)
 		c->srv->busy += busy ? 1 : -1;
 	c->busy = busy;
 }
 
-/* Whether the channel may take another request now (a slot free, output drained). */
-static int
-chan_can_take(const struct neg_chan *c)
+static size_t
+chan_unsent(const struct neg_chan *c)
 {
-	return c->count < c->maxjobs && c->out.len - c->outoff < c->srv->max_frame;
+	return c->out.len - c->outoff;
 }
 
-/* Moves finished replies, in request order, to the output queue. */
+/* A slot for a new request, NULL while all the channel may have are taken. */
+static struct neg_slot *
+chan_free_slot(struct neg_chan *c)
+{
+	int i;
+
+	if (c->count >= c->maxjobs)
+		return NULL;
+	for (i = 0; i < NEG_CHAN_MAXJOBS; i++)
+		if (c->slot[i].state == SLOT_FREE)
+			return &c->slot[i];
+	return NULL;
+}
+
+/* The slots in use, oldest first. */
+static int
+chan_order(struct neg_chan *c, struct neg_slot **v)
+{
+	int i, j, n = 0;
+	struct neg_slot *t;
+
+	for (i = 0; i < NEG_CHAN_MAXJOBS; i++)
+		if (c->slot[i].state != SLOT_FREE)
+			v[n++] = &c->slot[i];
+	for (i = 1; i < n; i++)
+		for (j = i; j > 0 && v[j]->seq - v[0]->seq < v[j - 1]->seq - v[0]->seq; j--) {
+			t = v[j];
+			v[j] = v[j - 1];
+			v[j - 1] = t;
+		}
+	return n;
+}
+
+static void
+slot_release(struct neg_chan *c, struct neg_slot *s)
+{
+	buf_free(&s->reply);
+	buf_free(&s->sin);
+	memset(s, 0, sizeof(*s));
+	c->count--;
+}
+
+/*
+ * Moves finished replies to the output queue: one with an id at once (its
+ * caller matches it by id), one without after every earlier one without
+ * (a 0.8 caller takes replies in the order of its requests).
+ */
 static void
 chan_flush(struct neg_chan *c)
 {
-	struct neg_slot *s;
+	struct neg_slot *v[NEG_CHAN_MAXJOBS];
+	int i, n = chan_order(c, v), blocked = 0;
 
-	while (c->count > 0 && (s = chan_slot(c, 0))->state == SLOT_DONE) {
-		buf_add(&c->out, s->reply.p, s->reply.len);
-		buf_free(&s->reply);
-		memset(s, 0, sizeof(*s));
-		c->head = (c->head + 1) % NEG_CHAN_MAXJOBS;
-		c->count--;
+	for (i = 0; i < n; i++) {
+		if (v[i]->state == SLOT_DONE && (!blocked || v[i]->has_id)) {
+			buf_add(&c->out, v[i]->reply.p, v[i]->reply.len);
+			slot_release(c, v[i]);
+		} else if (!v[i]->has_id) {
+			blocked = 1;
+		}
 	}
 }
 
-/* Starts queued commands in request order while the fair share allows, and reads requests. */
+/* The streamed call of id that is still going, or NULL. */
+static struct neg_slot *
+chan_stream_slot(struct neg_chan *c, const char *id)
+{
+	int i;
+	struct neg_slot *s;
+
+	for (i = 0; i < NEG_CHAN_MAXJOBS; i++) {
+		s = &c->slot[i];
+		if ((s->state == SLOT_QUEUED || s->state == SLOT_RUNNING) && s->req.stream &&
+		    strcmp(s->req.id, id) == 0)
+			return s;
+	}
+	return NULL;
+}
+
+/* Stops a running call's command: SIGTERM, then SIGKILL after the grace period (or at once). */
+static void
+slot_stop(struct neg_slot *s, int at_once, int64_t now)
+{
+	struct neg_job *j = &s->job;
+
+	if (!j->signalled) {
+		if (at_once)
+			j->grace_ms = 0;
+		neg_job_kill(j, now);
+	} else if (at_once && !j->group_killed) {
+		kill(-j->pid, SIGKILL);
+		j->kill_at = now;
+	}
+}
+
+/* A queued call that will not run: its reply (or none, when why is NULL) instead. */
+static void
+slot_unqueue(struct neg_slot *s, const char *why)
+{
+	if (why)
+		neg_reply_text(&s->reply, s->req.id, why);
+	proto_request_free(&s->req);
+	s->state = SLOT_DONE;
+}
+
+/* The command's stdin is closed (or will be): what the caller still sends is dropped. */
+static void
+slot_close_stdin(struct neg_chan *c, struct neg_slot *s)
+{
+	if (s->job.fd_in >= 0) {
+		close(s->job.fd_in);
+		s->job.fd_in = -1;
+	}
+	s->sin.len = s->sinoff = 0;
+	if (!s->sin_closed && !s->sin_eof && s->state == SLOT_RUNNING && !s->job.discard)
+		proto_stream_eof(&c->out, s->req.id, 0);	/* "send no more" */
+	s->sin_closed = 1;
+}
+
+/* The caller broke the rules of a streamed call: it ends, the reply saying why. */
+static void
+slot_violation(struct neg_chan *c, struct neg_slot *s, const char *why)
+{
+	chan_log(c, LOG_WARNING, "%s (call %s)", why, s->req.id);
+	if (s->state == SLOT_QUEUED) {
+		slot_unqueue(s, why);
+		return;
+	}
+	s->why = why;
+	slot_close_stdin(c, s);
+	slot_stop(s, 0, neg_now());
+}
+
+/* A frame of a streamed call: stdin data, its end, output credit, or a cancel. */
+static void
+chan_stream_frame(struct neg_chan *c, const struct proto_stream *f)
+{
+	struct neg_slot *s = chan_stream_slot(c, f->id);
+
+	if (s == NULL) {
+		/* the rest of a call that ended, was cancelled or was never ours */
+		neg_log(LOG_DEBUG, "%s: dropping a stream frame of call %s, which is not going on",
+		    chan_peer(c), f->id);
+		return;
+	}
+	switch (f->kind) {
+	case PROTO_S_DATA:
+		if (f->fd != 0 || s->state != SLOT_RUNNING || f->len > s->sin_room || s->sin_eof) {
+			slot_violation(c, s, f->fd != 0 ? "Protocol error: a caller sends stdin only" :
+			    s->sin_eof ? "Protocol error: stdin data after its end" :
+			    "Protocol error: stdin data beyond the window granted");
+			return;
+		}
+		s->sin_room -= f->len;
+		if (s->sin_closed)
+			return;
+		if (s->sinoff > 0 && s->sinoff == s->sin.len)
+			s->sin.len = s->sinoff = 0;
+		buf_add(&s->sin, f->data, f->len);
+		return;
+	case PROTO_S_EOF:
+		if (f->fd != 0) {
+			slot_violation(c, s, "Protocol error: a caller ends stdin only");
+			return;
+		}
+		s->sin_eof = 1;
+		if (s->state == SLOT_RUNNING && s->sinoff == s->sin.len)
+			slot_close_stdin(c, s);
+		return;
+	case PROTO_S_CREDIT:
+		s->out_credit = s->out_credit + f->credit > PROTO_MAX_FRAME_LIMIT ? PROTO_MAX_FRAME_LIMIT :
+		    s->out_credit + f->credit;
+		return;
+	case PROTO_S_CANCEL:
+		chan_log(c, LOG_INFO, "call %s cancelled (%s)", f->id, f->kill ? "KILL" : "TERM");
+		if (s->state == SLOT_QUEUED) {
+			slot_unqueue(s, "Cancelled by the caller before it started");
+			return;
+		}
+		slot_close_stdin(c, s);
+		slot_stop(s, f->kill, neg_now());
+		return;
+	}
+}
+
+/*
+ * A new caller has the channel (it said so in its version request): a port
+ * has one caller at a time, so the calls in progress belong to callers that
+ * are gone, and are stopped without replies.
+ */
+static void
+chan_supersede(struct neg_chan *c)
+{
+	int64_t now = neg_now();
+	struct neg_slot *s;
+	int i, n = 0;
+
+	for (i = 0; i < NEG_CHAN_MAXJOBS; i++) {
+		s = &c->slot[i];
+		if (s->state == SLOT_FREE)
+			continue;
+		n++;
+		buf_free(&s->reply);
+		if (s->state == SLOT_QUEUED) {
+			slot_unqueue(s, NULL);
+		} else if (s->state == SLOT_RUNNING) {
+			s->job.discard = 1;
+			slot_close_stdin(c, s);
+			slot_stop(s, 0, now);
+		}
+	}
+	if (n > 0)
+		chan_log(c, LOG_INFO, "a new caller: %d earlier call%s dropped", n, n == 1 ? "" : "s");
+}
+
+/*
+ * A request read (rc 0) or refused (rc < 0, err why).  Commands and requests
+ * without an id take a slot; one that finds none is held, and reading stops,
+ * until one is free.  Requests with an id that run nothing are answered at
+ * once: a new caller is never kept waiting by the commands of an old one.
+ */
+static int
+chan_request(struct neg_chan *c, struct proto_request *req, int rc, const char *err)
+{
+	struct neg_slot *s;
+	int exec = rc == 0 && proto_method_lookup(req->method) == PROTO_M_EXECUTE;
+
+	chan_flush(c);	/* what is done goes first: an answer given at once comes after it */
+	if (rc < 0 && req->id[0]) {
+		chan_log(c, LOG_WARNING, "%s", err);
+		neg_reply_text(&c->out, req->id, err);
+		proto_request_free(req);
+		return 0;
+	}
+	if (rc == 0 && !exec && req->id[0]) {
+		if (req->new_caller)
+			chan_supersede(c);
+		chan_answer(c, req, &c->out);
+		proto_request_free(req);
+		return 0;
+	}
+	if ((s = chan_free_slot(c)) == NULL)
+		return -1;
+	memset(s, 0, sizeof(*s));
+	c->count++;
+	s->seq = c->seq++;
+	s->has_id = req->id[0] != '\0';
+	s->state = SLOT_DONE;
+	if (rc < 0) {
+		chan_log(c, LOG_WARNING, "%s", err);
+		/* "id": null says "not an answer to any call of yours" to callers that sent an id */
+		neg_reply_text(&s->reply, "null", err);
+		proto_request_free(req);
+	} else if (!exec) {
+		chan_answer(c, req, &s->reply);
+		proto_request_free(req);
+	} else {
+		s->req = *req;
+		memset(req, 0, sizeof(*req));
+		if (s->req.stream && !chan_streams(c)) {
+			slot_unqueue(s, "Protocol error: streaming is not served here (frame limit too small)");
+			return 0;
+		}
+		s->state = SLOT_QUEUED;
+		s->since = neg_now();
+		if (chan_may_start(c))
+			chan_start(c, s, s->since);
+	}
+	return 0;
+}
+
+/* One frame the reader returned (ev PROTO_FRAME), or its error (PROTO_ERROR). */
+static void
+chan_frame(struct neg_chan *c, enum proto_event ev)
+{
+	struct proto_stream f;
+	char err[200];
+	int rc;
+
+	memset(&c->held_req, 0, sizeof(c->held_req));
+	if (ev == PROTO_ERROR) {
+		snprintf(c->held_err, sizeof(c->held_err), "%s", c->rd.err);
+		rc = -1;
+	} else {
+		rc = proto_stream_parse(&f, c->rd.body.p, c->rd.body.len, c->rd.json_len, err,
+		    sizeof(err));
+		if (rc == 1) {
+			chan_stream_frame(c, &f);
+			return;
+		}
+		if (rc < 0 && f.id[0]) {
+			chan_log(c, LOG_WARNING, "%s (call %s)", err, f.id);
+			return;
+		}
+		if (rc < 0) {
+			snprintf(c->held_err, sizeof(c->held_err), "%s", err);
+		} else {
+			rc = proto_request_parse(&c->held_req, c->rd.body.p, c->rd.body.len, c->held_err,
+			    sizeof(c->held_err));
+			if (rc < 0)
+				proto_request_free(&c->held_req);
+		}
+		/* a large frame's buffer is not kept around between requests */
+		if (c->rd.body.cap > NEG_KEEP_BUF)
+			buf_free(&c->rd.body);
+	}
+	if (chan_request(c, &c->held_req, rc, c->held_err) < 0)
+		c->held = rc == 0 ? 1 : 2;
+}
+
+/* Starts queued commands in arrival order while the fair share allows, and reads requests. */
 static void
 chan_process(struct neg_chan *c)
 {
-	struct neg_slot *s;
+	struct neg_slot *v[NEG_CHAN_MAXJOBS];
 	enum proto_event ev;
 	int64_t now = neg_now();
 	size_t used;
-	int i;
+	int i, n;
 
-	for (;;) {
-		for (i = 0; i < c->count && chan_slot(c, i)->state != SLOT_QUEUED; i++)
-			;
-		if (i == c->count || !chan_may_start(c))
-			break;
-		chan_start(c, chan_slot(c, i), now);
-	}
-	while (c->inoff < c->in.len && chan_can_take(c)) {
+	n = chan_order(c, v);
+	for (i = 0; i < n && chan_may_start(c); i++)
+		if (v[i]->state == SLOT_QUEUED)
+			chan_start(c, v[i], now);
+	chan_flush(c);
+	if (c->held && chan_request(c, &c->held_req, c->held == 1 ? 0 : -1, c->held_err) == 0)
+		c->held = 0;
+	while (!c->held && c->inoff < c->in.len && chan_unsent(c) < c->srv->max_frame) {
 		if (!proto_reader_partial(&c->rd))
 			c->frame_t0 = c->last_rx;
 		ev = proto_reader_feed(&c->rd, c->in.p + c->inoff, c->in.len - c->inoff, &used);
 		c->inoff += used;
 		if (ev == PROTO_NEED_MORE)
 			break;
-		s = chan_slot(c, c->count++);
-		memset(s, 0, sizeof(*s));
-		if (ev == PROTO_ERROR) {
-			chan_log(c, LOG_WARNING, "%s", c->rd.err);
-			neg_reply_text(&s->reply, "null", c->rd.err);
-			s->state = SLOT_DONE;
-		} else {
-			chan_serve(c, s, c->rd.body.p, c->rd.body.len);
-			if (s->state == SLOT_QUEUED && chan_may_start(c))
-				chan_start(c, s, now);
-			/* a large frame's buffer is not kept around between requests */
-			if (c->rd.body.cap > NEG_KEEP_BUF)
-				buf_free(&c->rd.body);
-		}
+		chan_frame(c, ev);
 	}
 	if (c->inoff == c->in.len) {
 		c->in.len = c->inoff = 0;
@@ -1525,9 +1802,115 @@ chan_process(struct neg_chan *c)
 	chan_flush(c);
 }
 
+/* Whether the output of a streamed call is read now: it has credit and the channel room. */
+static int
+stream_readable(const struct neg_chan *c, const struct neg_slot *s)
+{
+	return s->job.discard || (s->out_credit > 0 && chan_unsent(c) < NEG_STREAM_OUT_HIGH);
+}
+
+/* A streamed call's pollfds: stdin while bytes wait for it, output while it may be sent. */
+static int
+stream_pollfds(const struct neg_chan *c, struct neg_slot *s, struct pollfd *p)
+{
+	struct neg_job *j = &s->job;
+	int n = 0;
+
+	if (j->fd_in >= 0 && s->sinoff < s->sin.len) {
+		p[n].fd = j->fd_in;
+		p[n++].events = POLLOUT;
+	}
+	if (stream_readable(c, s)) {
+		if (j->fd_out >= 0) {
+			p[n].fd = j->fd_out;
+			p[n++].events = POLLIN;
+		}
+		if (j->fd_err >= 0) {
+			p[n].fd = j->fd_err;
+			p[n++].events = POLLIN;
+		}
+	}
+	return n;
+}
+
+/* Forwards what the command wrote on fd (1 stdout, 2 stderr) as data frames, within the credit. */
+static void
+stream_read(struct neg_chan *c, struct neg_slot *s, int *fdp, int which)
+{
+	char tmp[NEG_STREAM_CHUNK];
+	size_t room;
+	ssize_t n;
+	int rounds;
+
+	for (rounds = 0; rounds < NEG_READS_PER_WAKE && *fdp >= 0 && stream_readable(c, s); rounds++) {
+		room = s->job.discard || s->out_credit > sizeof(tmp) ? sizeof(tmp) : s->out_credit;
+		n = read(*fdp, tmp, room);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN)
+			return;
+		if (n <= 0) {
+			close(*fdp);
+			*fdp = -1;
+			return;
+		}
+		if (s->job.discard)
+			continue;
+		proto_stream_data(&c->out, s->req.id, which, tmp, (size_t)n);
+		s->out_credit -= (size_t)n;
+	}
+}
+
+/* Feeds the command's stdin from what the caller sent, granting it back as it goes. */
+static void
+stream_write(struct neg_chan *c, struct neg_slot *s)
+{
+	size_t len = s->sin.len - s->sinoff;
+	ssize_t w = write(s->job.fd_in, s->sin.p + s->sinoff, len < NEG_READ_CHUNK ? len :
+	    NEG_READ_CHUNK);
+
+	if (w < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (w <= 0) {
+		/* EPIPE: the command does not read its input; the caller is told to stop */
+		slot_close_stdin(c, s);
+		return;
+	}
+	s->sinoff += (size_t)w;
+	s->sin_taken += (size_t)w;
+	if (s->sinoff == s->sin.len) {
+		s->sin.len = s->sinoff = 0;
+		if (s->sin_eof)
+			slot_close_stdin(c, s);
+	}
+	if (!s->sin_eof && !s->sin_closed && (s->sin_taken >= NEG_STREAM_GRANT || s->sin.len == 0)) {
+		proto_stream_credit(&c->out, s->req.id, s->sin_taken);
+		s->sin_room += s->sin_taken;
+		s->sin_taken = 0;
+	}
+}
+
+static void
+stream_io(struct neg_chan *c, struct neg_slot *s, const struct pollfd *p, int n)
+{
+	struct neg_job *j = &s->job;
+	int i;
+
+	for (i = 0; i < n; i++) {
+		if (p[i].revents == 0)
+			continue;
+		if (p[i].fd == j->fd_in)
+			stream_write(c, s);
+		else if (p[i].fd == j->fd_out)
+			stream_read(c, s, &j->fd_out, 1);
+		else if (p[i].fd == j->fd_err)
+			stream_read(c, s, &j->fd_err, 2);
+	}
+}
+
 /*
- * The channel's pollfds: its own fd first (input wanted only when a request
- * can be taken, output when queued), then its commands' pipes.
+ * The channel's pollfds: its own fd first (input wanted unless a request is
+ * held or replies pile up unread, output when queued), then its commands' pipes.
  */
 int
 neg_chan_pollfds(struct neg_chan *c, struct pollfd *p, int want_input)
@@ -1538,13 +1921,14 @@ neg_chan_pollfds(struct neg_chan *c, struct pollfd *p, int want_input)
 	p[0].fd = c->fd;	/* -1 while disconnected: poll() skips it, the jobs are still served */
 	p[0].events = 0;
 	p[0].revents = 0;
-	if (want_input && chan_can_take(c) && c->inoff == c->in.len)
+	if (want_input && !c->held && chan_unsent(c) < c->srv->max_frame && c->inoff == c->in.len)
 		p[0].events |= POLLIN;
 	if (c->outoff < c->out.len)
 		p[0].events |= POLLOUT;
-	for (i = 0; i < c->count; i++) {
-		s = chan_slot(c, i);
-		s->nfds = s->state == SLOT_RUNNING ? neg_job_pollfds(&s->job, p + n) : 0;
+	for (i = 0; i < NEG_CHAN_MAXJOBS; i++) {
+		s = &c->slot[i];
+		s->nfds = s->state != SLOT_RUNNING ? 0 : s->req.stream ? stream_pollfds(c, s, p + n) :
+		    neg_job_pollfds(&s->job, p + n);
 		n += s->nfds;
 	}
 	return n;
@@ -1555,13 +1939,25 @@ chan_job_finished(struct neg_chan *c, struct neg_slot *s)
 {
 	if (s->state != SLOT_RUNNING || !neg_job_done(&s->job))
 		return;
-	if (!s->job.discard)
+	if (s->why)
+		neg_reply_text(&s->reply, s->req.id, s->why);
+	else if (!s->job.discard)
 		neg_job_reply(&s->job, &s->req, &s->reply, c->srv->max_frame);
 	neg_job_free(&s->job);
 	proto_request_free(&s->req);
+	buf_free(&s->sin);
 	s->state = SLOT_DONE;
 	c->running--;
 	c->srv->running--;
+}
+
+static void
+chan_jobs_finished(struct neg_chan *c)
+{
+	int i;
+
+	for (i = 0; i < NEG_CHAN_MAXJOBS; i++)
+		chan_job_finished(c, &c->slot[i]);
 }
 
 /* Handles poll results; returns -1 when the peer is gone (errno says how, 0 for EOF). */
@@ -1573,12 +1969,16 @@ neg_chan_io(struct neg_chan *c, const struct pollfd *p, int n)
 	int i, k, rounds, gone = 0, why = 0;
 	struct neg_slot *s;
 
-	for (i = 0, k = 1; i < c->count; i++) {
-		s = chan_slot(c, i);
-		if (s->state != SLOT_RUNNING)
+	for (i = 0, k = 1; i < NEG_CHAN_MAXJOBS; i++) {
+		s = &c->slot[i];
+		if (s->state != SLOT_RUNNING || s->nfds == 0)
 			continue;
-		if (k + s->nfds <= n)
-			neg_job_io(&s->job, p + k, s->nfds);
+		if (k + s->nfds <= n) {
+			if (s->req.stream)
+				stream_io(c, s, p + k, s->nfds);
+			else
+				neg_job_io(&s->job, p + k, s->nfds);
+		}
 		k += s->nfds;
 	}
 	if (p[0].revents & POLLOUT) {
@@ -1617,8 +2017,7 @@ neg_chan_io(struct neg_chan *c, const struct pollfd *p, int n)
 	}
 	if (!gone && (p[0].revents & (POLLHUP | POLLERR | POLLNVAL)) && !(p[0].revents & POLLIN))
 		gone = 1;
-	for (i = 0; i < c->count; i++)
-		chan_job_finished(c, chan_slot(c, i));
+	chan_jobs_finished(c);
 	chan_process(c);
 	/* what happened to the peer, not whatever the commands' start-up left in errno */
 	errno = why;
@@ -1630,11 +2029,10 @@ neg_chan_reap(struct neg_chan *c)
 {
 	int i;
 
-	for (i = 0; i < c->count; i++)
-		if (chan_slot(c, i)->state == SLOT_RUNNING)
-			neg_job_reap(&chan_slot(c, i)->job);
-	for (i = 0; i < c->count; i++)
-		chan_job_finished(c, chan_slot(c, i));
+	for (i = 0; i < NEG_CHAN_MAXJOBS; i++)
+		if (c->slot[i].state == SLOT_RUNNING)
+			neg_job_reap(&c->slot[i].job);
+	chan_jobs_finished(c);
 	chan_process(c);
 }
 
@@ -1642,31 +2040,43 @@ neg_chan_reap(struct neg_chan *c)
 static int64_t
 chan_frame_limit(const struct neg_chan *c)
 {
+	if (proto_reader_raw(&c->rd))
+		return NEG_DATA_FRAME_MS;
 	return PROTO_PARTIAL_MS + (int64_t)(proto_reader_declared(&c->rd) / NEG_FRAME_MIN_RATE);
 }
 
 void
 neg_chan_tick(struct neg_chan *c, int64_t now)
 {
+	struct proto_request none;
 	int i;
 
-	for (i = 0; i < c->count; i++)
-		if (chan_slot(c, i)->state == SLOT_RUNNING)
-			neg_job_tick(&chan_slot(c, i)->job, now);
+	for (i = 0; i < NEG_CHAN_MAXJOBS; i++)
+		if (c->slot[i].state == SLOT_RUNNING)
+			neg_job_tick(&c->slot[i].job, now);
+	/*
+	 * A data frame is one write(): still incomplete, its writer died in it,
+	 * and what came after (the next caller's request) is in its bytes.
+	 */
+	if (proto_reader_raw(&c->rd) && c->inoff == c->in.len && !c->held &&
+	    now - c->frame_t0 >= chan_frame_limit(c)) {
+		chan_log(c, LOG_WARNING, "a data frame was cut short; looking through its bytes "
+		    "for the next frame");
+		buf_free(&c->in);
+		proto_reader_rehunt(&c->rd, &c->in);
+		c->inoff = 0;
+		c->frame_t0 = now;
+	}
 	/* timed from the frame's first byte: a trickle of bytes does not keep a cut frame alive */
-	if (proto_reader_partial(&c->rd) && c->inoff == c->in.len &&
-	    now - c->frame_t0 >= chan_frame_limit(c) && chan_can_take(c)) {
-		struct neg_slot *s = chan_slot(c, c->count++);
-
-		memset(s, 0, sizeof(*s));
+	if (proto_reader_partial(&c->rd) && c->inoff == c->in.len && !c->held &&
+	    now - c->frame_t0 >= chan_frame_limit(c) && chan_free_slot(c) != NULL) {
 		chan_log(c, LOG_WARNING, "dropping an incomplete frame");
-		neg_reply_text(&s->reply, "null", "Protocol error: incomplete frame (the rest did not arrive in time)");
-		s->state = SLOT_DONE;
+		memset(&none, 0, sizeof(none));
+		chan_request(c, &none, -1, "Protocol error: incomplete frame (the rest did not arrive in time)");
 		proto_reader_reset(&c->rd);
 	}
 	chan_log_window(c, now);
-	for (i = 0; i < c->count; i++)
-		chan_job_finished(c, chan_slot(c, i));
+	chan_jobs_finished(c);
 	chan_process(c);
 }
 
@@ -1677,8 +2087,8 @@ neg_chan_wake(const struct neg_chan *c)
 	int i;
 	const struct neg_slot *s;
 
-	for (i = 0; i < c->count; i++) {
-		s = &c->slot[(c->head + i) % NEG_CHAN_MAXJOBS];
+	for (i = 0; i < NEG_CHAN_MAXJOBS; i++) {
+		s = &c->slot[i];
 		if (s->state == SLOT_RUNNING)
 			t = neg_min_deadline(t, neg_job_wake(&s->job));
 		/* a queued command is looked at again soon: another channel's may have ended */
@@ -1691,7 +2101,7 @@ neg_chan_wake(const struct neg_chan *c)
 	if (c->outoff < c->out.len)
 		t = neg_min_deadline(t, neg_now() + 100);
 	/* requests held back while the channel's slots are taken */
-	if (c->inoff < c->in.len)
+	if (c->inoff < c->in.len || c->held)
 		t = neg_min_deadline(t, neg_now() + 50);
 	if (c->log_dropped > 0)
 		t = neg_min_deadline(t, c->log_until);
@@ -1709,11 +2119,15 @@ neg_chan_reset(struct neg_chan *c)
 	struct neg_slot *s;
 	int i;
 
-	for (i = 0; i < c->count; i++) {
-		s = chan_slot(c, i);
+	for (i = 0; i < NEG_CHAN_MAXJOBS; i++) {
+		s = &c->slot[i];
+		if (s->state == SLOT_FREE)
+			continue;
 		buf_free(&s->reply);
 		if (s->state == SLOT_RUNNING) {
 			s->job.discard = 1;
+			s->sin_closed = 1;
+			slot_close_stdin(c, s);
 			neg_job_kill(&s->job, now);
 		} else {
 			if (s->state == SLOT_QUEUED)
@@ -1721,6 +2135,9 @@ neg_chan_reset(struct neg_chan *c)
 			s->state = SLOT_DONE;
 		}
 	}
+	if (c->held == 1)
+		proto_request_free(&c->held_req);
+	c->held = 0;
 	proto_reader_reset(&c->rd);
 	c->in.len = c->inoff = 0;
 	c->out.len = c->outoff = 0;
@@ -1734,8 +2151,10 @@ neg_chan_free(struct neg_chan *c)
 	int i;
 
 	neg_chan_reset(c);
-	for (i = 0; i < NEG_CHAN_MAXJOBS; i++)
+	for (i = 0; i < NEG_CHAN_MAXJOBS; i++) {
 		buf_free(&c->slot[i].reply);
+		buf_free(&c->slot[i].sin);
+	}
 	proto_reader_free(&c->rd);
 	buf_free(&c->in);
 	buf_free(&c->out);
@@ -1749,8 +2168,8 @@ neg_chan_busy(const struct neg_chan *c)
 
 	if (c->fd >= 0 && c->outoff < c->out.len)
 		return 1;
-	for (i = 0; i < c->count; i++)
-		if (c->slot[(c->head + i) % NEG_CHAN_MAXJOBS].state == SLOT_RUNNING)
+	for (i = 0; i < NEG_CHAN_MAXJOBS; i++)
+		if (c->slot[i].state == SLOT_RUNNING)
 			return 1;
 	return 0;
 }
@@ -1767,6 +2186,7 @@ neg_cli_init(struct neg_cli *o, const char *usage, int max_running)
 	o->srv.max_running = max_running;
 	o->timeout = 10;
 	o->deadline = -1;
+	o->infd = -1;
 }
 
 /*
@@ -1876,24 +2296,19 @@ expired(int64_t deadline)
 }
 
 /*
- * Reads --input into o->indata before any channel is opened (a channel held
- * while a slow stdin trickles would keep every other caller out), within the
- * deadline, and no more than can travel: base64 makes 4 bytes of 3.
+ * Reads --input into o->indata for a call that does not stream (a 0.8 peer),
+ * within the deadline, and no more than can travel: base64 makes 4 bytes of 3.
  */
 static int
 cli_read_input(struct neg_cli *o, char *err, size_t errlen)
 {
 	size_t limit = o->srv.max_frame / 4 * 3, want;
-	int fd = strcmp(o->input, "-") == 0 ? 0 : open(o->input, O_RDONLY | O_CLOEXEC);
+	int fd = o->infd;
 	struct pollfd p;
 	struct buf secs = {0};
 	ssize_t n;
 	int rc = -1;
 
-	if (fd < 0) {
-		snprintf(err, errlen, "%s", strerror(errno));
-		return -1;
-	}
 	for (;;) {
 		p.fd = fd;
 		p.events = POLLIN;
@@ -1931,8 +2346,6 @@ cli_read_input(struct neg_cli *o, char *err, size_t errlen)
 			break;
 		}
 	}
-	if (fd != 0)
-		close(fd);
 	buf_reserve(&o->indata, 0);
 	return rc;
 }
@@ -1960,8 +2373,10 @@ neg_cli_prepare(struct neg_cli *o)
 		if (!proto_utf8_valid(o->argv[i], strlen(o->argv[i])))
 			neg_die("cannot run '%s': word %zu is not valid UTF-8 (arguments travel as "
 			    "JSON text)", o->command, i + 1);
-	if (o->input && cli_read_input(o, err, sizeof(err)) < 0)
-		neg_die("cannot read the input (%s): %s", o->input, err);
+	/* opened now, so that a wrong name is said before any channel is opened */
+	if (o->input && (o->infd = strcmp(o->input, "-") == 0 ? 0 :
+	    open(o->input, O_RDONLY | O_CLOEXEC)) < 0)
+		neg_die("cannot read the input (%s): %s", o->input, strerror(errno));
 }
 
 void
@@ -1969,6 +2384,9 @@ neg_cli_free(struct neg_cli *o)
 {
 	neg_strv_free(o->argv);
 	o->argv = NULL;
+	if (o->infd > 0)
+		close(o->infd);
+	o->infd = -1;
 	buf_free(&o->indata);
 }
 
@@ -2048,6 +2466,18 @@ drop_pending(int fd)
 	}
 }
 
+/* A fresh request id: a caller drops replies and stream frames with any other. */
+void
+neg_new_id(char *id, size_t idlen)
+{
+	static unsigned counter;
+
+	if (counter == 0)
+		counter = (unsigned)getpid() * 7919u + (unsigned)neg_now();
+	counter = counter * 1103515245u + 12345u;
+	snprintf(id, idlen, "%u", counter % 1000000000u);
+}
+
 /*
  * One call: sends the request (with a fresh id) and waits for the reply with
  * that id until deadline (< 0: no limit).  Bytes of no frame, frames that do
@@ -2062,7 +2492,6 @@ neg_call(int fd, int flags, const struct proto_request *kw, const char *method,
     int64_t deadline, size_t max_frame, struct proto_response *resp,
     char *err, size_t errlen)
 {
-	static unsigned counter;
 	struct proto_request req;
 	struct proto_reader r;
 	struct buf frame = {0};
@@ -2077,10 +2506,7 @@ neg_call(int fd, int flags, const struct proto_request *kw, const char *method,
 	memset(&req, 0, sizeof(req));
 	if (kw)
 		req = *kw;
-	if (counter == 0)
-		counter = (unsigned)getpid() * 7919u + (unsigned)neg_now();
-	counter = counter * 1103515245u + 12345u;
-	snprintf(req.id, sizeof(req.id), "%u", counter % 1000000000u);
+	neg_new_id(req.id, sizeof(req.id));
 	proto_request_write(&frame, method, req.argv, req.argc, &req);
 	/* the other side would refuse it unread; say so here rather than wait for the timeout */
 	head = (size_t)(strchr(frame.p, '\n') + 1 - frame.p);
@@ -2206,29 +2632,49 @@ stdout_failed(void)
 	return 255;
 }
 
-/*
- * -e: runs o->argv on the other side and behaves like ssh: the command's stdout
- * and stderr on ours, its exit status as ours, 255 when negotiator failed.
- * The callee enforces the timeout; we wait for it to kill the command
- * (SIGTERM, the grace period, SIGKILL) and tell us, and a little more.
- */
-int
-neg_cli_execute(int fd, int flags, const struct neg_cli *o, const char *peer)
+/* The exit status of a final reply, like ssh's; the failure said on stderr. */
+static int
+cli_outcome(const struct proto_response *resp, const char *peer, int out_failed)
+{
+	int rc;
+
+	if (out_failed)
+		rc = stdout_failed();
+	else if (resp->success)
+		rc = 0;
+	else if (resp->timed_out)
+		rc = 255;
+	else if (resp->exit_code > 0)
+		rc = resp->exit_code;
+	else if (resp->signal > 0)
+		rc = 128 + resp->signal;
+	else
+		rc = status_from_text(resp->error);
+	if (!resp->success)
+		neg_log(LOG_ERR, "%s: %s", peer, resp->error);
+	return rc;
+}
+
+/* The one-shot call of 0.8: all input in the request, all output in the reply. */
+static int
+cli_oneshot(int fd, int flags, struct neg_cli *o, const char *peer, int64_t wait)
 {
 	struct proto_request kw;
 	struct proto_response resp;
 	char err[512];
 	int rc, out;
 	size_t len;
-	int64_t wait = o->timeout > 0 ? neg_now() + (int64_t)(o->timeout * 1000) +
-	    NEG_KILL_GRACE_MS + NEG_REPLY_MARGIN_MS : -1;
 
 	memset(&kw, 0, sizeof(kw));
 	kw.argv = o->argv;
 	kw.argc = o->argc;
 	kw.base64 = 1;
 	kw.timeout = o->timeout;
-	if (o->input) {
+	if (o->infd >= 0) {
+		if (cli_read_input(o, err, sizeof(err)) < 0) {
+			neg_log(LOG_ERR, "cannot read the input (%s): %s", o->input, err);
+			return 255;
+		}
 		kw.input = o->indata;
 		kw.has_input = 1;
 	}
@@ -2251,22 +2697,331 @@ neg_cli_execute(int fd, int flags, const struct neg_cli *o, const char *peer)
 			out = write_out(1, resp.result.p, len) < 0 ? -1 : write_out(1, "\n", 1);
 		}
 	}
-	if (out < 0)
-		rc = stdout_failed();
-	else if (resp.success)
-		rc = 0;
-	else if (resp.timed_out)
-		rc = 255;
-	else if (resp.exit_code > 0)
-		rc = resp.exit_code;
-	else if (resp.signal > 0)
-		rc = 128 + resp.signal;
-	else
-		rc = status_from_text(resp.error);
-	if (!resp.success)
-		neg_log(LOG_ERR, "%s: %s", peer, resp.error);
+	rc = cli_outcome(&resp, peer, out < 0);
 	proto_response_free(&resp);
 	return rc;
+}
+
+/*
+ * SIGINT, SIGTERM and SIGHUP during a streamed call: the first cancels the
+ * remote command (TERM, its grace period), the second kills it at once and
+ * we go.  No SA_RESTART: a write to a stdout nobody reads must not hide them.
+ */
+static volatile sig_atomic_t cli_sig, cli_nsig;
+
+static void
+on_cli_sig(int sig)
+{
+	cli_sig = sig;
+	cli_nsig++;
+}
+
+/* What a streamed call keeps while it runs. */
+struct cli_stream {
+	int fd, flags;
+	char id[PROTO_MAX_ID + 1];
+	struct buf wq;      /* frames to send ... */
+	size_t wqoff;       /* ... from here */
+	size_t in_credit;   /* stdin bytes the callee takes now */
+	int in_open;        /* --input is still being read */
+	size_t taken;       /* output written since the last grant */
+	int cancelled;      /* cancel frames sent: 1 TERM, 2 KILL */
+	int gone;           /* our stdout failed: the call is cancelled */
+};
+
+/* Sends what is queued; 0, or -1 when the channel failed (err says how). */
+static int
+stream_send(struct cli_stream *st, char *err, size_t errlen)
+{
+	size_t len = st->wq.len - st->wqoff;
+	ssize_t n;
+
+	if (len == 0)
+		return 0;
+	/* at most one write unit: data frames are queued one at a time, so one goes whole */
+	n = write(st->fd, st->wq.p + st->wqoff, len < NEG_WRITE_CHUNK ? len : NEG_WRITE_CHUNK);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return 0;
+	if (n < 0) {
+		snprintf(err, errlen, "cannot send: %s", strerror(errno));
+		return -1;
+	}
+	st->wqoff += (size_t)n;
+	if (st->wqoff == st->wq.len)
+		st->wq.len = st->wqoff = 0;
+	return 0;
+}
+
+/* Writes a chunk of output to ours; a signal that interrupts a blocked write ends it. */
+static int
+stream_output(int fd, const char *s, size_t len)
+{
+	ssize_t n;
+
+	while (len > 0) {
+		n = write(fd, s, len);
+		if (n < 0 && errno == EINTR) {
+			if (cli_nsig > 0)
+				return 0;	/* cancelling: the rest does not matter */
+			continue;
+		}
+		if (n <= 0)
+			return -1;
+		s += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/*
+ * One frame from the callee.  Returns 1 for the final reply (in resp), 0 to
+ * go on, -1 when our stdout failed.
+ */
+static int
+stream_frame(struct cli_stream *st, const struct proto_reader *r, struct proto_response *resp)
+{
+	struct proto_stream f;
+	char err[256];
+	int rc = proto_stream_parse(&f, r->body.p, r->body.len, r->json_len, err, sizeof(err));
+
+	if (rc == 1 && strcmp(f.id, st->id) != 0) {
+		neg_log(LOG_DEBUG, "dropping a stream frame of an earlier call (id %s)", f.id);
+		return 0;
+	}
+	if (rc == 1) {
+		switch (f.kind) {
+		case PROTO_S_DATA:
+			if (f.fd == 0)
+				break;
+			if (!st->gone && stream_output(f.fd, f.data, f.len) < 0)
+				return -1;
+			st->taken += f.len;
+			break;
+		case PROTO_S_CREDIT:
+			st->in_credit += f.credit;
+			break;
+		case PROTO_S_EOF:
+			/* the command closed its stdin: the rest of ours would be dropped */
+			st->in_open = 0;
+			break;
+		}
+		return 0;
+	}
+	if (rc < 0 || proto_response_parse(resp, r->body.p, r->body.len, err, sizeof(err)) < 0) {
+		neg_log(LOG_INFO, "skipping a frame that does not parse: %s", err);
+		return 0;
+	}
+	if (strcmp(resp->id, st->id) == 0)
+		return 1;
+	neg_log(LOG_INFO, "dropping a reply that is not ours (id %s)", resp->id[0] ? resp->id : "none");
+	proto_response_free(resp);
+	return 0;
+}
+
+/* Queues the cancel frame the signals so far call for. */
+static void
+stream_cancel(struct cli_stream *st, int level)
+{
+	while (st->cancelled < level) {
+		st->cancelled++;
+		proto_stream_cancel(&st->wq, st->id, st->cancelled == 2);
+	}
+	st->in_open = 0;
+}
+
+/* Sends what is queued, for at most ms (the last frames of a call that is given up). */
+static void
+stream_flush(struct cli_stream *st, int ms)
+{
+	char err[256];
+
+	if (st->wq.len > st->wqoff)
+		neg_write_all(st->fd, st->flags, st->wq.p + st->wqoff, st->wq.len - st->wqoff,
+		    neg_now() + ms, err, sizeof(err));
+	st->wq.len = st->wqoff = 0;
+}
+
+/*
+ * A streamed call: stdin sent as the callee grants it, stdout and stderr
+ * written as they come, granting back what was written, so memory on both
+ * sides stays within the windows whatever the size.  Waits for the final
+ * reply until wait; a signal cancels (see on_cli_sig).
+ */
+static int
+cli_stream(int fd, int flags, struct neg_cli *o, const char *peer, int64_t wait)
+{
+	static const int sigs[] = { SIGINT, SIGTERM, SIGHUP };
+	struct sigaction sa, old[3];
+	struct cli_stream st;
+	struct proto_request kw;
+	struct proto_response resp;
+	struct proto_reader r;
+	struct pollfd p[2];
+	char tmp[NEG_READ_CHUNK], err[512] = "";
+	size_t used, off, want;
+	ssize_t n;
+	int i, np, rc = 255, ev, sig = 0, done = 0;
+
+	memset(&st, 0, sizeof(st));
+	st.fd = fd;
+	st.flags = flags;
+	st.in_open = o->infd >= 0;
+	memset(&kw, 0, sizeof(kw));
+	kw.argv = o->argv;
+	kw.argc = o->argc;
+	kw.timeout = o->timeout;
+	kw.stream = NEG_STREAM_VERSION;
+	kw.window = NEG_STREAM_WINDOW;
+	kw.want_stdin = st.in_open;
+	neg_new_id(kw.id, sizeof(kw.id));
+	memcpy(st.id, kw.id, sizeof(st.id));
+	proto_request_write(&st.wq, "execute", kw.argv, kw.argc, &kw);
+	proto_reader_init(&r, o->srv.max_frame);
+	r.raw_ok = 1;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_cli_sig;
+	sigemptyset(&sa.sa_mask);
+	cli_sig = cli_nsig = 0;
+	for (i = 0; i < 3; i++) {
+		sigaction(sigs[i], NULL, &old[i]);
+		if (old[i].sa_handler != SIG_IGN)	/* nohup stays nohup */
+			sigaction(sigs[i], &sa, NULL);
+	}
+	neg_set_nonblock(fd);
+	while (!done) {
+		if (cli_nsig > 0 && st.cancelled < (cli_nsig > 1 ? 2 : 1)) {
+			sig = cli_sig;
+			stream_cancel(&st, cli_nsig > 1 ? 2 : 1);
+			if (st.cancelled == 2) {
+				neg_log(LOG_ERR, "%s: cancelled; the command is killed", peer);
+				break;
+			}
+			/* the callee's TERM, grace period and reply, then no longer */
+			if (wait < 0 || wait > neg_now() + NEG_KILL_GRACE_MS + NEG_REPLY_MARGIN_MS)
+				wait = neg_now() + NEG_KILL_GRACE_MS + NEG_REPLY_MARGIN_MS;
+		}
+		if (expired(wait)) {
+			snprintf(err, sizeof(err), "no reply within the timeout");
+			stream_cancel(&st, 2);
+			break;
+		}
+		p[0].fd = fd;
+		p[0].events = POLLIN | (st.wq.len > st.wqoff ? POLLOUT : 0);
+		p[0].revents = 0;
+		np = 1;
+		/* a data frame is queued only behind nothing, so that it leaves in one write */
+		if (st.in_open && st.in_credit > 0 && st.wq.len == st.wqoff) {
+			p[1].fd = o->infd;
+			p[1].events = POLLIN;
+			p[1].revents = 0;
+			np = 2;
+		}
+		if (poll(p, (nfds_t)np, wait_ms(wait, 1000)) < 0) {
+			if (errno == EINTR)
+				continue;
+			snprintf(err, sizeof(err), "poll failed: %s", strerror(errno));
+			break;
+		}
+		if ((p[0].revents & POLLOUT) && stream_send(&st, err, sizeof(err)) < 0)
+			break;
+		if (np == 2 && p[1].revents) {
+			want = st.in_credit < NEG_STREAM_CHUNK ? st.in_credit : NEG_STREAM_CHUNK;
+			n = read(o->infd, tmp, want);
+			if (n > 0) {
+				proto_stream_data(&st.wq, st.id, 0, tmp, (size_t)n);
+				st.in_credit -= (size_t)n;
+			} else if (n == 0) {
+				proto_stream_eof(&st.wq, st.id, 0);
+				st.in_open = 0;
+			} else if (errno != EAGAIN && errno != EINTR) {
+				neg_log(LOG_ERR, "cannot read the input (%s): %s", o->input, strerror(errno));
+				stream_cancel(&st, 1);
+			}
+		}
+		if (!(p[0].revents & (POLLIN | POLLHUP | POLLERR)))
+			continue;
+		n = read(fd, tmp, sizeof(tmp));
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			continue;
+		if (n <= 0) {
+			snprintf(err, sizeof(err), n == 0 ? "the other side closed the connection before "
+			    "replying" : "cannot receive: %s", strerror(errno));
+			break;
+		}
+		for (off = 0; off < (size_t)n && !done; off += used) {
+			ev = proto_reader_feed(&r, tmp + off, (size_t)n - off, &used);
+			if (ev == PROTO_ERROR)
+				neg_log(LOG_INFO, "skipping data that is no frame: %s", r.err);
+			if (ev != PROTO_FRAME)
+				continue;
+			ev = stream_frame(&st, &r, &resp);
+			if (ev < 0 && !st.gone) {
+				/* like ssh when its stdout goes: the command is stopped */
+				rc = stdout_failed();
+				st.gone = 1;
+				stream_cancel(&st, 1);
+			}
+			done = ev == 1;
+		}
+		/* what we wrote is granted back, in steps: the window stays full */
+		if (!done && st.cancelled == 0 && st.taken >= NEG_STREAM_GRANT) {
+			proto_stream_credit(&st.wq, st.id, st.taken);
+			st.taken = 0;
+		}
+	}
+	if (done) {
+		rc = st.gone ? rc : cli_outcome(&resp, peer, 0);
+		proto_response_free(&resp);
+	} else if (err[0]) {
+		neg_log(LOG_ERR, "%s: %s", peer, err);
+	}
+	/* a frame left half sent would swallow the next caller's first one */
+	stream_flush(&st, 1000);
+	proto_reader_free(&r);
+	buf_free(&st.wq);
+	for (i = 0; i < 3; i++)
+		sigaction(sigs[i], &old[i], NULL);
+	if (sig) {
+		/* die of the signal, as a shell expects of a program it interrupted */
+		fflush(NULL);
+		raise(sig);
+	}
+	return rc;
+}
+
+/*
+ * -e: runs o->argv on the other side and behaves like ssh: the command's stdout
+ * and stderr on ours, its exit status as ours, 255 when negotiator failed.
+ * First the version request, which says we are the channel's caller now and
+ * asks whether the callee streams; a 0.8 peer answers "Method version not
+ * supported" and gets the one-shot call.  The callee enforces the timeout; we
+ * wait for it to kill the command (SIGTERM, the grace period, SIGKILL) and
+ * tell us, and a little more.
+ */
+int
+neg_cli_execute(int fd, int flags, struct neg_cli *o, const char *peer)
+{
+	struct proto_request kw;
+	struct proto_response resp;
+	char err[512];
+	int stream = 0;
+	int64_t wait = o->timeout > 0 ? neg_now() + (int64_t)(o->timeout * 1000) +
+	    NEG_KILL_GRACE_MS + NEG_REPLY_MARGIN_MS : -1;
+
+	if (o->srv.max_frame >= NEG_STREAM_MIN_FRAME) {
+		memset(&kw, 0, sizeof(kw));
+		kw.new_caller = 1;
+		if (neg_call(fd, flags, &kw, "version", o->deadline, o->srv.max_frame, &resp, err,
+		    sizeof(err)) < 0) {
+			neg_log(LOG_ERR, "%s: %s", peer, err);
+			return 255;
+		}
+		stream = resp.success && resp.stream == NEG_STREAM_VERSION;
+		neg_log(LOG_DEBUG, "%s: %s %s", peer, resp.success ? "version" : "no version:",
+		    resp.success ? resp.result.p : resp.error);
+		proto_response_free(&resp);
+	}
+	return stream ? cli_stream(fd, flags, o, peer, wait) : cli_oneshot(fd, flags, o, peer, wait);
 }
 
 int

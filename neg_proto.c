@@ -37,6 +37,17 @@
  *   CAND --object of a suffix's length--> LEN (PROTO_FRAME)
  *   CAND --impossible, or longer than the digits allow--> HUNT (from its last bytes)
  *
+ * Data frames, read only where raw_ok says the peer streams: the length line
+ * is "H+R", H bytes of JSON header (checked as a body) and R raw bytes:
+ *
+ *   LEN  --H+R\n------------------> BODY of H, then RAW of R (PROTO_FRAME;
+ *                                   json_len = H) or, the header refused,
+ *                                   DROP of R (PROTO_ERROR)
+ *
+ * Raw bytes are not looked into, so a data frame cut short swallows what
+ * follows up to its length: a writer sends each data frame in one write(),
+ * which a virtio port takes whole or not at all.
+ *
  * A payload whose object ends before its declared length at a decimal suffix
  * of it, padded with blanks to that length, is taken for a cut length line
  * (one error, then the object as the frame): no peer pads.
@@ -528,7 +539,9 @@ enum {
 	R_BODY,	/* a payload, kept */
 	R_SKIP,	/* a payload over max_frame, checked but not kept */
 	R_HUNT,	/* a line of junk, looked through for the start of a frame */
-	R_CAND	/* an object that may be a frame whose length line was run into */
+	R_CAND,	/* an object that may be a frame whose length line was run into */
+	R_RAW,	/* a data frame's raw bytes after its header, kept as they are */
+	R_DROP	/* a data frame's raw bytes after a header that was refused */
 };
 
 /* Where the bytes seen last stand against a frame's start, "DIGITS[blanks]\n{". */
@@ -548,6 +561,7 @@ proto_reader_reset(struct proto_reader *r)
 	r->linelen = 0;
 	r->want = r->declared = 0;
 	r->body.len = 0;
+	r->rawlen = 0;
 	buf_free(&r->held);
 	r->track = T_NONE;
 }
@@ -566,11 +580,33 @@ proto_reader_partial(const struct proto_reader *r)
 	return r->state != R_LEN || r->linelen > 0;
 }
 
+/* Whether the frame in progress is a data frame (its length line said "H+R"). */
+int
+proto_reader_raw(const struct proto_reader *r)
+{
+	return r->rawlen > 0 && (r->state == R_BODY || r->state == R_RAW || r->state == R_DROP);
+}
+
+/*
+ * Gives up the frame in progress and hands its bytes back in *bytes, the
+ * reader then looking through them (fed again) for the next frame's start:
+ * what a data frame cut short swallowed.
+ */
+void
+proto_reader_rehunt(struct proto_reader *r, struct buf *bytes)
+{
+	*bytes = r->body;
+	memset(&r->body, 0, sizeof(r->body));
+	proto_reader_reset(r);
+	r->state = R_HUNT;
+}
+
 /* The declared payload length of the frame in progress; 0 in a length line or a hunt. */
 size_t
 proto_reader_declared(const struct proto_reader *r)
 {
-	return r->state == R_BODY || r->state == R_SKIP ? r->declared : 0;
+	return r->state == R_BODY || r->state == R_SKIP || r->state == R_RAW ||
+	    r->state == R_DROP ? r->declared + r->rawlen : 0;
 }
 
 static int
@@ -580,19 +616,14 @@ is_space(int c)
 	    c == '\f';
 }
 
-/* Parses a complete length line (newline excluded); 1 = blank, 0 = ok, -1 = bad. */
+/* Decimal digits s[0..e) as a number; -1 = not digits, -2 = too many. */
 static int
-parse_length(struct proto_reader *r, size_t *n)
+parse_digits(const char *s, const char *e, size_t *n)
 {
-	const char *s = r->line, *e = r->line + r->linelen;
 	size_t v = 0;
 
-	while (s < e && is_space((unsigned char)*s))
-		s++;
-	while (e > s && is_space((unsigned char)e[-1]))
-		e--;
 	if (s == e)
-		return 1;
+		return -1;
 	for (; s < e; s++) {
 		if (*s < '0' || *s > '9')
 			return -1;
@@ -602,6 +633,32 @@ parse_length(struct proto_reader *r, size_t *n)
 	}
 	*n = v;
 	return 0;
+}
+
+/*
+ * Parses a complete length line (newline excluded): "N", or where data frames
+ * are read "H+R" (H bytes of JSON, then R raw ones; *raw = R).  1 = blank,
+ * 0 = ok, -1 = bad, -2 = too many digits.
+ */
+static int
+parse_length(struct proto_reader *r, size_t *n, size_t *raw)
+{
+	const char *s = r->line, *e = r->line + r->linelen, *plus;
+	int rc;
+
+	*raw = 0;
+	while (s < e && is_space((unsigned char)*s))
+		s++;
+	while (e > s && is_space((unsigned char)e[-1]))
+		e--;
+	if (s == e)
+		return 1;
+	if (r->raw_ok && (plus = memchr(s, '+', (size_t)(e - s))) != NULL) {
+		if ((rc = parse_digits(s, plus, n)) < 0 || (rc = parse_digits(plus + 1, e, raw)) < 0)
+			return rc;
+		return *n < 2 || *n > PROTO_MAX_RAW_HEAD || *raw > (size_t)-1 - *n ? -3 : 0;
+	}
+	return parse_digits(s, e, n);
 }
 
 static void
@@ -712,7 +769,7 @@ static void
 cand_start(struct proto_reader *r)
 {
 	r->state = R_CAND;
-	r->want = r->declared = 0;
+	r->want = r->declared = r->rawlen = 0;
 	r->body.len = 0;
 	ck_init(&r->ck);
 }
@@ -723,11 +780,11 @@ cand_start(struct proto_reader *r)
  * See the top of this file for the states; each error is returned once, and
  * a frame that follows a cut one comes out whole after it.
  */
-enum proto_event
-proto_reader_feed(struct proto_reader *r, const char *p, size_t len, size_t *used)
+static enum proto_event
+reader_feed(struct proto_reader *r, const char *p, size_t len, size_t *used)
 {
 	const unsigned char *u = (const unsigned char *)p;
-	size_t i = 0, n, k, take;
+	size_t i = 0, n, k, take, raw;
 	int rc, bad;
 
 	if (r->held.p != NULL) {
@@ -753,7 +810,7 @@ proto_reader_feed(struct proto_reader *r, const char *p, size_t len, size_t *use
 				break;
 			}
 			i++;
-			rc = parse_length(r, &n);
+			rc = parse_length(r, &n, &raw);
 			track_from(r, r->line, r->linelen);
 			r->linelen = 0;
 			if (rc == 1)	/* a stray newline between frames is harmless */
@@ -763,18 +820,26 @@ proto_reader_feed(struct proto_reader *r, const char *p, size_t len, size_t *use
 				/* digits right before the newline may be a length line run into */
 				track(r, '\n');
 				r->state = r->track == T_NL ? R_HUNT : R_LEN;
-				reader_error(r, "Protocol error: expected a byte count, got a line of %s",
-				    rc == -1 ? "other characters" : "too many digits");
+				if (rc == -3)
+					reader_error(r, "Protocol error: a data frame's header must be 2 to "
+					    "%d bytes", PROTO_MAX_RAW_HEAD);
+				else
+					reader_error(r, "Protocol error: expected a byte count, got a line of %s",
+					    rc == -1 ? "other characters" : "too many digits");
 				return PROTO_ERROR;
 			}
 			r->body.len = 0;
 			r->want = r->declared = n;
+			r->rawlen = raw;
 			ck_init(&r->ck);
-			if (n > r->max_frame) {
+			if (n > r->max_frame || raw > r->max_frame - n) {
 				r->state = R_SKIP;
 				r->ntail = 0;
+				/* what is over the limit is skipped, the raw bytes too: all of it is checked */
+				r->want = r->declared = n + raw;
+				r->rawlen = 0;
 				reader_error(r, "Protocol error: frame of %zu bytes exceeds the limit of %zu bytes",
-				    n, r->max_frame);
+				    n + raw, r->max_frame);
 				return PROTO_ERROR;
 			}
 			r->state = R_BODY;
@@ -802,7 +867,8 @@ proto_reader_feed(struct proto_reader *r, const char *p, size_t len, size_t *use
 				} else if (k < take) {
 					/* the object ends before the declared length */
 					n = r->declared - r->want + 1;
-					if (digits_end_with(r, n)) {
+					/* (a data frame's header: its digits are the raw length's) */
+					if (r->rawlen == 0 && digits_end_with(r, n)) {
 						/* a cut length line ran into this frame's: "100" + "79\n{...}" */
 						reader_error(r, "Protocol error: frame cut short (a length line ran "
 						    "into the next one: %zu declared, a whole object of %zu follows)",
@@ -846,11 +912,41 @@ proto_reader_feed(struct proto_reader *r, const char *p, size_t len, size_t *use
 			if (r->want > 0)
 				break;
 			bad = r->ck.state != CK_DONE;
+			if (r->state == R_BODY && r->rawlen > 0) {
+				/* a data frame's header is done: its raw bytes follow, unchecked */
+				r->want = r->rawlen;
+				if (!bad) {
+					r->state = R_RAW;
+					break;
+				}
+				r->state = R_DROP;
+				*used = i;
+				reader_error(r, "Protocol error: a data frame's header is not one JSON object");
+				return PROTO_ERROR;
+			}
 			if (r->state == R_SKIP) {
 				r->state = state_after_frame(r, bad);
 				break;
 			}
 			r->state = state_after_frame(r, bad);
+			*used = i;
+			return PROTO_FRAME;
+		case R_RAW:
+		case R_DROP:
+			take = len - i < r->want ? len - i : r->want;
+			if (r->state == R_RAW)
+				buf_add(&r->body, p + i, take);
+			i += take;
+			r->want -= take;
+			if (r->want > 0)
+				break;
+			k = r->state == R_RAW;
+			r->state = R_LEN;
+			r->track = T_NONE;
+			r->rawlen = 0;
+			if (!k)
+				break;
+			r->json_len = r->declared;
 			*used = i;
 			return PROTO_FRAME;
 		case R_HUNT:
@@ -892,6 +988,18 @@ proto_reader_feed(struct proto_reader *r, const char *p, size_t len, size_t *use
 	}
 	*used = i;
 	return PROTO_NEED_MORE;
+}
+
+enum proto_event
+proto_reader_feed(struct proto_reader *r, const char *p, size_t len, size_t *used)
+{
+	enum proto_event ev;
+
+	r->json_len = (size_t)-1;
+	ev = reader_feed(r, p, len, used);
+	if (ev == PROTO_FRAME && r->json_len == (size_t)-1)
+		r->json_len = r->body.len;
+	return ev;
 }
 
 /* Puts the length line in front of the payload that starts at b->p[start]. */
@@ -1551,6 +1659,23 @@ proto_request_parse(struct proto_request *req, const char *js, size_t len,
 			FAIL("Protocol error: timeout must be a number of seconds");
 		req->timeout = d;
 	}
+	if ((tok = proto_json_get(&j, kw, "stream")) >= 0 && !proto_json_is(&j, tok, "null")) {
+		if (proto_json_number(&j, tok, &d) < 0 || d != NEG_STREAM_VERSION)
+			FAIL("Protocol error: stream must be %d", NEG_STREAM_VERSION);
+		if (req->id[0] == '\0' || req->has_input)
+			FAIL("Protocol error: a streamed call needs an id, and takes no input key");
+		req->stream = NEG_STREAM_VERSION;
+		req->window = NEG_STREAM_WINDOW;
+		if ((tok = proto_json_get(&j, kw, "window")) >= 0 && !proto_json_is(&j, tok, "null")) {
+			if (proto_json_number(&j, tok, &d) < 0 || d < 1 || d > PROTO_MAX_FRAME_LIMIT)
+				FAIL("Protocol error: window must be a number of bytes");
+			req->window = (size_t)d;
+		}
+		tok = proto_json_get(&j, kw, "stdin");
+		req->want_stdin = tok >= 0 && proto_json_is(&j, tok, "true");
+	}
+	tok = proto_json_get(&j, kw, "new_caller");
+	req->new_caller = tok >= 0 && proto_json_is(&j, tok, "true");
 done:
 	req->argv[req->argc] = NULL;
 	proto_json_free(&j);
@@ -1615,6 +1740,11 @@ proto_request_write(struct buf *b, const char *method, char *const *argv,
 			buf_adds(b, ", \"timeout\": ");
 			proto_put_seconds(b, kw->timeout);
 		}
+		if (kw && kw->stream)
+			buf_addf(b, ", \"stream\": %d, \"window\": %zu, \"stdin\": %s", kw->stream,
+			    kw->window, kw->want_stdin ? "true" : "false");
+	} else if (kw && kw->new_caller) {
+		buf_adds(b, "\"new_caller\": true");
 	}
 	buf_adds(b, "}");
 	if (kw && kw->id[0])
@@ -1719,6 +1849,145 @@ proto_reply_error(struct buf *b, const char *id, const struct proto_failure *f)
 	end_reply(b, id, start);
 }
 
+/* A version reply; stream > 0 says which version of streaming the callee serves. */
+void
+proto_reply_version(struct buf *b, const char *id, const char *version, int stream)
+{
+	size_t start = b->len;
+
+	buf_adds(b, "{\"success\": true, \"result\": ");
+	proto_put_string(b, version, strlen(version));
+	if (stream)
+		buf_addf(b, ", \"stream\": %d", stream);
+	end_reply(b, id, start);
+}
+
+/* ---- the frames of a streamed call ---- */
+
+static const char *const stream_fds[] = { "stdin", "stdout", "stderr" };
+
+static int
+stream_fd(const struct proto_json *j, int tok)
+{
+	int i;
+
+	for (i = 0; i < 3; i++)
+		if (proto_json_is_string(j, tok, stream_fds[i]))
+			return i;
+	return -1;
+}
+
+/*
+ * Whether a payload is a stream frame (an object with "id" and one of
+ * "data", "credit", "eof", "cancel", no "method" or "success"): 1 and s
+ * filled, 0 for a request or reply, -1 for a broken one (err says why).
+ * Requests and replies may be large; stream frames never are, so only a
+ * short JSON part is parsed here.
+ */
+int
+proto_stream_parse(struct proto_stream *s, const char *js, size_t len, size_t json_len,
+    char *err, size_t errlen)
+{
+	struct proto_json j;
+	int tok, rc = 1;
+	double d;
+
+	memset(s, 0, sizeof(*s));
+	if (json_len > PROTO_MAX_RAW_HEAD) {
+		if (json_len == len)
+			return 0;
+		snprintf(err, errlen, "Protocol error: a data frame's header must be 2 to %d bytes",
+		    PROTO_MAX_RAW_HEAD);
+		return -1;
+	}
+	if (proto_json_parse(&j, js, json_len, err, errlen) < 0)
+		return json_len == len ? 0 : -1;	/* a request's parser says why */
+	if (proto_json_get(&j, 0, "method") >= 0 || proto_json_get(&j, 0, "command") >= 0 ||
+	    proto_json_get(&j, 0, "success") >= 0) {
+		rc = 0;
+		if (json_len != len)
+			FAIL("Protocol error: raw bytes follow a request or reply");
+		goto out;
+	}
+	if (copy_id(&j, s->id) < 0 || s->id[0] == '\0')
+		FAIL("Protocol error: a stream frame needs an id");
+	s->data = js + json_len;
+	s->len = len - json_len;
+	if ((tok = proto_json_get(&j, 0, "data")) >= 0) {
+		s->kind = PROTO_S_DATA;
+		if ((s->fd = stream_fd(&j, tok)) < 0)
+			FAIL("Protocol error: data must be \"stdin\", \"stdout\" or \"stderr\"");
+		if (json_len == len)
+			FAIL("Protocol error: a data frame's bytes follow its header (H+R length line)");
+		goto out;
+	}
+	if (json_len != len)
+		FAIL("Protocol error: raw bytes follow a frame that is no data frame");
+	if ((tok = proto_json_get(&j, 0, "credit")) >= 0) {
+		s->kind = PROTO_S_CREDIT;
+		if (proto_json_number(&j, tok, &d) < 0 || d < 0 || d > PROTO_MAX_FRAME_LIMIT ||
+		    d != (double)(size_t)d)
+			FAIL("Protocol error: credit must be a whole number of bytes");
+		s->credit = (size_t)d;
+	} else if ((tok = proto_json_get(&j, 0, "eof")) >= 0) {
+		s->kind = PROTO_S_EOF;
+		if ((s->fd = stream_fd(&j, tok)) < 0)
+			FAIL("Protocol error: eof must be \"stdin\", \"stdout\" or \"stderr\"");
+	} else if ((tok = proto_json_get(&j, 0, "cancel")) >= 0) {
+		s->kind = PROTO_S_CANCEL;
+		s->kill = proto_json_is_string(&j, tok, "KILL");
+		if (!s->kill && !proto_json_is_string(&j, tok, "TERM"))
+			FAIL("Protocol error: cancel must be \"TERM\" or \"KILL\"");
+	} else {
+		rc = 0;	/* neither: the request's parser says what it lacks */
+	}
+out:
+	proto_json_free(&j);
+	return rc;
+fail:
+	proto_json_free(&j);
+	return -1;
+}
+
+/* A data frame: "H+R\n", the header, the bytes (one write() on a port: keep R <= NEG_STREAM_CHUNK). */
+void
+proto_stream_data(struct buf *b, const char *id, int fd, const char *p, size_t len)
+{
+	char head[PROTO_MAX_RAW_HEAD + 1];
+	int n = snprintf(head, sizeof(head), "{\"id\": %s, \"data\": \"%s\"}", id, stream_fds[fd]);
+
+	buf_addf(b, "%d+%zu\n", n, len);
+	buf_add(b, head, (size_t)n);
+	buf_add(b, p, len);
+}
+
+void
+proto_stream_credit(struct buf *b, const char *id, size_t n)
+{
+	size_t start = b->len;
+
+	buf_addf(b, "{\"id\": %s, \"credit\": %zu}", id, n);
+	proto_frame_end(b, start);
+}
+
+void
+proto_stream_eof(struct buf *b, const char *id, int fd)
+{
+	size_t start = b->len;
+
+	buf_addf(b, "{\"id\": %s, \"eof\": \"%s\"}", id, stream_fds[fd]);
+	proto_frame_end(b, start);
+}
+
+void
+proto_stream_cancel(struct buf *b, const char *id, int kill)
+{
+	size_t start = b->len;
+
+	buf_addf(b, "{\"id\": %s, \"cancel\": \"%s\"}", id, kill ? "KILL" : "TERM");
+	proto_frame_end(b, start);
+}
+
 static int
 get_int(const struct proto_json *j, const char *key, int dflt)
 {
@@ -1764,6 +2033,7 @@ proto_response_parse(struct proto_response *r, const char *js, size_t len,
 	if (tok < 0 || (!proto_json_is(&j, tok, "true") && !proto_json_is(&j, tok, "false")))
 		FAIL("Protocol error: the reply has no \"success\" flag");
 	r->success = proto_json_is(&j, tok, "true");
+	r->stream = get_int(&j, "stream", 0);
 	r->base64 = base64 = (tok = proto_json_get(&j, 0, "encoding")) >= 0 &&
 	    proto_json_is_string(&j, tok, "base64");
 	if ((tok = proto_json_get(&j, 0, "stderr")) >= 0 &&

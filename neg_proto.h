@@ -36,10 +36,26 @@
 /* \udc80-\udcff without a high surrogate: a raw byte 0x80-0xff, as Python's surrogateescape */
 #define PROTO_RAW_BYTE_ESCAPE(cp) ((cp) >= 0xdc80 && (cp) <= 0xdcff)
 #define PROTO_PARTIAL_MS 5000               /* a frame left incomplete this long is dropped */
+#define PROTO_MAX_RAW_HEAD 256              /* bytes of the JSON header of a data frame "H+R\n" */
 #define NEG_MAX_STDERR (64u << 10)          /* captured stderr kept for the reply */
 #define NEG_MAX_NAME 255                    /* bytes of a command name */
 #define NEG_WRITE_CHUNK (32u << 10)         /* virtio_console takes at most this per write() */
 #define NEG_KILL_GRACE_MS 2000              /* SIGTERM to SIGKILL */
+
+/*
+ * Streaming execute (the README's protocol section).  A data frame is one
+ * write() on a port: its length line, header and bytes fit NEG_WRITE_CHUNK.
+ * Each receiver grants a window of NEG_STREAM_WINDOW bytes per call and
+ * grants consumed bytes back once NEG_STREAM_GRANT of them (or all it holds)
+ * are gone; peers whose frame limit is below NEG_STREAM_MIN_FRAME do not
+ * stream.
+ */
+#define NEG_STREAM_VERSION 1
+#define NEG_STREAM_CHUNK (NEG_WRITE_CHUNK - PROTO_MAX_RAW_HEAD) /* data bytes of one frame */
+#define NEG_STREAM_WINDOW (256u << 10)
+#define NEG_STREAM_GRANT (64u << 10)
+#define NEG_STREAM_MIN_FRAME (NEG_WRITE_CHUNK + 1024)
+#define NEG_STREAM_OUT_HIGH (128u << 10) /* a channel's unsent bytes before it stops reading pipes */
 
 /* The runner, the served channel and the callers (neg.c). */
 #define NEG_CHAN_MAXJOBS 4            /* requests in progress on one channel */
@@ -54,6 +70,7 @@
 #define NEG_NULL_QUIET_MS 5000        /* an "id": null failure is our answer after this quiet */
 #define NEG_MIN_TIMEOUT 0.001         /* a -t below a millisecond is sent as one millisecond */
 #define NEG_FRAME_MIN_RATE 1000       /* bytes/ms: a frame may take PROTO_PARTIAL_MS + size/this */
+#define NEG_DATA_FRAME_MS 2000        /* a data frame (one write) arrives whole within this */
 #define NEG_LOG_BURST 10              /* lines a channel may log about its peer per window ... */
 #define NEG_LOG_WINDOW_MS 10000       /* ... then the rest are counted, not shown */
 #define NEG_POLL_WARN_MS 10000        /* a failing poll() is logged at most this often ... */
@@ -142,6 +159,9 @@ struct proto_reader {
 	size_t ndigits;
 	char tail[PROTO_MAX_LENLINE];   /* the last bytes of a frame being skipped */
 	size_t ntail;
+	int raw_ok;      /* data frames "H+R\n" are read (between peers that stream) */
+	size_t rawlen;   /* the raw bytes that follow the header being read */
+	size_t json_len; /* of the frame returned: the JSON's bytes; raw bytes follow in body */
 	char err[160];   /* the reason when PROTO_ERROR is returned */
 };
 
@@ -150,6 +170,8 @@ void proto_reader_reset(struct proto_reader *);
 void proto_reader_free(struct proto_reader *);
 int proto_reader_partial(const struct proto_reader *);
 size_t proto_reader_declared(const struct proto_reader *);
+int proto_reader_raw(const struct proto_reader *);
+void proto_reader_rehunt(struct proto_reader *, struct buf *bytes);
 enum proto_event proto_reader_feed(struct proto_reader *, const char *, size_t,
     size_t *used);
 void proto_frame_end(struct buf *, size_t start);
@@ -204,6 +226,10 @@ struct proto_request {
 	int has_input;
 	int base64;
 	double timeout; /* seconds, 0 = none */
+	int stream;     /* kw.stream: the call streams (NEG_STREAM_VERSION) */
+	size_t window;  /* kw.window: output bytes the caller takes before it grants more */
+	int want_stdin; /* kw.stdin: stdin comes as data frames (else /dev/null) */
+	int new_caller; /* kw.new_caller (version): calls from before on the channel are void */
 	char id[PROTO_MAX_ID + 1]; /* the id's JSON text, "" if none */
 };
 
@@ -224,6 +250,7 @@ struct proto_response {
 	int signal;      /* 0 if not given */
 	int timed_out;
 	int base64;      /* the peer encoded result and stderr: not a 0.8 peer */
+	int stream;      /* a version reply's "stream": the streaming version it serves */
 	struct buf stderr_text;
 	char id[PROTO_MAX_ID + 1];
 };
@@ -249,6 +276,27 @@ void proto_reply_string(struct buf *, const char *id, const char *, size_t,
     int base64, const char *err, size_t errlen);
 void proto_reply_list(struct buf *, const char *id, char *const *, size_t);
 void proto_reply_error(struct buf *, const char *id, const struct proto_failure *);
+void proto_reply_version(struct buf *, const char *id, const char *version, int stream);
+
+/* The frames of a streamed call besides its request and final reply. */
+enum { PROTO_S_DATA = 1, PROTO_S_CREDIT, PROTO_S_EOF, PROTO_S_CANCEL };
+
+struct proto_stream {
+	int kind;
+	int fd;          /* DATA, EOF: 0 stdin, 1 stdout, 2 stderr */
+	size_t credit;   /* CREDIT: bytes granted */
+	int kill;        /* CANCEL: "KILL" (at once) rather than "TERM" */
+	const char *data;/* DATA: the raw bytes after the header */
+	size_t len;
+	char id[PROTO_MAX_ID + 1];
+};
+
+int proto_stream_parse(struct proto_stream *, const char *payload, size_t len, size_t json_len,
+    char *err, size_t errlen);
+void proto_stream_data(struct buf *, const char *id, int fd, const char *, size_t);
+void proto_stream_credit(struct buf *, const char *id, size_t n);
+void proto_stream_eof(struct buf *, const char *id, int fd);
+void proto_stream_cancel(struct buf *, const char *id, int kill);
 
 /* ---- neg.c ---- */
 
@@ -291,6 +339,7 @@ struct neg_spawn {
 	const char *guest;   /* NEGOTIATOR_GUEST in the clean environment, or NULL */
 	const char *input;   /* stdin; NULL: /dev/null */
 	size_t inputlen;
+	int keep_stdin;      /* stdin a pipe the caller feeds (input is then ignored) */
 	size_t max_out;
 	int64_t deadline;    /* ms, 0: none */
 	int grace_ms;        /* SIGTERM to SIGKILL; 0: SIGKILL at once */
@@ -321,7 +370,7 @@ long neg_raise_fd_limit(void);
 int neg_job_spawn(struct neg_job *, const struct neg_spawn *, char *const *argv,
     char *err, size_t errlen);
 int neg_job_start(struct neg_job *, const struct neg_cmdenv *, char *const *argv,
-    const char *input, size_t inputlen, double timeout, size_t max_out,
+    const char *input, size_t inputlen, int keep_stdin, double timeout, size_t max_out,
     char *err, size_t errlen);
 int neg_job_pollfds(struct neg_job *, struct pollfd *);
 void neg_job_io(struct neg_job *, const struct pollfd *, int n);
@@ -366,7 +415,18 @@ struct neg_slot {
 	struct buf reply;
 	int nfds;      /* pollfds of the job in the current pass */
 	int state;
+	unsigned seq;  /* arrival order: replies without an id go out in it */
+	int has_id;    /* the request had an id: its reply may pass earlier ones */
 	int64_t since; /* when the request arrived (a queued command's timeout runs from then) */
+	/* a streamed call (req.stream) */
+	struct buf sin;      /* stdin received, not yet taken by the command ... */
+	size_t sinoff;       /* ... from here */
+	size_t sin_room;     /* stdin bytes the caller may still send */
+	size_t sin_taken;    /* taken by the command since the last grant */
+	int sin_eof;         /* the caller sent its end of input */
+	int sin_closed;      /* the command's stdin is closed: more is dropped */
+	size_t out_credit;   /* output bytes the caller takes now */
+	const char *why;     /* the caller broke the protocol: the reply says so */
 };
 
 struct neg_chan {
@@ -381,7 +441,11 @@ struct neg_chan {
 	int64_t last_rx;
 	int64_t frame_t0;    /* when the first byte of the frame being read arrived */
 	struct neg_slot slot[NEG_CHAN_MAXJOBS];
-	int head, count, maxjobs;
+	int count, maxjobs;  /* slots in use, and how many may be */
+	unsigned seq;
+	int held;            /* a request read while no slot was free: 1 parsed, 2 refused */
+	struct proto_request held_req;
+	char held_err[200];
 	int running;         /* this channel's commands running */
 	int busy;            /* counted in srv->busy */
 	const char *guest;   /* NEGOTIATOR_GUEST for this channel's commands */
@@ -442,7 +506,8 @@ struct neg_cli {
 	/* set by neg_cli_prepare */
 	char **argv;         /* -e's words */
 	size_t argc;
-	struct buf indata;   /* --input's bytes */
+	int infd;            /* --input, opened; -1 for none */
+	struct buf indata;   /* --input's bytes (a call that does not stream) */
 	int64_t deadline;    /* ms, -1: none */
 };
 
@@ -460,7 +525,8 @@ int neg_call(int fd, int flags, const struct proto_request *req, const char *met
     char *err, size_t errlen);
 int neg_write_all(int fd, int flags, const char *, size_t, int64_t deadline,
     char *err, size_t errlen);
-int neg_cli_execute(int fd, int flags, const struct neg_cli *, const char *peer);
+void neg_new_id(char *id, size_t idlen);
+int neg_cli_execute(int fd, int flags, struct neg_cli *, const char *peer);
 int neg_cli_list(int fd, int flags, const struct neg_cli *, const char *peer);
 
 #endif

@@ -26,14 +26,24 @@
  *                               to SOCKET; prints counts, calls per second and latencies
  *   neg-test echo DEVICE        the physical floor's far end: copy what DEVICE gives back to it
  *   neg-test rtt SOCKET N SIZE  the physical floor: N round trips of SIZE bytes through an echo
+ *   neg-test peer08 (--device PATH | --connect SOCKET) LOG   a stand-in for the 0.8 reference
+ *                               daemon, serving the port PATH (the guest's side) or the socket
+ *                               SOCKET (the host's side) forever: every frame's payload is
+ *                               appended to LOG as one line, and it answers without any id as
+ *                               0.8 does: execute of cat (kw.input as sent, no decoding), echo
+ *                               ARG..., fail [N] (exit code N, default 1), anything else exit
+ *                               code 127; list_commands; other methods "Method X not supported";
+ *                               nothing at all to a frame that is no request
  *
  * Exit status 0 on success, 1 when the input was refused (the reason on stderr).
  */
 #include <sys/socket.h>
 #include <sys/un.h>
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -443,6 +453,245 @@ do_rtt(const char *sock, int n, int size)
 	return 0;
 }
 
+/* ---- peer08: the Python negotiator 0.8 daemon, as far as the fallback tests need it ---- */
+
+/* Writes all of s to fd, waiting as long as it takes; -1 on failure. */
+static int
+full_write(int fd, const char *s, size_t len)
+{
+	ssize_t n;
+
+	while (len > 0) {
+		n = write(fd, s, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN) {
+			poll(&(struct pollfd){ .fd = fd, .events = POLLOUT }, 1, 100);
+			continue;
+		}
+		if (n <= 0)
+			return -1;
+		s += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/*
+ * One line of LOG: the payload as received, a raw newline (only JSON white
+ * space can be one: strings escape theirs) written as the two characters \n.
+ */
+static void
+peer08_log(int fd, const char *p, size_t len)
+{
+	struct buf line = {0};
+	const char *e = p + len, *nl;
+
+	buf_reserve(&line, len + 1);
+	while ((nl = memchr(p, '\n', (size_t)(e - p))) != NULL) {
+		buf_add(&line, p, (size_t)(nl - p));
+		buf_adds(&line, "\\n");
+		p = nl + 1;
+	}
+	buf_add(&line, p, (size_t)(e - p));
+	buf_add(&line, "\n", 1);
+	if (full_write(fd, line.p, line.len) < 0)
+		fprintf(stderr, "neg-test peer08: cannot write the log: %s\n", strerror(errno));
+	buf_free(&line);
+}
+
+/*
+ * What the reference's execute(capture=True) makes of output: one line (no
+ * line break but a final one) loses its surrounding white space, several
+ * lines are kept as they are (the rule of neg.c's strip_one_line).
+ */
+static void
+peer08_strip(const char **s, size_t *len)
+{
+	const char *p = *s, *e = *s + *len, *q;
+
+	for (q = p; q < e; q++) {
+		if (*q == '\r' && q + 1 < e && q[1] == '\n')
+			q++;
+		if ((*q == '\n' || *q == '\r') && q + 1 < e)
+			return;
+	}
+	while (p < e && isspace((unsigned char)*p))
+		p++;
+	while (e > p && isspace((unsigned char)e[-1]))
+		e--;
+	*s = p;
+	*len = (size_t)(e - p);
+}
+
+/* kw.input of the payload exactly as its JSON string says, base64 or not; 0 if there is none. */
+static int
+peer08_raw_input(const char *js, size_t len, struct buf *out)
+{
+	struct proto_json j;
+	char err[256];
+	int kw, tok, ok = 0;
+
+	if (proto_json_parse(&j, js, len, err, sizeof(err)) < 0)
+		return 0;
+	if ((kw = proto_json_get(&j, 0, "kw")) < 0)
+		kw = proto_json_get(&j, 0, "keyword-arguments");
+	if (kw >= 0 && proto_json_type(&j, kw) == PROTO_J_OBJECT &&
+	    (tok = proto_json_get(&j, kw, "input")) >= 0)
+		ok = proto_json_string(&j, tok, out) == 0;
+	proto_json_free(&j);
+	return ok;
+}
+
+static void
+peer08_failure(struct buf *b, int code, const char *name)
+{
+	struct proto_failure f;
+	char text[512];
+
+	snprintf(text, sizeof(text), "External command failed with exit code %d (command: %s)",
+	    code, name);
+	memset(&f, 0, sizeof(f));
+	f.error = text;
+	f.exit_code = -1;	/* the reference sends no exit_code */
+	proto_reply_error(b, "", &f);
+}
+
+/* The reply frame the reference would write to one request payload; nothing if it is none. */
+static void
+peer08_answer(struct buf *b, const char *js, size_t len)
+{
+	static char cat[] = "cat", echo[] = "echo", fail[] = "fail";
+	static char *names[] = { cat, echo, fail };
+	struct proto_request req;
+	struct proto_failure f;
+	struct buf out = {0};
+	const char *name, *s;
+	char err[256], *end;
+	size_t i, n;
+	long code;
+
+	if (proto_request_parse(&req, js, len, err, sizeof(err)) < 0) {
+		proto_request_free(&req);
+		return;
+	}
+	name = req.argc > 0 ? req.argv[0] : "";
+	if (strcmp(req.method, "list_commands") == 0) {
+		proto_reply_list(b, "", names, sizeof(names) / sizeof(names[0]));
+	} else if (strcmp(req.method, "execute") != 0) {
+		snprintf(err, sizeof(err), "Method %s not supported", req.method);
+		memset(&f, 0, sizeof(f));
+		f.error = err;
+		f.exit_code = -1;
+		proto_reply_error(b, "", &f);
+	} else if (strcmp(name, "fail") == 0) {
+		code = 1;
+		if (req.argc > 1) {
+			code = strtol(req.argv[1], &end, 10);
+			if (end == req.argv[1] || *end != '\0')
+				code = 1;
+			code &= 255;	/* exit N as a shell takes it */
+		}
+		if (code == 0)
+			proto_reply_string(b, "", "", 0, 0, NULL, 0);
+		else
+			peer08_failure(b, (int)code, "fail");
+	} else if (strcmp(name, "cat") == 0 || strcmp(name, "echo") == 0) {
+		if (name[0] == 'c') {
+			peer08_raw_input(js, len, &out);
+		} else {
+			for (i = 1; i < req.argc; i++) {
+				if (i > 1)
+					buf_adds(&out, " ");
+				buf_adds(&out, req.argv[i]);
+			}
+			buf_adds(&out, "\n");
+		}
+		buf_reserve(&out, 0);
+		s = out.p;
+		n = out.len;
+		peer08_strip(&s, &n);
+		proto_reply_string(b, "", s, n, 0, NULL, 0);
+	} else {
+		peer08_failure(b, 127, name);
+	}
+	buf_free(&out);
+	proto_request_free(&req);
+}
+
+static int
+do_peer08(const char *how, const char *path, const char *logpath)
+{
+	struct proto_reader r;
+	struct buf reply = {0};
+	struct termios t;
+	char b[NEG_READ_CHUNK];
+	size_t off, used;
+	ssize_t n;
+	int fd, logfd, device = strcmp(how, "--device") == 0;
+	enum proto_event ev;
+
+	if (!device && strcmp(how, "--connect") != 0) {
+		fprintf(stderr, "usage: neg-test peer08 (--device PATH | --connect SOCKET) LOG\n");
+		return 2;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	if ((logfd = open(logpath, O_WRONLY | O_CREAT | O_APPEND, 0644)) < 0) {
+		perror(logpath);
+		return 1;
+	}
+	if (device) {
+		if ((fd = open(path, O_RDWR | O_NOCTTY)) < 0) {
+			perror(path);
+			return 1;
+		}
+		if (isatty(fd) && tcgetattr(fd, &t) == 0) {
+			cfmakeraw(&t);
+			tcsetattr(fd, TCSANOW, &t);
+		}
+	} else if ((fd = connect_unix(path)) < 0) {
+		return 1;
+	}
+	proto_reader_init(&r, PROTO_MAX_FRAME_DEFAULT);
+	for (;;) {
+		n = read(fd, b, sizeof(b));
+		if (n < 0 && (errno == EINTR || errno == EAGAIN))
+			continue;
+		if (n < 0) {
+			fprintf(stderr, "neg-test peer08: %s: %s\n", path, strerror(errno));
+			break;
+		}
+		if (n == 0 && !device)
+			break;
+		if (n == 0) {
+			/* a port whose host side is away: wait for it, as the reference does */
+			poll(NULL, 0, 100);
+			continue;
+		}
+		for (off = 0; off < (size_t)n; off += used) {
+			ev = proto_reader_feed(&r, b + off, (size_t)n - off, &used);
+			if (ev == PROTO_ERROR)
+				fprintf(stderr, "neg-test peer08: %s\n", r.err);
+			if (ev != PROTO_FRAME)
+				continue;
+			peer08_log(logfd, r.body.p, r.body.len);
+			reply.len = 0;
+			peer08_answer(&reply, r.body.p, r.body.len);
+			if (reply.len && full_write(fd, reply.p, reply.len) < 0) {
+				fprintf(stderr, "neg-test peer08: cannot write to %s: %s\n", path,
+				    strerror(errno));
+				goto out;
+			}
+		}
+	}
+out:
+	proto_reader_free(&r);
+	buf_free(&reply);
+	close(fd);
+	close(logfd);
+	return n == 0 ? 0 : 1;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -462,6 +711,8 @@ main(int argc, char **argv)
 		return do_response();
 	if (strcmp(argv[1], "echo") == 0 && argc == 3)
 		return do_echo(argv[2]);
+	if (strcmp(argv[1], "peer08") == 0 && argc == 5)
+		return do_peer08(argv[2], argv[3], argv[4]);
 	if (strcmp(argv[1], "rtt") == 0 && argc == 5)
 		return do_rtt(argv[2], atoi(argv[3]), atoi(argv[4]));
 	if (strcmp(argv[1], "calls") == 0 && argc >= 5)
