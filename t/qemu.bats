@@ -345,3 +345,105 @@ plug_port() {
 	assert_output --partial "testvm: serving"
 	refute_output --partial "poll failed"
 }
+
+# --- streaming execute over the real ports ---
+
+# guest_command NAME SCRIPT: installs a command in the guest's commands directory at test time
+# (the image has only make_test_commands' ones).
+guest_command() {
+	vm_run "cat > /usr/lib/negotiator/commands/$1 <<'EOS'
+$2
+EOS
+chmod 755 /usr/lib/negotiator/commands/$1"
+}
+
+@test "streamed: a line from the guest command arrives while it still runs" {
+	guest_command ab '#!/bin/sh
+echo a
+i=0
+while [ ! -e "$1" ]; do
+	i=$((i + 1))
+	[ $i -gt 600 ] && { echo "ab: $1 never came" >&2; exit 9; }
+	sleep 0.05
+done
+echo b'
+	vm_run 'rm -f /tmp/ab.flag'
+	rm -f "$D/ab.fifo" "$D/ab.rc"
+	mkfifo "$D/ab.fifo"
+	( st=0; H -t 60 -e "ab /tmp/ab.flag" > "$D/ab.fifo" 2> "$D/ab.err" || st=$?; echo "$st" > "$D/ab.rc" ) 3>&- &
+	exec {fd}<"$D/ab.fifo"
+	read -r -t 30 line <&"$fd" || line="(nothing within 30 s)"
+	# a is here while the command still waits for the flag
+	assert_equal "$line" "a"
+	run vm_run 'test -e /tmp/ab.flag'
+	assert_failure
+	[ ! -e "$D/ab.rc" ]
+	vm_run 'touch /tmp/ab.flag'
+	read -r -t 30 line <&"$fd" || line="(nothing within 30 s)"
+	assert_equal "$line" "b"
+	! read -r -t 30 line <&"$fd"
+	exec {fd}<&-
+	for _ in $(seq 1 100); do [ -e "$D/ab.rc" ] && break; sleep 0.1; done
+	run cat "$D/ab.rc" "$D/ab.err"
+	assert_output "0"
+}
+
+@test "streamed: 64 MiB through cat on the real port, the guest daemon in bounded memory" {
+	head -c 67108864 /dev/urandom > "$D/r64"
+	pid=$(gd_pid)
+	vm_run "echo 5 > /proc/$pid/clear_refs" || true
+	st=0
+	/usr/bin/time -f %M -o "$D/r64.time" "$HOSTBIN" --socket "$VM_H2G" -t 0 -e cat --input "$D/r64" > "$D/r64.out" || st=$?
+	assert_equal "$st" 0
+	cmp "$D/r64" "$D/r64.out"
+	rm -f "$D/r64" "$D/r64.out"
+	hwm=$(vm_run "grep VmHWM /proc/$pid/status" | awk '{print $2}')
+	cli=$(tail -n 1 "$D/r64.time")
+	echo "qemu 64MiB through cat: guest daemon VmHWM=${hwm}kB CLI maxrss=${cli}kB"
+	{ mkdir -p "${NEG_REPORT_DIR:-$D}" &&
+		echo "64MiB through cat: guest daemon VmHWM=${hwm}kB CLI maxrss=${cli}kB" >> "${NEG_REPORT_DIR:-$D}/qemu-stream.txt"; } || true
+	# ~0.6 MB with windows of 256 KiB each way; a buffer that grows with the payload shows tens of MB
+	[ "$hwm" -lt 4096 ]
+	[ "$cli" -lt 4096 ]
+}
+
+@test "streamed: SIGINT on the host CLI mid-stream: it exits 130, the guest command is gone, the next call works" {
+	guest_command pidcat '#!/bin/sh
+echo $$ > "$1.tmp" && mv "$1.tmp" "$1"
+exec cat'
+	vm_run 'rm -f /tmp/pidcat.pid'
+	rm -f "$D/int.rc" "$D/int.pid"
+	(
+		env --default-signal=INT,TERM,HUP "$HOSTBIN" --socket "$VM_H2G" -t 0 -e "pidcat /tmp/pidcat.pid" \
+			--input /dev/zero > /dev/null 2> "$D/int.err" 3>&- &
+		echo $! > "$D/int.pid"
+		st=0
+		wait $! || st=$?
+		echo "$st" > "$D/int.rc"
+	) 3>&- &
+	wait_for "$D/int.pid"
+	run vm_run 'for i in $(seq 1 100); do test -s /tmp/pidcat.pid && break; sleep 0.1; done; cat /tmp/pidcat.pid'
+	assert_success
+	pid=$output
+	vm_run "kill -0 $pid"
+	kill -INT "$(cat "$D/int.pid")"
+	# polled in the guest: gone within 1 s (20 looks 0.05 s apart)
+	run vm_run "i=0; while kill -0 $pid 2>/dev/null; do i=\$((i + 1)); [ \$i -ge 20 ] && exit 1; sleep 0.05; done"
+	assert_success
+	for _ in $(seq 1 100); do [ -e "$D/int.rc" ] && break; sleep 0.1; done
+	run cat "$D/int.rc"
+	assert_output "130"
+	run cat "$D/int.err"
+	assert_output --partial "killed by signal 15"
+	run H -e "show after-int"
+	assert_success
+	assert_output "$(printf 'args: 1\n[after-int]')"
+}
+
+@test "streamed: guest -e streams 8 MiB through cat on the host and back, intact" {
+	run vm_run 'head -c 8388608 /dev/urandom > /tmp/r8 && negotiator-guest -t 0 -e cat --input /tmp/r8 > /tmp/o8; echo "status=$?"; cmp /tmp/r8 /tmp/o8 && echo same; md5sum < /tmp/r8; md5sum < /tmp/o8; rm -f /tmp/r8 /tmp/o8'
+	assert_success
+	assert_line "status=0"
+	assert_line "same"
+	assert_equal "${lines[2]}" "${lines[3]}"
+}
