@@ -4,6 +4,8 @@
  *   neg-test request            parse stdin as a request payload, print its fields
  *   neg-test response           parse stdin as a reply payload, print its fields
  *   neg-test frames [CHUNK [MAX]]  feed stdin to the frame reader CHUNK bytes at a time
+ *                               (with NEG_TEST_RAW=1 data frames "H+R\n" are read too, and each
+ *                               frame is also shown as a stream frame where it is one)
  *                               (frame limit MAX, default 1 MiB), print every frame and error
  *   neg-test buffered MAX       feed stdin to a frame reader of limit MAX at once; print the
  *                               bytes of the frame in progress it holds, has reserved, and
@@ -130,6 +132,10 @@ do_request(void)
 	printf("base64=%d\n", r.base64);
 	if (r.timeout > 0)
 		printf("timeout=%g\n", r.timeout);
+	if (r.stream)
+		printf("stream=%d window=%zu stdin=%d\n", r.stream, r.window, r.want_stdin);
+	if (r.new_caller)
+		printf("new_caller=1\n");
 	if (r.id[0])
 		printf("id=%s\n", r.id);
 	printf("dispatch=%d\n", (int)proto_method_lookup(r.method));
@@ -174,6 +180,26 @@ do_response(void)
 	return 0;
 }
 
+/* How a frame reads as a frame of a streamed call. */
+static void
+print_stream(const struct proto_reader *r)
+{
+	static const char *const kinds[] = { "", "data", "credit", "eof", "cancel" };
+	struct proto_stream f;
+	char err[256];
+	int rc = proto_stream_parse(&f, r->body.p, r->body.len, r->json_len, err, sizeof(err));
+
+	if (rc < 0) {
+		printf("stream-error=%s\n", err);
+	} else if (rc == 0) {
+		printf("stream=no\n");
+	} else {
+		printf("stream=%s id=%s fd=%d credit=%zu kill=%d\n", kinds[f.kind], f.id, f.fd,
+		    f.credit, f.kill);
+		print_bytes("data", f.data, f.len);
+	}
+}
+
 static int
 do_frames(size_t chunk, size_t max_frame)
 {
@@ -185,6 +211,7 @@ do_frames(size_t chunk, size_t max_frame)
 
 	read_stdin(&in);
 	proto_reader_init(&r, max_frame);
+	r.raw_ok = getenv("NEG_TEST_RAW") != NULL;
 	while (off < in.len) {
 		end = off + chunk < in.len ? off + chunk : in.len;
 		while (off < end) {
@@ -192,6 +219,8 @@ do_frames(size_t chunk, size_t max_frame)
 			off += used;
 			if (ev == PROTO_FRAME) {
 				print_bytes("frame", r.body.p, r.body.len);
+				if (r.raw_ok)
+					print_stream(&r);
 			} else if (ev == PROTO_ERROR) {
 				printf("error=%s\n", r.err);
 				bad = 1;
