@@ -1613,8 +1613,12 @@ chan_stream_frame(struct neg_chan *c, const struct proto_stream *f)
 		s->sin_room -= f->len;
 		if (s->sin_closed)
 			return;
-		if (s->sinoff > 0 && s->sinoff == s->sin.len)
-			s->sin.len = s->sinoff = 0;
+		/* taken bytes go once they are half: the buffer stays within the window */
+		if (s->sinoff > 0 && s->sinoff >= s->sin.len - s->sinoff) {
+			memmove(s->sin.p, s->sin.p + s->sinoff, s->sin.len - s->sinoff);
+			s->sin.len -= s->sinoff;
+			s->sinoff = 0;
+		}
 		buf_add(&s->sin, f->data, f->len);
 		return;
 	case PROTO_S_EOF:
@@ -1981,7 +1985,9 @@ neg_chan_io(struct neg_chan *c, const struct pollfd *p, int n)
 		}
 		k += s->nfds;
 	}
-	if (p[0].revents & POLLOUT) {
+	/* a few write units per wake-up: streamed output keeps the port busy, others get a turn */
+	for (rounds = 0; (p[0].revents & POLLOUT) && c->outoff < c->out.len &&
+	    rounds < NEG_READS_PER_WAKE; rounds++) {
 		size_t len = c->out.len - c->outoff;
 
 		r = write(c->fd, c->out.p + c->outoff, len < NEG_WRITE_CHUNK ? len : NEG_WRITE_CHUNK);
@@ -1991,11 +1997,19 @@ neg_chan_io(struct neg_chan *c, const struct pollfd *p, int n)
 				c->out.len = c->outoff = 0;
 				if (c->out.cap > NEG_KEEP_BUF)
 					buf_free(&c->out);
+			} else if (c->outoff >= c->out.len - c->outoff) {
+				/* streamed output may never let the queue run dry: sent bytes go */
+				memmove(c->out.p, c->out.p + c->outoff, c->out.len - c->outoff);
+				c->out.len -= c->outoff;
+				c->outoff = 0;
 			}
-		} else if (r < 0 && errno != EAGAIN && errno != EINTR) {
+			continue;
+		}
+		if (r < 0 && errno != EAGAIN && errno != EINTR) {
 			gone = 1;
 			why = errno;
 		}
+		break;
 	}
 	if (!gone && (p[0].revents & POLLIN)) {
 		for (rounds = 0; rounds < NEG_READS_PER_WAKE; rounds++) {
@@ -2924,7 +2938,9 @@ cli_stream(int fd, int flags, struct neg_cli *o, const char *peer, int64_t wait)
 		}
 		if ((p[0].revents & POLLOUT) && stream_send(&st, err, sizeof(err)) < 0)
 			break;
-		if (np == 2 && p[1].revents) {
+		/* a few chunks per wake-up, each sent before the next is read */
+		for (i = 0; np == 2 && p[1].revents && i < NEG_READS_PER_WAKE && st.in_open &&
+		    st.in_credit > 0 && st.wq.len == st.wqoff; i++) {
 			want = st.in_credit < NEG_STREAM_CHUNK ? st.in_credit : NEG_STREAM_CHUNK;
 			n = read(o->infd, tmp, want);
 			if (n > 0) {
@@ -2937,7 +2953,11 @@ cli_stream(int fd, int flags, struct neg_cli *o, const char *peer, int64_t wait)
 				neg_log(LOG_ERR, "cannot read the input (%s): %s", o->input, strerror(errno));
 				stream_cancel(&st, 1);
 			}
+			if (n <= 0 || stream_send(&st, err, sizeof(err)) < 0 || (size_t)n < want)
+				break;
 		}
+		if (err[0])
+			break;
 		if (!(p[0].revents & (POLLIN | POLLHUP | POLLERR)))
 			continue;
 		n = read(fd, tmp, sizeof(tmp));

@@ -1918,7 +1918,7 @@ proto_stream_parse(struct proto_stream *s, const char *js, size_t len, size_t js
 		if ((s->fd = stream_fd(&j, tok)) < 0)
 			FAIL("Protocol error: data must be \"stdin\", \"stdout\" or \"stderr\"");
 		if (json_len == len)
-			FAIL("Protocol error: a data frame's bytes follow its header (H+R length line)");
+			FAIL("Protocol error: a data frame carries 1 or more bytes after its header (an H+R length line)");
 		goto out;
 	}
 	if (json_len != len)

@@ -169,12 +169,20 @@ exercise_guest() {
 	cmp "$D/big.bin" "$D/big.out"
 }
 
-@test "an input too large for one frame is refused by the caller with the fix, not a timeout" {
+@test "an input too large for one frame: streamed to our daemon; refused with the fix for a 0.8 peer" {
 	head -c 52428800 /dev/zero > "$D/toobig.bin"
-	run --separate-stderr H -t 60 -e cat --input "$D/toobig.bin"
+	run bash -c "'$HOSTBIN' --socket '$D/h2g.sock' -t 60 -e cat --input '$D/toobig.bin' | wc -c"
+	assert_success
+	assert_output 52428800
+	# a 0.8 peer takes no stream: the one-shot call, and its limit, with the fix said at once
+	"$FAKEPORT" "$D/p08-port" "$D/p08.sock" 3>&- & fp=$!
+	wait_for "$D/p08.sock"
+	"$NEGTEST" peer08 --device "$D/p08-port" "$D/p08.log" 3>&- & peer=$!
+	run --separate-stderr "$HOSTBIN" --socket "$D/p08.sock" -t 60 -e cat --input "$D/toobig.bin"
+	stop_pid "$peer"; stop_pid "$fp"
+	rm -f "$D/toobig.bin"
 	assert_failure 255
 	assert_equal "$stderr" "negotiator-host: cannot read the input ($D/toobig.bin): more than 50331648 bytes do not fit in a frame of 67108864 bytes (raise --max-frame on both sides)"
-	rm -f "$D/toobig.bin"
 	run H -e "show still-fine"
 	assert_success
 }
@@ -313,14 +321,23 @@ exercise_guest() {
 }
 
 @test "a 0.8 (Python) peer's replies are understood: plain text, no id" {
+	frame '{"success": false, "error": "Method version not supported"}' > "$D/py-version"
 	frame '{"success": true, "result": "Debian\n"}' > "$D/py-reply1"
 	frame '{"success": false, "error": "External command failed with exit code 4! (command: x)"}' > "$D/py-reply2"
-	socat UNIX-LISTEN:"$D/py.sock" SYSTEM:"cat >/dev/null & cat $D/py-reply1; sleep 1" &
+	# answers each request in turn, as the reference does: first our version request, then the call
+	for n in 1 2; do
+		cat > "$D/py$n.sh" <<EOS
+read -r len; dd bs=1 count=\$len of=/dev/null 2>/dev/null; cat $D/py-version
+read -r len; dd bs=1 count=\$len of=/dev/null 2>/dev/null; cat $D/py-reply$n
+sleep 1
+EOS
+	done
+	socat UNIX-LISTEN:"$D/py.sock" SYSTEM:"bash $D/py1.sh" &
 	wait_for "$D/py.sock"
 	run "$HOSTBIN" --socket "$D/py.sock" -e find-distributor-id
 	assert_success
 	assert_output "Debian"
-	socat UNIX-LISTEN:"$D/py2.sock" SYSTEM:"cat >/dev/null & cat $D/py-reply2; sleep 1" &
+	socat UNIX-LISTEN:"$D/py2.sock" SYSTEM:"bash $D/py2.sh" &
 	wait_for "$D/py2.sock"
 	run --separate-stderr "$HOSTBIN" --socket "$D/py2.sock" -e x
 	assert_failure 4
@@ -445,21 +462,18 @@ exercise_guest() {
 	[[ $stderr == *"word 3 is not valid UTF-8"* ]]
 }
 
-@test "--input is read before connecting and within -t; the channel stays free meanwhile" {
-	# a slow stdin: the call fails after about its timeout, and holds nobody else up
+@test "a slow --input streams while the command runs, which its timeout stops" {
+	# stdin that never ends within -t: the command gets what comes, and is stopped at -t
 	start=$(date +%s)
-	run --separate-stderr bash -c "'$HOSTBIN' --socket '$D/h2g.sock' -t 1 -e cat --input - < <(sleep 6)"
+	run --separate-stderr bash -c "'$HOSTBIN' --socket '$D/h2g.sock' -t 1 -e cat --input - < <(exec 2>/dev/null; echo first; sleep 6)"
 	echo "stderr: $stderr"
 	assert_failure 255
-	assert_equal "$stderr" "negotiator-host: cannot read the input (-): timed out after 1 seconds"
+	assert_output "first"
+	assert_equal "$stderr" "negotiator-host: $D/h2g.sock: External command cat timed out after 1 seconds"
 	[ $(( $(date +%s) - start )) -lt 6 ]
-	# while another caller waits on its stdin, this one is served at once
-	(sleep 4 | "$HOSTBIN" --socket "$D/h2g.sock" -t 10 -e cat --input - > /dev/null 2>&1) & slowcaller=$!
-	sleep 0.3
-	run H -t 2 -e "show meanwhile"
+	run H -t 2 -e "show after"
 	assert_success
-	assert_output "$(printf 'args: 1\n[meanwhile]')"
-	wait "$slowcaller"
+	assert_output "$(printf 'args: 1\n[after]')"
 }
 
 @test "--input larger than the frame limit is refused while it is read, in bounded memory" {

@@ -231,8 +231,70 @@ check_frame(const char *s, size_t end, size_t last, int resync, const struct buf
 }
 
 /*
- * Input: byte 0 picks the number of chunk sizes (low 3 bits, plus one) and the
- * limit (next 3 bits); then one byte per chunk size (0: the rest); then the stream.
+ * A data frame ("H+R\n", H bytes of JSON, R raw) ending at s[end]: its length
+ * line, right before it, ends in "H+R" for its two parts, and its header is
+ * one JSON object.  The line is all of that (and blanks) unless an error came
+ * since the last frame: then the reader may have been skipping the line's start.
+ */
+static void
+check_data_frame(const char *s, size_t end, size_t last, int resync, const struct proto_reader *r)
+{
+	size_t start = end - r->body.len, line, e, h = 0, raw = 0, place;
+	struct proto_stream f;
+	char err[FUZZ_ERRLEN];
+
+	if (r->json_len > r->body.len || r->json_len < 2 || r->json_len > PROTO_MAX_RAW_HEAD)
+		fuzz_fail("data frame with a header of %zu bytes", r->json_len);
+	for (line = start - 1; line > last && s[line - 1] != '\n'; line--)
+		;
+	e = start - 1;
+	while (e > line && is_space((unsigned char)s[e - 1]))
+		e--;
+	for (place = 1; e > line && s[e - 1] >= '0' && s[e - 1] <= '9' && place < 1000000000000;
+	    e--, place *= 10)
+		raw += (size_t)(s[e - 1] - '0') * place;
+	if (e == line || s[e - 1] != '+')
+		fuzz_fail("data frame after a length line without H+R");
+	for (e--, place = 1; e > line && s[e - 1] >= '0' && s[e - 1] <= '9' && place < 1000000000000;
+	    e--, place *= 10)
+		h += (size_t)(s[e - 1] - '0') * place;
+	if (h != r->json_len || h + raw != r->body.len)
+		fuzz_fail("data frame of %zu+%zu bytes after a line that says otherwise",
+		    r->json_len, r->body.len - r->json_len);
+	for (; !resync && line < e; line++)
+		if (!is_space((unsigned char)s[line]))
+			fuzz_fail("data frame after a length line with other characters");
+	if (!json_valid(r->body.p, r->json_len))
+		fuzz_fail("data frame whose header is not JSON");
+	if (proto_stream_parse(&f, r->body.p, r->body.len, r->json_len, err, sizeof(err)) < 0)
+		check_err("proto_stream_parse", err, sizeof(err));
+	else if (f.len > r->body.len || (f.len && f.data != r->body.p + r->json_len))
+		fuzz_fail("stream frame data outside the frame");
+}
+
+/*
+ * Whether a frame was read as a data frame: raw bytes follow its JSON, or it
+ * is "H+0" (the line before it ends so; a frame a resync found has a line
+ * ending in digits that are its whole length).
+ */
+static int
+data_frame(const char *s, size_t end, const struct proto_reader *r)
+{
+	size_t start = end - r->body.len, e;
+
+	if (r->json_len < r->body.len)
+		return 1;
+	if (start < 4 || s[start - 1] != '\n')
+		return 0;
+	for (e = start - 1; e > 0 && is_space((unsigned char)s[e - 1]); e--)
+		;
+	return e >= 3 && s[e - 1] == '0' && s[e - 2] == '+' && s[e - 3] >= '0' && s[e - 3] <= '9';
+}
+
+/*
+ * Input: byte 0 picks the number of chunk sizes (low 3 bits, plus one), the
+ * limit (next 3 bits) and whether data frames are read (bit 6); then one byte
+ * per chunk size (0: the rest); then the stream.
  */
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -261,6 +323,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	s = copy(data + 1 + nsizes, len, 0);
 	ASAN_POISON_MEMORY_REGION(s, len);
 	proto_reader_init(&r, max_frame);
+	r.raw_ok = data[0] >> 6 & 1;
 	if (proto_reader_partial(&r))
 		fuzz_fail("a new reader holds a partial frame");
 	for (off = 0, k = 0; off < len; off += n, k++) {
@@ -284,6 +347,18 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 					fuzz_fail("asked for more with %zu bytes left", n - c - used);
 				break;
 			case PROTO_FRAME:
+				if (r.json_len > r.body.len)
+					fuzz_fail("a frame of %zu bytes with %zu of JSON", r.body.len,
+					    r.json_len);
+				if (r.raw_ok && data_frame((const char *)data + 1 + nsizes,
+				    off + c + used, &r)) {
+					check_data_frame((const char *)data + 1 + nsizes, off + c + used,
+					    last, resync, &r);
+					last = off + c + used;
+					resync = 0;
+					ended_frame = 1;
+					break;
+				}
 				check_frame((const char *)data + 1 + nsizes, off + c + used, last,
 				    resync, &r.body, max_frame);
 				parse_frame(r.body.p, r.body.len);

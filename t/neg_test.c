@@ -4,6 +4,8 @@
  *   neg-test request            parse stdin as a request payload, print its fields
  *   neg-test response           parse stdin as a reply payload, print its fields
  *   neg-test frames [CHUNK [MAX]]  feed stdin to the frame reader CHUNK bytes at a time
+ *                               (with NEG_TEST_RAW=1 data frames "H+R\n" are read too, and each
+ *                               frame is also shown as a stream frame where it is one)
  *                               (frame limit MAX, default 1 MiB), print every frame and error
  *   neg-test buffered MAX       feed stdin to a frame reader of limit MAX at once; print the
  *                               bytes of the frame in progress it holds, has reserved, and
@@ -24,8 +26,20 @@
  *   neg-test builtin NAME       run a built-in command here
  *   neg-test calls SOCKET N METHOD [ARG...]   N calls one after another over one connection
  *                               to SOCKET; prints counts, calls per second and latencies
- *   neg-test echo DEVICE        the physical floor's far end: copy what DEVICE gives back to it
+ *   neg-test echo DEVICE        the physical floor's far end: copy what DEVICE gives back to it,
+ *                               full duplex (non-blocking, one poll loop, at most ECHO_BUF bytes
+ *                               held, writes of at most 32 KiB); what it holds when the other side
+ *                               hangs up (a virtio port's host closing) is dropped
  *   neg-test rtt SOCKET N SIZE  the physical floor: N round trips of SIZE bytes through an echo
+ *   neg-test floor SOCKET BYTES the bulk floor: through an echo at SOCKET's far end, writes BYTES
+ *                               bytes (32 KiB writes, as a virtio port takes) and reads BYTES back
+ *                               at the same time, one poll loop, non-blocking; checks what comes
+ *                               back; prints bytes, seconds and MB/s (10^6 bytes, each way)
+ *   neg-test stamp N MS         N lines, each the time it is written (CLOCK_MONOTONIC, ns), one
+ *                               every MS ms, each in one write (no buffering)
+ *   neg-test latency            reads such lines on stdin and prints how long each took to arrive
+ *                               (now - its time): lines, median, p99 and max in ms (the writer on
+ *                               the same machine: the clock is the machine's)
  *   neg-test peer08 (--device PATH | --connect SOCKET) LOG   a stand-in for the 0.8 reference
  *                               daemon, serving the port PATH (the guest's side) or the socket
  *                               SOCKET (the host's side) forever: every frame's payload is
@@ -118,6 +132,10 @@ do_request(void)
 	printf("base64=%d\n", r.base64);
 	if (r.timeout > 0)
 		printf("timeout=%g\n", r.timeout);
+	if (r.stream)
+		printf("stream=%d window=%zu stdin=%d\n", r.stream, r.window, r.want_stdin);
+	if (r.new_caller)
+		printf("new_caller=1\n");
 	if (r.id[0])
 		printf("id=%s\n", r.id);
 	printf("dispatch=%d\n", (int)proto_method_lookup(r.method));
@@ -162,6 +180,26 @@ do_response(void)
 	return 0;
 }
 
+/* How a frame reads as a frame of a streamed call. */
+static void
+print_stream(const struct proto_reader *r)
+{
+	static const char *const kinds[] = { "", "data", "credit", "eof", "cancel" };
+	struct proto_stream f;
+	char err[256];
+	int rc = proto_stream_parse(&f, r->body.p, r->body.len, r->json_len, err, sizeof(err));
+
+	if (rc < 0) {
+		printf("stream-error=%s\n", err);
+	} else if (rc == 0) {
+		printf("stream=no\n");
+	} else {
+		printf("stream=%s id=%s fd=%d credit=%zu kill=%d\n", kinds[f.kind], f.id, f.fd,
+		    f.credit, f.kill);
+		print_bytes("data", f.data, f.len);
+	}
+}
+
 static int
 do_frames(size_t chunk, size_t max_frame)
 {
@@ -173,6 +211,7 @@ do_frames(size_t chunk, size_t max_frame)
 
 	read_stdin(&in);
 	proto_reader_init(&r, max_frame);
+	r.raw_ok = getenv("NEG_TEST_RAW") != NULL;
 	while (off < in.len) {
 		end = off + chunk < in.len ? off + chunk : in.len;
 		while (off < end) {
@@ -180,6 +219,8 @@ do_frames(size_t chunk, size_t max_frame)
 			off += used;
 			if (ev == PROTO_FRAME) {
 				print_bytes("frame", r.body.p, r.body.len);
+				if (r.raw_ok)
+					print_stream(&r);
 			} else if (ev == PROTO_ERROR) {
 				printf("error=%s\n", r.err);
 				bad = 1;
@@ -401,13 +442,49 @@ do_calls(const char *sock, int n, const char *method, char **args, int nargs)
 	return ok == n ? 0 : 1;
 }
 
+/* Writes all of s to fd, waiting as long as it takes; -1 on failure. */
+static int
+full_write(int fd, const char *s, size_t len)
+{
+	ssize_t n;
+
+	while (len > 0) {
+		n = write(fd, s, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN) {
+			poll(&(struct pollfd){ .fd = fd, .events = POLLOUT }, 1, 100);
+			continue;
+		}
+		if (n <= 0)
+			return -1;
+		s += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+#define ECHO_BUF (256u << 10)	/* bytes the echo holds at most */
+
+/*
+ * The far end of both floors: one poll loop on a non-blocking DEVICE, reading
+ * while the buffer has room and writing while it holds bytes, so the two
+ * directions flow at once (a blocking write stops the reading while the way
+ * back is full: with a sender that reads as it writes that is slow, not a
+ * deadlock, but it is not the floor of a full-duplex transfer).
+ * A read of 0 is a virtio port whose host side is away: what is held is for
+ * nobody, and the port is tried again after 1 ms (it polls as hung up; a
+ * longer nap would be counted against the next floor's first bytes).
+ */
 static int
 do_echo(const char *dev)
 {
-	char b[65536];
-	ssize_t n;
-	int fd = open(dev, O_RDWR | O_NOCTTY);
+	static char b[ECHO_BUF];
+	size_t off = 0, len = 0;
+	struct pollfd p;
 	struct termios t;
+	ssize_t n;
+	int fd = open(dev, O_RDWR | O_NOCTTY | O_NONBLOCK);
 
 	if (fd < 0) {
 		perror(dev);
@@ -417,11 +494,192 @@ do_echo(const char *dev)
 		cfmakeraw(&t);
 		tcsetattr(fd, TCSANOW, &t);
 	}
-	while ((n = read(fd, b, sizeof(b))) >= 0) {
-		if (n > 0 && write(fd, b, (size_t)n) != n)
+	for (;;) {
+		p.fd = fd;
+		p.events = (len < sizeof(b) ? POLLIN : 0) | (off < len ? POLLOUT : 0);
+		p.revents = 0;
+		if (poll(&p, 1, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			perror("neg-test echo: poll");
 			return 1;
+		}
+		if (len < sizeof(b) && (p.revents & (POLLIN | POLLHUP | POLLERR))) {
+			n = read(fd, b + len, sizeof(b) - len);
+			if (n > 0) {
+				len += (size_t)n;
+			} else if (n == 0) {
+				off = len = 0;
+				poll(NULL, 0, 1);
+				continue;
+			} else if (errno != EAGAIN && errno != EINTR) {
+				perror("neg-test echo: read");
+				return 1;
+			}
+		}
+		if (off < len) {
+			n = write(fd, b + off, len - off < NEG_WRITE_CHUNK ? len - off : NEG_WRITE_CHUNK);
+			if (n > 0) {
+				off += (size_t)n;
+			} else if (n < 0 && errno != EAGAIN && errno != EINTR) {
+				perror("neg-test echo: write");
+				return 1;
+			}
+		}
+		if (off == len) {
+			off = len = 0;
+		} else if (off >= sizeof(b) / 2) {
+			memmove(b, b + off, len - off);
+			len -= off;
+			off = 0;
+		}
+	}
+}
+
+/* The byte at offset off of what floor sends: not periodic in any size a frame or ring has. */
+static unsigned char
+floor_byte(long long off)
+{
+	return (unsigned char)(off % 251);
+}
+
+/* The bulk floor: bytes out and the same bytes back at once through an echo. */
+static int
+do_floor(const char *sock, long long bytes)
+{
+	static char wb[NEG_WRITE_CHUNK], rb[65536];
+	long long sent = 0, got = 0, bad = -1;
+	int64_t start, t;
+	struct pollfd p;
+	ssize_t n;
+	size_t i, len;
+	int fd = connect_unix(sock), r;
+
+	if (fd < 0)
+		return 1;
+	if (bytes <= 0) {
+		fprintf(stderr, "neg-test floor: BYTES must be positive\n");
+		return 2;
+	}
+	neg_set_nonblock(fd);
+	start = now_ns();
+	while (got < bytes) {
+		p.fd = fd;
+		p.events = POLLIN | (sent < bytes ? POLLOUT : 0);
+		p.revents = 0;
+		if ((r = poll(&p, 1, 30000)) < 0 && errno == EINTR)
+			continue;
+		if (r <= 0) {
+			fprintf(stderr, "neg-test floor: %s after %lld bytes out, %lld back\n",
+			    r == 0 ? "nothing moved for 30 s" : strerror(errno), sent, got);
+			return 1;
+		}
+		if (sent < bytes && (p.revents & POLLOUT)) {
+			len = bytes - sent < (long long)sizeof(wb) ? (size_t)(bytes - sent) : sizeof(wb);
+			for (i = 0; i < len; i++)
+				wb[i] = (char)floor_byte(sent + (long long)i);
+			n = write(fd, wb, len);
+			if (n > 0) {
+				sent += n;
+			} else if (n < 0 && errno != EAGAIN && errno != EINTR) {
+				perror("neg-test floor: write");
+				return 1;
+			}
+		}
+		if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
+			n = read(fd, rb, sizeof(rb));
+			if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+				fprintf(stderr, "neg-test floor: %s after %lld bytes out, %lld back\n",
+				    n == 0 ? "end of file" : strerror(errno), sent, got);
+				return 1;
+			}
+			for (i = 0; n > 0 && i < (size_t)n; i++)
+				if (bad < 0 && (unsigned char)rb[i] != floor_byte(got + (long long)i))
+					bad = got + (long long)i;
+			if (n > 0)
+				got += n;
+			if (got > sent) {
+				fprintf(stderr, "neg-test floor: %lld bytes back, only %lld sent\n", got, sent);
+				return 1;
+			}
+		}
+	}
+	t = now_ns() - start;
+	close(fd);
+	printf("bytes=%lld seconds=%.3f mb_s=%.1f %s\n", bytes, (double)t / 1e9,
+	    (double)bytes * 1e3 / (double)(t ? t : 1), bad < 0 ? "intact" : "DIFFERENT");
+	if (bad >= 0)
+		fprintf(stderr, "neg-test floor: the bytes back differ from offset %lld\n", bad);
+	return bad < 0 ? 0 : 1;
+}
+
+/* N lines of their own time, one every ms milliseconds, for the line latency. */
+static int
+do_stamp(int n, int ms)
+{
+	struct timespec next;
+	char line[32];
+	int i, len;
+
+	clock_gettime(CLOCK_MONOTONIC, &next);
+	for (i = 0; i < n; i++) {
+		len = snprintf(line, sizeof(line), "%lld\n", (long long)now_ns());
+		if (full_write(1, line, (size_t)len) < 0)
+			return 1;
+		next.tv_nsec += (long)ms * 1000000;
+		next.tv_sec += next.tv_nsec / 1000000000;
+		next.tv_nsec %= 1000000000;
+		while (i + 1 < n && clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, NULL) == EINTR)
+			;
 	}
 	return 0;
+}
+
+/* How long stamp's lines took to get here: each line's time against the time its read returned. */
+static int
+do_latency(void)
+{
+	char b[65536], *nl, *end;
+	size_t len = 0, cap = 1024, nlat = 0, i, off;
+	int64_t *lat = malloc(cap * sizeof(int64_t)), t;
+	long long v;
+	ssize_t n;
+	int other = 0;
+
+	for (;;) {
+		n = read(0, b + len, sizeof(b) - 1 - len);
+		t = now_ns();
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+		for (off = 0; (nl = memchr(b + off, '\n', len - off)) != NULL; off = (size_t)(nl - b) + 1) {
+			*nl = '\0';
+			v = strtoll(b + off, &end, 10);
+			if (end == b + off || *end != '\0') {
+				other++;
+				continue;
+			}
+			if (nlat == cap)
+				lat = realloc(lat, (cap *= 2) * sizeof(int64_t));
+			lat[nlat++] = t - v;
+		}
+		memmove(b, b + off, len - off);
+		len -= off;
+		if (len == sizeof(b) - 1)
+			len = 0;	/* a line too long for a time: dropped */
+	}
+	qsort(lat, nlat, sizeof(int64_t), cmp_i64);
+	i = nlat ? (nlat * 99 + 99) / 100 - 1 : 0;	/* the 99th percentile, nearest rank */
+	printf("lines=%zu p50_ms=%.3f p99_ms=%.3f max_ms=%.3f", nlat,
+	    nlat ? (double)lat[(nlat - 1) / 2] / 1e6 : 0.0, nlat ? (double)lat[i] / 1e6 : 0.0,
+	    nlat ? (double)lat[nlat - 1] / 1e6 : 0.0);
+	if (other)
+		printf(" other_lines=%d", other);
+	printf("\n");
+	free(lat);
+	return nlat ? 0 : 1;
 }
 
 static int
@@ -454,28 +712,6 @@ do_rtt(const char *sock, int n, int size)
 }
 
 /* ---- peer08: the Python negotiator 0.8 daemon, as far as the fallback tests need it ---- */
-
-/* Writes all of s to fd, waiting as long as it takes; -1 on failure. */
-static int
-full_write(int fd, const char *s, size_t len)
-{
-	ssize_t n;
-
-	while (len > 0) {
-		n = write(fd, s, len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && errno == EAGAIN) {
-			poll(&(struct pollfd){ .fd = fd, .events = POLLOUT }, 1, 100);
-			continue;
-		}
-		if (n <= 0)
-			return -1;
-		s += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
 
 /*
  * One line of LOG: the payload as received, a raw newline (only JSON white
@@ -713,6 +949,12 @@ main(int argc, char **argv)
 		return do_echo(argv[2]);
 	if (strcmp(argv[1], "peer08") == 0 && argc == 5)
 		return do_peer08(argv[2], argv[3], argv[4]);
+	if (strcmp(argv[1], "floor") == 0 && argc == 4)
+		return do_floor(argv[2], atoll(argv[3]));
+	if (strcmp(argv[1], "stamp") == 0 && argc == 4)
+		return do_stamp(atoi(argv[2]), atoi(argv[3]));
+	if (strcmp(argv[1], "latency") == 0 && argc == 2)
+		return do_latency();
 	if (strcmp(argv[1], "rtt") == 0 && argc == 5)
 		return do_rtt(argv[2], atoi(argv[3]), atoi(argv[4]));
 	if (strcmp(argv[1], "calls") == 0 && argc >= 5)

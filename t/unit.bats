@@ -413,3 +413,84 @@ assert_recovers() {
 	assert_failure 1
 	assert_output "Protocol error: the request id must be a string or number of at most 64 ASCII bytes"
 }
+
+# ---- streaming execute: data frames and stream frames ----
+
+# A data frame: "H+R\n", the JSON header, the raw bytes.
+dframe() {
+	printf '%s+%s\n%s%s' "$(printf '%s' "$1" | wc -c)" "$(printf '%s' "$2" | wc -c)" "$1" "$2"
+}
+
+@test "data frames H+R are read where streaming is on: the header checked, the bytes as they are" {
+	{ dframe '{"id": 7, "data": "stdout"}' "$(printf 'raw\n99\n{"method": "x"}')"
+	  frame '{"id": 7, "credit": 65536}'
+	  dframe '{"id": "x", "data": "stderr"}' ''
+	  frame '{"id": 1, "cancel": "KILL"}'
+	  frame '{"id": 1, "eof": "stdin"}'
+	  frame '{"method": "ping", "id": 2}'; } > "$BATS_TEST_TMPDIR/in"
+	for chunk in 1 3 1000; do
+		run env NEG_TEST_RAW=1 "$NEGTEST" frames "$chunk" < "$BATS_TEST_TMPDIR/in"
+		assert_success
+		assert_output "$(printf '%s\n' 'frame={"id": 7, "data": "stdout"}raw\x0a99\x0a{"method": "x"}' \
+			'stream=data id=7 fd=1 credit=0 kill=0' 'data=raw\x0a99\x0a{"method": "x"}' \
+			'frame={"id": 7, "credit": 65536}' 'stream=credit id=7 fd=0 credit=65536 kill=0' 'data=' \
+			'frame={"id": "x", "data": "stderr"}' 'stream-error=Protocol error: a data frame carries 1 or more bytes after its header (an H+R length line)' \
+			'frame={"id": 1, "cancel": "KILL"}' 'stream=cancel id=1 fd=0 credit=0 kill=1' 'data=' \
+			'frame={"id": 1, "eof": "stdin"}' 'stream=eof id=1 fd=0 credit=0 kill=0' 'data=' \
+			'frame={"method": "ping", "id": 2}' 'stream=no')"
+	done
+}
+
+@test "data frames are refused where streaming is off (a 0.8 peer never sends one)" {
+	run "$NEGTEST" frames < <(dframe '{"id": 7, "data": "stdout"}' 'abc'; frame '{"method": "ping"}')
+	assert_failure
+	assert_line 'error=Protocol error: expected a byte count, got a line of other characters'
+	assert_line 'frame={"method": "ping"}'
+}
+
+@test "bad data and stream frames: one clear error each, and the next frame is read" {
+	run env NEG_TEST_RAW=1 "$NEGTEST" frames < <(
+		printf '1+3\n{}abc'; frame '{"method": "ping", "id": 1}'
+		printf '300+3\n'; frame '{"method": "ping", "id": 2}'
+		dframe '{"id": 7, "data": "stdout"' 'xy}'; frame '{"method": "ping", "id": 3}'
+		printf '10+99999999\n'; frame '{"method": "ping", "id": 4}')
+	assert_line 'error=Protocol error: a data frame'"'"'s header must be 2 to 256 bytes'
+	assert_line 'error=Protocol error: a data frame'"'"'s header is not one JSON object'
+	assert_line 'error=Protocol error: frame of 100000009 bytes exceeds the limit of 1048576 bytes'
+	for id in 1 2 3; do assert_line "frame={\"method\": \"ping\", \"id\": $id}"; done
+	run env NEG_TEST_RAW=1 "$NEGTEST" frames < <(
+		dframe '{"id": 7, "data": "stdio"}' 'x'
+		dframe '{"data": "stdin"}' 'x'
+		dframe '{"method": "ping", "id": 1}' 'x'
+		frame '{"id": 7, "data": "stdin"}'
+		frame '{"id": 7, "credit": -1}'
+		frame '{"id": 7, "credit": 1.5}'
+		frame '{"id": 7, "cancel": "HUP"}'
+		frame '{"id": 7, "eof": "stdout", "x": 1}')
+	assert_output "$(printf '%s\n' \
+		'frame={"id": 7, "data": "stdio"}x' 'stream-error=Protocol error: data must be "stdin", "stdout" or "stderr"' \
+		'frame={"data": "stdin"}x' 'stream-error=Protocol error: a stream frame needs an id' \
+		'frame={"method": "ping", "id": 1}x' 'stream-error=Protocol error: raw bytes follow a request or reply' \
+		'frame={"id": 7, "data": "stdin"}' 'stream-error=Protocol error: a data frame carries 1 or more bytes after its header (an H+R length line)' \
+		'frame={"id": 7, "credit": -1}' 'stream-error=Protocol error: credit must be a whole number of bytes' \
+		'frame={"id": 7, "credit": 1.5}' 'stream-error=Protocol error: credit must be a whole number of bytes' \
+		'frame={"id": 7, "cancel": "HUP"}' 'stream-error=Protocol error: cancel must be "TERM" or "KILL"' \
+		'frame={"id": 7, "eof": "stdout", "x": 1}' 'stream=eof id=7 fd=1 credit=0 kill=0' 'data=')"
+}
+
+@test "a streamed execute request: kw.stream, window and stdin; refused without an id or with input" {
+	run "$NEGTEST" request <<< '{"method": "execute", "args": ["cat"], "kw": {"capture": true, "stream": 1, "window": 4096, "stdin": true}, "id": 9}'
+	assert_success
+	assert_line 'stream=1 window=4096 stdin=1'
+	run "$NEGTEST" request <<< '{"method": "execute", "args": ["cat"], "kw": {"stream": 1}, "id": 9}'
+	assert_line 'stream=1 window=262144 stdin=0'
+	run "$NEGTEST" request <<< '{"method": "execute", "args": ["cat"], "kw": {"stream": 1}}'
+	assert_failure
+	assert_output 'Protocol error: a streamed call needs an id, and takes no input key'
+	run "$NEGTEST" request <<< '{"method": "execute", "args": ["cat"], "kw": {"stream": 2}, "id": 1}'
+	assert_line 'Protocol error: stream must be 1'
+	run "$NEGTEST" request <<< '{"method": "execute", "args": ["cat"], "kw": {"stream": 1, "window": 0}, "id": 1}'
+	assert_line 'Protocol error: window must be a number of bytes'
+	run "$NEGTEST" request <<< '{"method": "version", "args": [], "kw": {"new_caller": true}, "id": 1}'
+	assert_line 'new_caller=1'
+}
