@@ -122,7 +122,7 @@ teardown() {
 	for f in "$D"/bgkill.*; do
 		[ -e "$f" ] || continue
 		for p in $(cat "$f"); do
-			tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null | grep -qF "$D" || continue
+			tr '\0' ' ' 2>/dev/null < "/proc/$p/cmdline" | grep -qF "$D" || continue
 			for c in $(pgrep -P "$p"); do stop_pid "$c"; done
 			stop_pid "$p"
 		done
