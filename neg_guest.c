@@ -160,6 +160,21 @@ struct port {
 	struct neg_chan chan;
 };
 
+/*
+ * SIGIO only while the host is away: it wakes us when the host comes.  While
+ * it is there poll() says everything, and a signal per incoming buffer would
+ * cost a wake-up and two system calls per chunk of a stream.
+ */
+static void
+port_async(struct port *pt, int on)
+{
+	int fl;
+
+	if (!pt->sigio || pt->chan.fd < 0 || (fl = fcntl(pt->chan.fd, F_GETFL)) < 0)
+		return;
+	fcntl(pt->chan.fd, F_SETFL, on ? fl | O_ASYNC : fl & ~O_ASYNC);
+}
+
 static void
 port_away(struct port *pt, int64_t now)
 {
@@ -167,6 +182,7 @@ port_away(struct port *pt, int64_t now)
 		neg_log(LOG_INFO, "host disconnected from %s", pt->path);
 	neg_chan_reset(&pt->chan);
 	pt->state = PORT_AWAY;
+	port_async(pt, 1);	/* before the next probe: a host that comes meanwhile is seen by it */
 	pt->probe_ms = GUEST_PROBE_MIN_MS;
 	pt->probe_at = now + pt->probe_ms;
 }
@@ -265,6 +281,7 @@ port_probe(struct port *pt, int64_t now)
 		neg_log(LOG_INFO, "host connected to %s%s", pt->path,
 		    pt->unconfirmed ? " (before the port says so)" : "");
 		pt->state = PORT_UP;
+		port_async(pt, 0);
 		return;
 	case -1:
 		port_close(pt, now);
@@ -375,6 +392,7 @@ guest_daemon(struct neg_server *srv, const char *given)
 				} else if (pt.unconfirmed && now < pt.unconfirmed) {
 					/* away, its requests kept, until the kernel marks the host connected */
 					pt.state = PORT_AWAY;
+					port_async(&pt, 1);
 					pt.probe_ms = GUEST_PROBE_MIN_MS;
 					pt.probe_at = now + GUEST_PROBE_MIN_MS;
 				} else {
