@@ -1640,8 +1640,9 @@ chan_stream_frame(struct neg_chan *c, const struct proto_stream *f)
 			slot_unqueue(s, "Cancelled by the caller before it started");
 			return;
 		}
-		slot_close_stdin(c, s);
+		/* the signal first: a command reading its stdin would take the end for a clean exit */
 		slot_stop(s, f->kill, neg_now());
+		slot_close_stdin(c, s);
 		return;
 	}
 }
@@ -2984,7 +2985,7 @@ cli_stream(int fd, int flags, struct neg_cli *o, const char *peer, int64_t wait)
 			done = ev == 1;
 		}
 		/* what we wrote is granted back, in steps: the window stays full */
-		if (!done && st.cancelled == 0 && st.taken >= NEG_STREAM_GRANT) {
+		if (!done && st.cancelled < 2 && st.taken >= NEG_STREAM_GRANT) {
 			proto_stream_credit(&st.wq, st.id, st.taken);
 			st.taken = 0;
 		}
