@@ -285,7 +285,7 @@ check_data_frame(const char *s, size_t end, size_t last, int resync, const struc
 static int
 data_frame(const char *s, size_t end, const struct proto_reader *r)
 {
-	size_t start = end - r->body.len, e;
+	size_t start = end - r->body.len, e, h, place;
 
 	if (r->json_len < r->body.len)
 		return 1;
@@ -293,7 +293,13 @@ data_frame(const char *s, size_t end, const struct proto_reader *r)
 		return 0;
 	for (e = start - 1; e > 0 && is_space((unsigned char)s[e - 1]); e--)
 		;
-	return e >= 3 && s[e - 1] == '0' && s[e - 2] == '+' && s[e - 3] >= '0' && s[e - 3] <= '9';
+	if (e < 3 || s[e - 1] != '0' || s[e - 2] != '+')
+		return 0;
+	/* "H+0" where H is its length (else the line's "0" was a length of its own, after a skip) */
+	for (e -= 2, h = 0, place = 1; e > 0 && s[e - 1] >= '0' && s[e - 1] <= '9' && place < 1000000000000;
+	    e--, place *= 10)
+		h += (size_t)(s[e - 1] - '0') * place;
+	return place > 1 && h == r->body.len;
 }
 
 /*
