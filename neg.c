@@ -3032,7 +3032,8 @@ neg_cli_execute(int fd, int flags, struct neg_cli *o, const char *peer)
 	if (o->srv.max_frame >= NEG_STREAM_MIN_FRAME) {
 		memset(&kw, 0, sizeof(kw));
 		kw.new_caller = 1;
-		if (neg_call(fd, flags, &kw, "version", o->deadline, o->srv.max_frame, &resp, err,
+		/* as long as the call itself may wait: -t is for the command, not the greeting */
+		if (neg_call(fd, flags, &kw, "version", wait, o->srv.max_frame, &resp, err,
 		    sizeof(err)) < 0) {
 			neg_log(LOG_ERR, "%s: %s", peer, err);
 			return 255;

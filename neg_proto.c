@@ -656,7 +656,8 @@ parse_length(struct proto_reader *r, size_t *n, size_t *raw)
 	if (r->raw_ok && (plus = memchr(s, '+', (size_t)(e - s))) != NULL) {
 		if ((rc = parse_digits(s, plus, n)) < 0 || (rc = parse_digits(plus + 1, e, raw)) < 0)
 			return rc;
-		return *n < 2 || *n > PROTO_MAX_RAW_HEAD || *raw > (size_t)-1 - *n ? -3 : 0;
+		/* a data frame carries bytes: "H+0" would be a plain frame in disguise */
+		return *n < 2 || *n > PROTO_MAX_RAW_HEAD || *raw == 0 || *raw > (size_t)-1 - *n ? -3 : 0;
 	}
 	return parse_digits(s, e, n);
 }
@@ -821,8 +822,8 @@ reader_feed(struct proto_reader *r, const char *p, size_t len, size_t *used)
 				track(r, '\n');
 				r->state = r->track == T_NL ? R_HUNT : R_LEN;
 				if (rc == -3)
-					reader_error(r, "Protocol error: a data frame's header must be 2 to "
-					    "%d bytes", PROTO_MAX_RAW_HEAD);
+					reader_error(r, "Protocol error: a data frame's length line is H+R, "
+					    "a header of 2 to %d bytes and 1 or more bytes", PROTO_MAX_RAW_HEAD);
 				else
 					reader_error(r, "Protocol error: expected a byte count, got a line of %s",
 					    rc == -1 ? "other characters" : "too many digits");

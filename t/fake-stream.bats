@@ -601,6 +601,47 @@ t_peer08() {
 	t_peer08 -l "$GUESTBIN" -c "$D/q08-port"
 }
 
+@test "a stalled streamed call blocks neither the other calls on its channel nor another guest" {
+	# a caller of our own, straight on the guest's port: a streamed call granted 1000 bytes
+	# and never more (its reader stalls), then a one-shot call and a ping on the same channel
+	exec 5<> "$D/g2h-port"
+	{ frame '{"method": "execute", "args": ["zeros", "'"$D"'/stalled.pid", "10000000"], "kw": {"capture": true, "stream": 1, "window": 1000, "stdin": false}, "id": 1}'
+	  frame '{"method": "execute", "args": ["show", "beside"], "id": 2}'
+	  frame '{"method": "ping", "id": 3}'; } >&5
+	wait_for "$D/stalled.pid"
+	timeout 3 cat <&5 > "$D/stalled.out" || true
+	# a second guest, on the same host daemon, is served meanwhile
+	"$FAKEPORT" "$D/g2h-port2" "$D/chan/otherguest.negotiator-guest-to-host.0" 3>&- & fp=$!
+	echo "$fp" >> "$D/bgkill.fp"
+	wait_for "$D/chan/otherguest.negotiator-guest-to-host.0"
+	other_status=1
+	for _ in $(seq 1 50); do
+		"$GUESTBIN" -c "$D/g2h-port2" -t 2 -e "show other" > "$D/other.out" 2>&1 && { other_status=0; break; }
+		sleep 0.1
+	done
+	stalled=$(cat "$D/stalled.pid")
+	still=$(alive "$stalled" && echo running || echo ended)
+	exec 5>&-
+	stop_pid "$fp"
+	tr '\000' 0 < "$D/stalled.out" | head -c 600
+	# the one-shot call's reply and the pong came, behind at most the 1000 bytes granted
+	grep -aqF '{"success": true, "result": "args: 1\n[beside]\n", "id": 2}' "$D/stalled.out"
+	grep -aqF '{"success": true, "result": "pong", "id": 3}' "$D/stalled.out"
+	grep -aqF '{"id": 1, "data": "stdout"}' "$D/stalled.out"
+	data=$(tr -cd '\000' < "$D/stalled.out" | wc -c)
+	echo "zero bytes received: $data"
+	[ "$data" -le 1000 ]
+	# and the stalled command is blocked, not finished
+	[ "$still" = running ]
+	assert_equal "$other_status" 0
+	assert_equal "$(cat "$D/other.out")" "$(printf 'args: 1\n[other]')"
+	# the next caller of the port takes the channel over: the stalled command goes
+	side g
+	run cli -e "show next"
+	assert_success
+	wait_until 2 gone "$stalled"
+}
+
 @test "both daemons are still there and logged no trouble" {
 	kill -0 "$(cat "$D/guest.pid")"
 	kill -0 "$(cat "$D/host.pid")"

@@ -268,38 +268,12 @@ check_data_frame(const char *s, size_t end, size_t last, int resync, const struc
 	for (; !resync && line < e; line++)
 		if (!is_space((unsigned char)s[line]))
 			fuzz_fail("data frame after a length line with other characters");
-	/* "H+0" is read as a plain frame: one that is not JSON is for the parser to refuse */
-	if (raw > 0 && !json_valid(r->body.p, r->json_len))
+	if (!r->raw_ok || !json_valid(r->body.p, r->json_len))
 		fuzz_fail("data frame whose header is not JSON");
 	if (proto_stream_parse(&f, r->body.p, r->body.len, r->json_len, err, sizeof(err)) < 0)
 		check_err("proto_stream_parse", err, sizeof(err));
 	else if (f.len > r->body.len || (f.len && f.data != r->body.p + r->json_len))
 		fuzz_fail("stream frame data outside the frame");
-}
-
-/*
- * Whether a frame was read as a data frame: raw bytes follow its JSON, or it
- * is "H+0" (the line before it ends so; a frame a resync found has a line
- * ending in digits that are its whole length).
- */
-static int
-data_frame(const char *s, size_t end, const struct proto_reader *r)
-{
-	size_t start = end - r->body.len, e, h, place;
-
-	if (r->json_len < r->body.len)
-		return 1;
-	if (start < 4 || s[start - 1] != '\n')
-		return 0;
-	for (e = start - 1; e > 0 && is_space((unsigned char)s[e - 1]); e--)
-		;
-	if (e < 3 || s[e - 1] != '0' || s[e - 2] != '+')
-		return 0;
-	/* "H+0" where H is its length (else the line's "0" was a length of its own, after a skip) */
-	for (e -= 2, h = 0, place = 1; e > 0 && s[e - 1] >= '0' && s[e - 1] <= '9' && place < 1000000000000;
-	    e--, place *= 10)
-		h += (size_t)(s[e - 1] - '0') * place;
-	return place > 1 && h == r->body.len;
 }
 
 /*
@@ -361,8 +335,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				if (r.json_len > r.body.len)
 					fuzz_fail("a frame of %zu bytes with %zu of JSON", r.body.len,
 					    r.json_len);
-				if (r.raw_ok && data_frame((const char *)data + 1 + nsizes,
-				    off + c + used, &r)) {
+				/* a data frame: raw bytes follow the JSON (the reader reads no "H+0") */
+				if (r.json_len < r.body.len) {
 					check_data_frame((const char *)data + 1 + nsizes, off + c + used,
 					    last, resync, &r);
 					resync = !json_valid(r.body.p, r.json_len);

@@ -424,17 +424,17 @@ dframe() {
 @test "data frames H+R are read where streaming is on: the header checked, the bytes as they are" {
 	{ dframe '{"id": 7, "data": "stdout"}' "$(printf 'raw\n99\n{"method": "x"}')"
 	  frame '{"id": 7, "credit": 65536}'
-	  dframe '{"id": "x", "data": "stderr"}' ''
+	  printf '30+0\n{"id": "x", "data": "stderr"}'
 	  frame '{"id": 1, "cancel": "KILL"}'
 	  frame '{"id": 1, "eof": "stdin"}'
 	  frame '{"method": "ping", "id": 2}'; } > "$BATS_TEST_TMPDIR/in"
 	for chunk in 1 3 1000; do
 		run env NEG_TEST_RAW=1 "$NEGTEST" frames "$chunk" < "$BATS_TEST_TMPDIR/in"
-		assert_success
+		assert_failure 1	# the one error: H+0
 		assert_output "$(printf '%s\n' 'frame={"id": 7, "data": "stdout"}raw\x0a99\x0a{"method": "x"}' \
 			'stream=data id=7 fd=1 credit=0 kill=0' 'data=raw\x0a99\x0a{"method": "x"}' \
 			'frame={"id": 7, "credit": 65536}' 'stream=credit id=7 fd=0 credit=65536 kill=0' 'data=' \
-			'frame={"id": "x", "data": "stderr"}' 'stream-error=Protocol error: a data frame carries 1 or more bytes after its header (an H+R length line)' \
+			'error=Protocol error: a data frame'"'"'s length line is H+R, a header of 2 to 256 bytes and 1 or more bytes' \
 			'frame={"id": 1, "cancel": "KILL"}' 'stream=cancel id=1 fd=0 credit=0 kill=1' 'data=' \
 			'frame={"id": 1, "eof": "stdin"}' 'stream=eof id=1 fd=0 credit=0 kill=0' 'data=' \
 			'frame={"method": "ping", "id": 2}' 'stream=no')"
@@ -454,7 +454,7 @@ dframe() {
 		printf '300+3\n'; frame '{"method": "ping", "id": 2}'
 		dframe '{"id": 7, "data": "stdout"' 'xy}'; frame '{"method": "ping", "id": 3}'
 		printf '10+99999999\n'; frame '{"method": "ping", "id": 4}')
-	assert_line 'error=Protocol error: a data frame'"'"'s header must be 2 to 256 bytes'
+	assert_line 'error=Protocol error: a data frame'"'"'s length line is H+R, a header of 2 to 256 bytes and 1 or more bytes'
 	assert_line 'error=Protocol error: a data frame'"'"'s header is not one JSON object'
 	assert_line 'error=Protocol error: frame of 100000009 bytes exceeds the limit of 1048576 bytes'
 	for id in 1 2 3; do assert_line "frame={\"method\": \"ping\", \"id\": $id}"; done
