@@ -1590,11 +1590,43 @@ slot_violation(struct neg_chan *c, struct neg_slot *s, const char *why)
 	slot_stop(s, 0, neg_now());
 }
 
+/* Grants the caller what the command took of its stdin, in steps, or all once nothing waits. */
+static void
+stream_grant(struct neg_chan *c, struct neg_slot *s)
+{
+	if (!s->sin_eof && !s->sin_closed && s->sin_taken > 0 &&
+	    (s->sin_taken >= NEG_STREAM_GRANT || s->sin.len == s->sinoff)) {
+		proto_stream_credit(&c->out, s->req.id, s->sin_taken);
+		s->sin_room += s->sin_taken;
+		s->sin_taken = 0;
+	}
+}
+
+/* Writes stdin bytes to the command; how many it took, or -1 when its stdin is closed now. */
+static ssize_t
+stream_put(struct neg_chan *c, struct neg_slot *s, const char *p, size_t len)
+{
+	ssize_t w = write(s->job.fd_in, p, len < NEG_READ_CHUNK ? len : NEG_READ_CHUNK);
+
+	if (w < 0 && (errno == EAGAIN || errno == EINTR))
+		return 0;
+	if (w <= 0) {
+		/* EPIPE: the command does not read its input; the caller is told to stop */
+		slot_close_stdin(c, s);
+		return -1;
+	}
+	s->sin_taken += (size_t)w;
+	return w;
+}
+
 /* A frame of a streamed call: stdin data, its end, output credit, or a cancel. */
 static void
 chan_stream_frame(struct neg_chan *c, const struct proto_stream *f)
 {
 	struct neg_slot *s = chan_stream_slot(c, f->id);
+	const char *data;
+	size_t len;
+	ssize_t w;
 
 	if (s == NULL) {
 		/* the rest of a call that ended, was cancelled or was never ours */
@@ -1613,13 +1645,23 @@ chan_stream_frame(struct neg_chan *c, const struct proto_stream *f)
 		s->sin_room -= f->len;
 		if (s->sin_closed)
 			return;
+		data = f->data;
+		len = f->len;
+		/* nothing waiting before it: straight to the command, one copy less */
+		if (s->sinoff == s->sin.len && (w = stream_put(c, s, data, len)) != 0) {
+			if (w < 0)
+				return;
+			data += w;
+			len -= (size_t)w;
+		}
 		/* taken bytes go once they are half: the buffer stays within the window */
 		if (s->sinoff > 0 && s->sinoff >= s->sin.len - s->sinoff) {
 			memmove(s->sin.p, s->sin.p + s->sinoff, s->sin.len - s->sinoff);
 			s->sin.len -= s->sinoff;
 			s->sinoff = 0;
 		}
-		buf_add(&s->sin, f->data, f->len);
+		buf_add(&s->sin, data, len);
+		stream_grant(c, s);
 		return;
 	case PROTO_S_EOF:
 		if (f->fd != 0) {
@@ -1842,14 +1884,20 @@ stream_pollfds(const struct neg_chan *c, struct neg_slot *s, struct pollfd *p)
 static void
 stream_read(struct neg_chan *c, struct neg_slot *s, int *fdp, int which)
 {
-	char tmp[NEG_STREAM_CHUNK];
-	size_t room;
+	size_t room, start;
 	ssize_t n;
 	int rounds;
 
 	for (rounds = 0; rounds < NEG_READS_PER_WAKE && *fdp >= 0 && stream_readable(c, s); rounds++) {
-		room = s->job.discard || s->out_credit > sizeof(tmp) ? sizeof(tmp) : s->out_credit;
-		n = read(*fdp, tmp, room);
+		room = s->job.discard || s->out_credit > NEG_STREAM_CHUNK ? NEG_STREAM_CHUNK :
+		    s->out_credit;
+		/* read into the frame itself: one copy less per byte, which TCG guests feel */
+		start = proto_stream_data_open(&c->out, s->req.id, which, room);
+		n = read(*fdp, c->out.p + c->out.len, room);
+		if (n <= 0 || s->job.discard) {
+			c->out.len = start;
+			c->out.p[start] = '\0';
+		}
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && errno == EAGAIN)
@@ -1861,7 +1909,7 @@ stream_read(struct neg_chan *c, struct neg_slot *s, int *fdp, int which)
 		}
 		if (s->job.discard)
 			continue;
-		proto_stream_data(&c->out, s->req.id, which, tmp, (size_t)n);
+		proto_stream_data_close(&c->out, start, (size_t)n);
 		s->out_credit -= (size_t)n;
 	}
 }
@@ -1870,29 +1918,17 @@ stream_read(struct neg_chan *c, struct neg_slot *s, int *fdp, int which)
 static void
 stream_write(struct neg_chan *c, struct neg_slot *s)
 {
-	size_t len = s->sin.len - s->sinoff;
-	ssize_t w = write(s->job.fd_in, s->sin.p + s->sinoff, len < NEG_READ_CHUNK ? len :
-	    NEG_READ_CHUNK);
+	ssize_t w = stream_put(c, s, s->sin.p + s->sinoff, s->sin.len - s->sinoff);
 
-	if (w < 0 && (errno == EAGAIN || errno == EINTR))
+	if (w <= 0)
 		return;
-	if (w <= 0) {
-		/* EPIPE: the command does not read its input; the caller is told to stop */
-		slot_close_stdin(c, s);
-		return;
-	}
 	s->sinoff += (size_t)w;
-	s->sin_taken += (size_t)w;
 	if (s->sinoff == s->sin.len) {
 		s->sin.len = s->sinoff = 0;
 		if (s->sin_eof)
 			slot_close_stdin(c, s);
 	}
-	if (!s->sin_eof && !s->sin_closed && (s->sin_taken >= NEG_STREAM_GRANT || s->sin.len == 0)) {
-		proto_stream_credit(&c->out, s->req.id, s->sin_taken);
-		s->sin_room += s->sin_taken;
-		s->sin_taken = 0;
-	}
+	stream_grant(c, s);
 }
 
 static void

@@ -294,6 +294,8 @@ struct proto_stream {
 int proto_stream_parse(struct proto_stream *, const char *payload, size_t len, size_t json_len,
     char *err, size_t errlen);
 void proto_stream_data(struct buf *, const char *id, int fd, const char *, size_t);
+size_t proto_stream_data_open(struct buf *, const char *id, int fd, size_t room);
+void proto_stream_data_close(struct buf *, size_t start, size_t n);
 void proto_stream_credit(struct buf *, const char *id, size_t n);
 void proto_stream_eof(struct buf *, const char *id, int fd);
 void proto_stream_cancel(struct buf *, const char *id, int kill);
