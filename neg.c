@@ -2646,7 +2646,18 @@ out:
 	return rc;
 }
 
-/* Writes all of s to fd; -1 with errno on failure. */
+/*
+ * SIGINT, SIGTERM and SIGHUP during a streamed call: the first cancels the
+ * remote command (TERM, its grace period), the second kills it at once and
+ * we go.  No SA_RESTART: a write to a stdout nobody reads must not hide them.
+ */
+static volatile sig_atomic_t cli_sig, cli_nsig;
+
+/*
+ * Writes all of s to fd; -1 with errno on failure.  A signal that cancels a
+ * streamed call ends a write blocked on a stdout nobody reads: the rest does
+ * not matter then.
+ */
 static int
 write_out(int fd, const char *s, size_t len)
 {
@@ -2654,6 +2665,8 @@ write_out(int fd, const char *s, size_t len)
 
 	while (len > 0) {
 		n = write(fd, s, len);
+		if (n < 0 && errno == EINTR && cli_nsig > 0)
+			return 0;
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0)
@@ -2753,13 +2766,6 @@ cli_oneshot(int fd, int flags, struct neg_cli *o, const char *peer, int64_t wait
 	return rc;
 }
 
-/*
- * SIGINT, SIGTERM and SIGHUP during a streamed call: the first cancels the
- * remote command (TERM, its grace period), the second kills it at once and
- * we go.  No SA_RESTART: a write to a stdout nobody reads must not hide them.
- */
-static volatile sig_atomic_t cli_sig, cli_nsig;
-
 static void
 on_cli_sig(int sig)
 {
@@ -2803,27 +2809,6 @@ stream_send(struct cli_stream *st, char *err, size_t errlen)
 	return 0;
 }
 
-/* Writes a chunk of output to ours; a signal that interrupts a blocked write ends it. */
-static int
-stream_output(int fd, const char *s, size_t len)
-{
-	ssize_t n;
-
-	while (len > 0) {
-		n = write(fd, s, len);
-		if (n < 0 && errno == EINTR) {
-			if (cli_nsig > 0)
-				return 0;	/* cancelling: the rest does not matter */
-			continue;
-		}
-		if (n <= 0)
-			return -1;
-		s += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 /*
  * One frame from the callee.  Returns 1 for the final reply (in resp), 0 to
  * go on, -1 when our stdout failed.
@@ -2844,7 +2829,7 @@ stream_frame(struct cli_stream *st, const struct proto_reader *r, struct proto_r
 		case PROTO_S_DATA:
 			if (f.fd == 0)
 				break;
-			if (!st->gone && stream_output(f.fd, f.data, f.len) < 0)
+			if (!st->gone && write_out(f.fd, f.data, f.len) < 0)
 				return -1;
 			st->taken += f.len;
 			break;
