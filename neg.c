@@ -968,25 +968,32 @@ neg_job_start(struct neg_job *j, const struct neg_cmdenv *env, char *const *argv
 	return neg_job_spawn(j, &sp, argv, err, errlen);
 }
 
-/* Fills up to three pollfds; returns how many. */
-int
-neg_job_pollfds(struct neg_job *j, struct pollfd *p)
+/* The job's open pipes as pollfds: stdin if want_in, stdout and stderr if want_out; how many. */
+static int
+job_fds(const struct neg_job *j, struct pollfd *p, int want_in, int want_out)
 {
 	int n = 0;
 
-	if (j->fd_in >= 0) {
+	if (want_in && j->fd_in >= 0) {
 		p[n].fd = j->fd_in;
 		p[n++].events = POLLOUT;
 	}
-	if (j->fd_out >= 0) {
+	if (want_out && j->fd_out >= 0) {
 		p[n].fd = j->fd_out;
 		p[n++].events = POLLIN;
 	}
-	if (j->fd_err >= 0) {
+	if (want_out && j->fd_err >= 0) {
 		p[n].fd = j->fd_err;
 		p[n++].events = POLLIN;
 	}
 	return n;
+}
+
+/* Fills up to three pollfds; returns how many. */
+int
+neg_job_pollfds(struct neg_job *j, struct pollfd *p)
+{
+	return job_fds(j, p, 1, 1);
 }
 
 /* Reads what is there, at most a bounded amount per wake-up so others get their turn. */
@@ -1860,24 +1867,7 @@ stream_readable(const struct neg_chan *c, const struct neg_slot *s)
 static int
 stream_pollfds(const struct neg_chan *c, struct neg_slot *s, struct pollfd *p)
 {
-	struct neg_job *j = &s->job;
-	int n = 0;
-
-	if (j->fd_in >= 0 && s->sinoff < s->sin.len) {
-		p[n].fd = j->fd_in;
-		p[n++].events = POLLOUT;
-	}
-	if (stream_readable(c, s)) {
-		if (j->fd_out >= 0) {
-			p[n].fd = j->fd_out;
-			p[n++].events = POLLIN;
-		}
-		if (j->fd_err >= 0) {
-			p[n].fd = j->fd_err;
-			p[n++].events = POLLIN;
-		}
-	}
-	return n;
+	return job_fds(&s->job, p, s->sinoff < s->sin.len, stream_readable(c, s));
 }
 
 /* Forwards what the command wrote on fd (1 stdout, 2 stderr) as data frames, within the credit. */

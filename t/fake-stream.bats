@@ -86,22 +86,7 @@ setup_file() {
 	make_test_commands "$D/hostcmds"
 	make_stream_commands "$D/guestcmds"
 	make_stream_commands "$D/hostcmds"
-	mkdir -p "$D/chan"
-	# host -> guest: the guest daemon serves a fake port
-	"$FAKEPORT" "$D/h2g-port" "$D/h2g.sock" 3>&- & echo $! > "$D/fp1.pid"
-	wait_for "$D/h2g.sock"
-	"$GUESTBIN" -d -c "$D/h2g-port" --commands-directory "$D/guestcmds" \
-		2> "$D/guest.log" 3>&- & echo $! > "$D/guest.pid"
-	# guest -> host: the host daemon finds the fake guest in its channel directory
-	"$FAKEPORT" "$D/g2h-port" "$D/chan/fakeguest.negotiator-guest-to-host.0" 3>&- & echo $! > "$D/fp2.pid"
-	wait_for "$D/chan/fakeguest.negotiator-guest-to-host.0"
-	NEGOTIATOR_NO_VIRSH=1 "$HOSTBIN" -d --channel-directory "$D/chan" \
-		--commands-directory "$D/hostcmds" 2> "$D/host.log" 3>&- & echo $! > "$D/host.pid"
-	for _ in $(seq 1 100); do
-		grep -q "serving" "$D/host.log" && grep -q "host connected" "$D/guest.log" 2>/dev/null && break
-		"$HOSTBIN" --socket "$D/h2g.sock" -t 1 -e ping-never >/dev/null 2>&1 || true
-		sleep 0.1
-	done
+	start_fake_pair
 	# the payloads: 256 MiB of random bytes and its first 64 MiB
 	head -c 268435456 /dev/urandom > "$D/r256"
 	head -c 67108864 "$D/r256" > "$D/r64"

@@ -106,6 +106,29 @@ frame() {
 	printf '%s\n%s' "$(printf '%s' "$1" | wc -c)" "$1"
 }
 
+# start_fake_pair [VAR=VALUE...]: in $D, a fake port h2g-port/h2g.sock served by the guest daemon
+# (commands $D/guestcmds; the VARs in its environment) and a fake guest "fakeguest" in $D/chan
+# served by the host daemon (commands $D/hostcmds); pids in $D/{fp1,guest,fp2,host}.pid, logs in
+# $D/guest.log and $D/host.log; returns once both serve.
+start_fake_pair() {
+	mkdir -p "$D/chan"
+	# host -> guest: the guest daemon serves a fake port
+	"$FAKEPORT" "$D/h2g-port" "$D/h2g.sock" 3>&- & echo $! > "$D/fp1.pid"
+	wait_for "$D/h2g.sock"
+	env "$@" "$GUESTBIN" -d -c "$D/h2g-port" --commands-directory "$D/guestcmds" \
+		2> "$D/guest.log" 3>&- & echo $! > "$D/guest.pid"
+	# guest -> host: the host daemon finds the fake guest in its channel directory
+	"$FAKEPORT" "$D/g2h-port" "$D/chan/fakeguest.negotiator-guest-to-host.0" 3>&- & echo $! > "$D/fp2.pid"
+	wait_for "$D/chan/fakeguest.negotiator-guest-to-host.0"
+	NEGOTIATOR_NO_VIRSH=1 "$HOSTBIN" -d --channel-directory "$D/chan" \
+		--commands-directory "$D/hostcmds" 2> "$D/host.log" 3>&- & echo $! > "$D/host.pid"
+	for _ in $(seq 1 100); do
+		grep -q "serving" "$D/host.log" && grep -q "host connected" "$D/guest.log" 2>/dev/null && break
+		"$HOSTBIN" --socket "$D/h2g.sock" -t 1 -e ping-never >/dev/null 2>&1 || true
+		sleep 0.1
+	done
+}
+
 # Stops a background process started by a test and waits for it.
 stop_pid() {
 	local pid=$1
