@@ -321,21 +321,49 @@ plug_port() {
 	start_guest_daemon
 }
 
-@test "the LSB init script starts, reports and stops the guest daemon" {
-	vm_run "killall negotiator-guest negotiator-guest.i386 2>/dev/null; while pidof negotiator-guest >/dev/null; do sleep 0.1; done"
+@test "the LSB init script: start, status, stop, restart, and a stale pid file" {
+	vm_run "killall negotiator-guest negotiator-guest.i386 2>/dev/null; while pidof negotiator-guest >/dev/null; do sleep 0.1; done; rm -f /var/run/negotiator-guest.pid"
 	run vm_run 'negotiator-guest.init status'
 	assert_failure 3
-	assert_output "not running"
+	assert_output "negotiator-guest is not running"
+	run vm_run 'negotiator-guest.init stop'
+	assert_success
 	vm_run 'negotiator-guest.init start'
 	for _ in $(seq 1 50); do H -t 2 -e "show init" >/dev/null 2>&1 && break; sleep 0.2; done
 	run H -e "show init"
 	assert_success
 	assert_output "$(printf 'args: 1\n[init]')"
-	run vm_run 'negotiator-guest.init status'
+	run vm_run 'negotiator-guest.init status; echo "status=$?"; echo "pidof=$(pidof negotiator-guest)"'
+	assert_line --index 0 --regexp '^negotiator-guest is running \(pid [0-9]+\)$'
+	assert_line --index 1 "status=0"
+	first=$(sed -n 's/^pidof=//p' <<<"$output")
+	[ -n "$first" ]
+	# start while running changes nothing: still one daemon, the same one
+	run vm_run 'negotiator-guest.init start; echo "status=$?"; pidof negotiator-guest'
+	assert_output "$(printf 'status=0\n%s' "$first")"
+	run vm_run 'negotiator-guest.init restart; echo "status=$?"; pidof negotiator-guest'
+	assert_line --index 0 "status=0"
+	second=${lines[1]}
+	[ -n "$second" ] && [ "$second" != "$first" ]
+	for _ in $(seq 1 50); do H -t 2 -e "show again" >/dev/null 2>&1 && break; sleep 0.2; done
+	run H -e "show again"
 	assert_success
-	assert_output "running"
-	run vm_run 'negotiator-guest.init stop; sleep 0.5; pidof negotiator-guest'
-	assert_failure
+	# killed with SIGKILL: its pid file is left, status says so (LSB's 1), start starts anew
+	run vm_run 'kill -9 $(pidof negotiator-guest); while pidof negotiator-guest >/dev/null; do sleep 0.1; done; negotiator-guest.init status; echo "status=$?"'
+	assert_output "$(printf '%s\n%s' "negotiator-guest is not running, but /var/run/negotiator-guest.pid is left" "status=1")"
+	# a left pid file that names a live process of another program (pid 1 here) is not ours
+	run vm_run 'echo 1 > /var/run/negotiator-guest.pid; negotiator-guest.init status; echo "status=$?"; negotiator-guest.init start; echo "status=$?"'
+	assert_line --index 0 "negotiator-guest is not running, but /var/run/negotiator-guest.pid is left"
+	assert_line --index 1 "status=1"
+	assert_line --index 2 "status=0"
+	for _ in $(seq 1 50); do H -t 2 -e "show stale" >/dev/null 2>&1 && break; sleep 0.2; done
+	run H -e "show stale"
+	assert_success
+	assert_output "$(printf 'args: 1\n[stale]')"
+	run vm_run 'negotiator-guest.init stop; echo "status=$?"; pidof negotiator-guest; ls /var/run/negotiator-guest.pid'
+	assert_line --index 0 "status=0"
+	refute_output --regexp '^[0-9]'
+	assert_line --partial "No such file"
 	start_guest_daemon
 }
 
