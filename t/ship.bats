@@ -335,3 +335,42 @@ complete_line() {
 	stop_pid "$(cat "$c/fp1.pid")"
 	stop_pid "$(cat "$c/fp2.pid")"
 }
+
+@test "the example commands do what their headers say" {
+	local e=$D/ex
+	mkdir -p "$e"
+	"$FAKEPORT" "$e/port" "$e/sock" 3>&- & echo $! > "$e/fp.pid"
+	wait_for "$e/sock"
+	"$GUESTBIN" -d -c "$e/port" --commands-directory "$ROOT/commands" 2> "$e/guest.log" 3>&- & echo $! > "$e/guest.pid"
+	for _ in $(seq 1 50); do "$HOSTBIN" --socket "$e/sock" -t 2 -c >/dev/null 2>&1 && break; sleep 0.2; done
+	run "$HOSTBIN" --socket "$e/sock" -c
+	assert_line load
+	assert_line health-check
+	refute_line README
+	run "$HOSTBIN" --socket "$e/sock" -e load
+	assert_success
+	assert_output --regexp '^up [0-9]+ load [0-9.]+ [0-9.]+ [0-9.]+ procs [0-9]+/[0-9]+$'
+	run "$HOSTBIN" --socket "$e/sock" -e "load extra"
+	assert_failure 2
+	assert_line --index 0 "usage: load (no arguments)"
+	run "$HOSTBIN" --socket "$e/sock" -e health-check
+	assert_line --regexp '^(ok|FAIL) disk'
+	assert_line --regexp '^(ok|FAIL) memory'
+	assert_line --regexp '^(ok|FAIL) load'
+	# its status is its verdict
+	if grep -q '^FAIL' <<<"$output"; then assert_failure 1; else assert_success; fi
+	[ "$(id -u)" = 0 ] || skip "write-file and read-file use /var/lib/negotiator/files"
+	[ ! -e /var/lib/negotiator/files/negship-test ] || skip "a file of that name is there"
+	head -c 70000 /dev/urandom > "$e/blob"
+	run "$HOSTBIN" --socket "$e/sock" -e "write-file negship-test" --input "$e/blob"
+	assert_success
+	"$HOSTBIN" --socket "$e/sock" -e "read-file negship-test" > "$e/back"
+	cmp "$e/blob" "$e/back"
+	run "$HOSTBIN" --socket "$e/sock" -e "read-file ../etc/passwd"
+	assert_failure 2
+	assert_line --index 0 "usage: read-file NAME (a plain file name)"
+	rm -f /var/lib/negotiator/files/negship-test
+	rmdir /var/lib/negotiator/files /var/lib/negotiator 2>/dev/null || true
+	stop_pid "$(cat "$e/guest.pid")"
+	stop_pid "$(cat "$e/fp.pid")"
+}
