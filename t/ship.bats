@@ -7,6 +7,8 @@ load helpers
 
 setup_file() {
 	export D=$(mktemp -d /tmp/negship.XXXXXX)
+	# the packages' version: the programs'
+	export V=$("$BIN/negotiator-host" --version | grep -o '[0-9][0-9.]*' | head -1)
 }
 
 teardown_file() {
@@ -106,31 +108,29 @@ build_debs() {
 
 @test "make deb builds gzip-compressed packages with the fields dpkg 1.15 reads, and lintian finds nothing" {
 	build_debs
-	local v
-	v=$("$BIN/negotiator-host" --version | grep -o '[0-9][0-9.]*' | head -1)
-	for deb in "negotiator-host_${v}_amd64" "negotiator-guest_${v}_amd64" "negotiator-guest_${v}_i386"; do
-		[ "$deb" != "negotiator-guest_${v}_i386" ] || [ -x "$ROOT/negotiator-guest.i386" ] || continue
+	for deb in "negotiator-host_${V}_amd64" "negotiator-guest_${V}_amd64" "negotiator-guest_${V}_i386"; do
+		[ "$deb" != "negotiator-guest_${V}_i386" ] || [ -x "$ROOT/negotiator-guest.i386" ] || continue
 		f=$ROOT/pkg/out/$deb.deb
 		# Ubuntu 10.04's dpkg reads gzip members only, in this order
 		run ar t "$f"
 		assert_output "$(printf 'debian-binary\ncontrol.tar.gz\ndata.tar.gz')"
 		run dpkg-deb -f "$f" Package Version Architecture Depends
 		assert_success
-		assert_line "Version: $v"
+		assert_line "Version: $V"
 		refute_line --partial "Depends:"
 		# no pax headers (dpkg 1.15's tar reader knows ustar and GNU long names only)
 		run sh -c "dpkg-deb --fsys-tarfile '$f' | tar tvf - | grep -c PaxHeader"
 		assert_output 0
 	done
-	run dpkg-deb -f "$ROOT/pkg/out/negotiator-host_${v}_amd64.deb" Recommends
+	run dpkg-deb -f "$ROOT/pkg/out/negotiator-host_${V}_amd64.deb" Recommends
 	assert_output "libvirt-clients"
-	run dpkg-deb -c "$ROOT/pkg/out/negotiator-guest_${v}_amd64.deb"
+	run dpkg-deb -c "$ROOT/pkg/out/negotiator-guest_${V}_amd64.deb"
 	assert_line --regexp ' \./usr/sbin/negotiator-guest$'
 	assert_line --regexp ' \./etc/init/negotiator-guest\.conf$'
 	assert_line --regexp ' \./lib/systemd/system/negotiator-guest\.service$'
 	refute_line --partial negotiator-host
 	if [ -x "$ROOT/negotiator-guest.i386" ]; then
-		dpkg-deb -x "$ROOT/pkg/out/negotiator-guest_${v}_i386.deb" "$D/i386"
+		dpkg-deb -x "$ROOT/pkg/out/negotiator-guest_${V}_i386.deb" "$D/i386"
 		run file "$D/i386/usr/sbin/negotiator-guest"
 		assert_output --partial "ELF 32-bit"
 		assert_output --partial "statically linked"
@@ -141,6 +141,13 @@ build_debs() {
 	refute_output --regexp '^[EWIP]:'
 }
 
+# pkg_ready NAME: skips unless package NAME may be installed here; builds the packages
+pkg_ready() {
+	[ "$(id -u)" = 0 ] || skip "installing packages needs root"
+	dpkg-query -W "$1" >/dev/null 2>&1 && skip "$1 is installed on this machine"
+	build_debs
+}
+
 # the files dpkg and our packages may touch, for a before/after comparison
 fs_list() {
 	find /etc /usr /lib /var/lib/dpkg/info /var/run/ \( -path /usr/share/man/index.db \) -prune -o -print 2>/dev/null |
@@ -148,20 +155,16 @@ fs_list() {
 }
 
 @test "the host package installs, enables its service, serves a guest under its init script, and dpkg -r / -P leave nothing" {
-	[ "$(id -u)" = 0 ] || skip "installing packages needs root"
-	build_debs
-	dpkg-query -W negotiator-host >/dev/null 2>&1 && skip "negotiator-host is installed on this machine"
-	local v
-	v=$("$BIN/negotiator-host" --version | grep -o '[0-9][0-9.]*' | head -1)
+	pkg_ready negotiator-host
 	mkdir -p "$D/pchan"
 	fs_list > "$D/before"
 	# the operator's own options for the packaged daemon (its init script reads them)
 	echo "OPTIONS=\"--channel-directory $D/pchan\"" > /etc/default/negotiator-host
-	run dpkg -i "$ROOT/pkg/out/negotiator-host_${v}_amd64.deb"
+	run dpkg -i "$ROOT/pkg/out/negotiator-host_${V}_amd64.deb"
 	assert_success
 	run negotiator-host --version
 	assert_success
-	assert_output --partial "$v"
+	assert_output --partial "$V"
 	[ "$(command -v negotiator-host)" = /usr/sbin/negotiator-host ]
 	run man -w negotiator-host
 	assert_output /usr/share/man/man8/negotiator-host.8.gz
@@ -208,13 +211,9 @@ fs_list() {
 }
 
 @test "the guest package installs with no dependency and dpkg -P leaves nothing" {
-	[ "$(id -u)" = 0 ] || skip "installing packages needs root"
-	build_debs
-	dpkg-query -W negotiator-guest >/dev/null 2>&1 && skip "negotiator-guest is installed on this machine"
-	local v
-	v=$("$BIN/negotiator-host" --version | grep -o '[0-9][0-9.]*' | head -1)
+	pkg_ready negotiator-guest
 	fs_list > "$D/gbefore"
-	run dpkg -i "$ROOT/pkg/out/negotiator-guest_${v}_amd64.deb"
+	run dpkg -i "$ROOT/pkg/out/negotiator-guest_${V}_amd64.deb"
 	assert_success
 	run /usr/sbin/negotiator-guest --version
 	assert_success
