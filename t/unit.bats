@@ -376,7 +376,8 @@ assert_recovers() {
 	# verify wants ExecStart's program to exist: point it at the ones just built
 	sed "s#ExecStart=[^ ]*#ExecStart=$ROOT/negotiator-guest#" "$ROOT/init/negotiator-guest.service" > "$d/negotiator-guest.service"
 	sed "s#ExecStart=[^ ]*#ExecStart=$ROOT/negotiator-host#" "$ROOT/init/negotiator-host.service" > "$d/negotiator-host.service"
-	run systemd-analyze verify "$d/negotiator-guest.service" "$d/negotiator-host.service"
+	# their man pages are checked by the ship tier, where they are installed; here they are not
+	run systemd-analyze verify --man=no "$d/negotiator-guest.service" "$d/negotiator-host.service"
 	rm -rf "$d"
 	assert_success
 	assert_output ""
