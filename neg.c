@@ -2683,8 +2683,8 @@ static volatile sig_atomic_t cli_sig, cli_nsig;
  * streamed call ends a write blocked on a stdout nobody reads: the rest does
  * not matter then.
  */
-static int
-write_out(int fd, const char *s, size_t len)
+int
+neg_write_out(int fd, const char *s, size_t len)
 {
 	ssize_t n;
 
@@ -2780,7 +2780,7 @@ neg_cli_signalled(void)
 static int
 run_put(struct neg_run *c, int fd, const char *s, size_t len)
 {
-	return c->emit ? c->emit(c, fd, s, len) : write_out(fd, s, len);
+	return c->emit ? c->emit(c, fd, s, len) : neg_write_out(fd, s, len);
 }
 
 static void
@@ -2952,9 +2952,12 @@ neg_run_start(struct neg_run *c, int fd, int flags, struct neg_cli *o, const cha
 	c->o = o;
 	c->peer = peer;
 	c->method = method;
-	/* the callee enforces -t; we wait for it to kill the command and tell us, and a little more */
-	c->wait = strcmp(method, "execute") != 0 ? o->deadline : o->timeout > 0 ? neg_now() +
-	    (int64_t)(o->timeout * 1000) + NEG_KILL_GRACE_MS + NEG_REPLY_MARGIN_MS : -1;
+	/*
+	 * -t from the call's start; for execute the callee enforces it, and we wait
+	 * for it to kill the command and tell us, and a little more
+	 */
+	c->wait = o->timeout <= 0 ? -1 : neg_now() + (int64_t)(o->timeout * 1000) +
+	    (strcmp(method, "execute") == 0 ? NEG_KILL_GRACE_MS + NEG_REPLY_MARGIN_MS : 0);
 	proto_reader_init(&c->r, o->srv.max_frame);
 	drop_pending(fd);
 	neg_set_nonblock(fd);

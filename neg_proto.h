@@ -93,6 +93,11 @@
 #define HOST_VIRSH_MAX_OUT (4u << 20) /* bytes of one virsh call's output */
 #define HOST_RETRY_FD_MAX_MS 5000     /* a guest refused for want of fds is tried this often */
 #define HOST_FD_RESERVE 16            /* fds guests leave free: a command's start takes 8 */
+#define HOST_FLEET_PARALLEL 32        /* a fleet's calls at once, by default (--parallel) */
+#define HOST_FLEET_LINE (16u << 10)   /* a prefixed line longer than this is split */
+#define HOST_FLEET_KEEP (1u << 20)    /* --json: bytes of each guest's stdout, stderr kept */
+#define HOST_FLEET_SUMMARY 800        /* bytes of failed guests the summary line names */
+#define HOST_FLEET_RETRY_MS 50        /* a socket whose backlog is full is tried again after */
 
 /* The guest daemon and CLI (neg_guest.c). */
 #define GUEST_PORTS_DIR "/sys/class/virtio-ports"
@@ -530,6 +535,7 @@ int neg_call(int fd, int flags, const struct proto_request *req, const char *met
 int neg_write_all(int fd, int flags, const char *, size_t, int64_t deadline,
     char *err, size_t errlen);
 void neg_new_id(char *id, size_t idlen);
+int neg_write_out(int fd, const char *, size_t);
 int neg_cli_execute(int fd, int flags, struct neg_cli *, const char *peer);
 
 /*
