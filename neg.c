@@ -3253,11 +3253,11 @@ run_pollfds(const struct neg_run *c, struct pollfd *p, int64_t now)
 	return n;
 }
 
-/* When the call must be looked at again without an event. */
+/* When the call must be looked at again without an event (0: only on one). */
 static int64_t
 run_wake(const struct neg_run *c, int64_t now)
 {
-	int64_t w = c->wait;
+	int64_t w = c->wait < 0 ? 0 : c->wait;
 
 	if (c->quiet >= 0)
 		w = neg_min_deadline(w, c->quiet);
@@ -3313,8 +3313,8 @@ run_tick(struct neg_run *c)
 /*
  * One turn of a CLI's loop over its calls: cancelling signals, the pollfds
  * of every call not done, one poll until the earliest deadline (or wake),
- * then each call's io and deadlines.  The fleet's loop and -e of one guest
- * both turn this.
+ * then each call's io and deadlines; wake 0 for none of the caller's own.
+ * The fleet's loop and -e of one guest both turn this.
  */
 void
 neg_runs_turn(struct neg_run **v, size_t n, int64_t wake)
@@ -3323,11 +3323,17 @@ neg_runs_turn(struct neg_run **v, size_t n, int64_t wake)
 	static int *first;
 	static size_t cap;
 	int64_t now = neg_now();
-	size_t i, np = 0;
+	size_t i, np = 0, live = 0;
 	int nsig = cli_nsig;
 
-	for (i = 0; i < n && nsig > 0; i++)
-		neg_run_cancel(v[i], nsig > 1 ? 2 : 1);
+	for (i = 0; i < n; i++) {
+		if (nsig > 0)
+			neg_run_cancel(v[i], nsig > 1 ? 2 : 1);
+		live += v[i]->phase != NEG_RUN_DONE;
+	}
+	/* a signal may have ended the last of them: nothing to wait for but the caller's wake */
+	if (live == 0 && wake == 0)
+		return;
 	if (2 * n + 1 > cap) {
 		cap = 2 * n + 16;
 		if ((p = realloc(p, cap * sizeof(*p))) == NULL ||
@@ -3380,7 +3386,7 @@ neg_cli_execute(int fd, int flags, struct neg_cli *o, const char *peer)
 	neg_cli_signals(1);
 	neg_run_start(&c, fd, flags, o, peer, "execute");
 	while (c.phase != NEG_RUN_DONE)
-		neg_runs_turn(&v, 1, -1);
+		neg_runs_turn(&v, 1, 0);
 	rc = c.status;
 	neg_run_free(&c);
 	neg_cli_signals(0);

@@ -46,7 +46,8 @@
 
 
 static const char usage_text[] =
-"Usage: negotiator-host [OPTIONS] [GUEST_NAME|PATTERN...]\n"
+"Usage: negotiator-host [OPTIONS] [GUEST_NAME]\n"
+"       negotiator-host [OPTIONS] -e COMMAND|-c --all|GUEST_NAME|PATTERN...\n"
 "\n"
 "Communicate from a KVM/QEMU host with the negotiator daemons inside its guests,\n"
 "or serve the guests' calls.\n"
@@ -99,6 +100,7 @@ struct found {
 	dev_t dev;	/* the socket file: a new one at a known path is a new appearance */
 	ino_t ino;
 	int want;	/* its name is still to be asked of virsh */
+	int up;		/* a process listens on it (host_listening) */
 };
 
 struct scan {
@@ -402,20 +404,45 @@ out:
 	buf_free(&xml);
 }
 
-/* Whether a process listens on the UNIX socket at path (from /proc/net/unix; no connect). */
 static int
-host_listening(const char *path)
+cmp_path(const void *a, const void *b)
+{
+	return strcmp((*(struct found *const *)a)->path, (*(struct found *const *)b)->path);
+}
+
+static int
+cmp_key_path(const void *key, const void *b)
+{
+	return strcmp(key, (*(struct found *const *)b)->path);
+}
+
+/*
+ * Marks the sockets of s a process listens on (up), from one read of
+ * /proc/net/unix (no connect; once for all, not once per guest: a thousand
+ * guests would read it a thousand times).  Without /proc every one is up.
+ */
+static void
+host_listening(struct scan *s)
 {
 	FILE *f = fopen("/proc/net/unix", "re");
 	char line[PATH_MAX + 128], *p;
+	struct found **by, **hit;
 	unsigned long flags;
 	char *f3;
-	int found = -1, i;
+	size_t k;
+	int i;
 
-	if (f == NULL)
-		return -1;
-	found = 0;
-	while (!found && fgets(line, sizeof(line), f)) {
+	for (k = 0; k < s->n; k++)
+		s->v[k].up = f == NULL;
+	if (f == NULL || s->n == 0 || (by = calloc(s->n, sizeof(*by))) == NULL) {
+		if (f)
+			fclose(f);
+		return;
+	}
+	for (k = 0; k < s->n; k++)
+		by[k] = &s->v[k];
+	qsort(by, s->n, sizeof(*by), cmp_path);
+	while (fgets(line, sizeof(line), f)) {
 		line[strcspn(line, "\n")] = '\0';
 		/* Num RefCount Protocol Flags Type St Inode Path */
 		for (f3 = line, i = 0; i < 3 && f3; i++)
@@ -423,11 +450,12 @@ host_listening(const char *path)
 				f3 += strspn(f3, " ");
 		if (f3 == NULL || (flags = strtoul(f3, NULL, 16)) == 0 || !(flags & 0x10000))
 			continue;
-		if ((p = strrchr(line, ' ')) != NULL && strcmp(p + 1, path) == 0)
-			found = 1;
+		if ((p = strrchr(line, ' ')) != NULL &&
+		    (hit = bsearch(p + 1, by, s->n, sizeof(*by), cmp_key_path)) != NULL)
+			(*hit)->up = 1;
 	}
+	free(by);
 	fclose(f);
-	return found;
 }
 
 /*
@@ -507,8 +535,9 @@ list_guests(const char *dir, int64_t deadline, int json)
 	if (s.n > 0 && virsh_wanted())
 		host_virsh_names(H2G_NAME, &s, deadline);
 	qsort(s.v, s.n, sizeof(*s.v), cmp_found);
+	host_listening(&s);
 	for (i = 0; i < s.n; i++) {
-		up = host_listening(s.v[i].path) != 0;
+		up = s.v[i].up;
 		if (!json) {
 			if (up)
 				printf("%s\n", s.v[i].name);
@@ -922,7 +951,7 @@ fleet_run(struct neg_cli *o, const char *method, size_t parallel)
 	neg_cli_signals(1);
 	while (next < fl.n || running > 0) {
 		/* waiting members start in order, as slots free up; a signal or our output failing stops that */
-		wake = -1;
+		wake = 0;
 		for (i = next; i < fl.n && running < parallel; i++) {
 			m = &fl.m[i];
 			if (m->state != M_WAITING)
@@ -995,11 +1024,10 @@ fleet_select(struct scan *s, const char *dir, int all, char **sel, int nsel, int
 	qsort(s->v, s->n, sizeof(*s->v), cmp_found);
 	if ((pick = calloc(s->n + 1, 1)) == NULL)
 		neg_die("out of memory");
-	for (i = 0; i < s->n; i++)
-		s->v[i].want = host_listening(s->v[i].path) != 0;
+	host_listening(s);
 	for (j = 0; j < nsel || (all && j == 0); j++) {
 		for (i = 0, hit = 0; i < s->n; i++)
-			if (s->v[i].want && (all || (is_pattern(sel[j]) ?
+			if (s->v[i].up && (all || (is_pattern(sel[j]) ?
 			    fnmatch(sel[j], s->v[i].name, 0) == 0 : strcmp(sel[j], s->v[i].name) == 0))) {
 				pick[i] = 1;
 				hit++;
