@@ -13,7 +13,7 @@
  * name (the test's command prints NEGOTIATOR_GUEST; one line comes back stripped).
  * Prints one line of numbers; exits 1 if any call failed or timed out.
  *
- * usage: fakeguests --serve DIR N
+ * usage: fakeguests --serve DIR N [PROCS]
  *
  * The other way round, for the host CLI's fan-out: N guests' host-to-guest
  * sockets in the same layouts (DIR/domain-ID-NAME/negotiator-host-to-guest.0,
@@ -21,11 +21,15 @@
  * daemon serves its port, by the daemons' own served channel (neg_chan: the
  * version handshake, streaming, built-ins run as jobs), all from this one
  * process and poll loop.  One client per socket at a time, as QEMU's.  Runs
- * until SIGTERM.
+ * until SIGTERM.  PROCS (default 1) processes share the sockets, guest i
+ * served by process i % PROCS: a command's child closes every descriptor
+ * but its own, so in one process holding 1,000 sockets each built-in costs
+ * a thousand close() calls that a real guest's daemon never pays.
  */
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -117,9 +121,12 @@ guest_socket(const char *dir, int i, const char *name, const char *channel)
 	return fd;
 }
 
-/* --serve: n guest daemons' channels in one loop, the daemons' turn: pollfds, poll, io, reap, tick. */
+/*
+ * --serve: guests w, w + procs, ... below n in one loop, the daemons' turn:
+ * pollfds, poll, io, reap, tick.
+ */
 static int
-serve(const char *dir, int n)
+serve(const char *dir, int n, int w, int procs)
 {
 	struct neg_server srv;
 	struct sg {
@@ -132,6 +139,7 @@ serve(const char *dir, int n)
 	int64_t now, wake;
 	char name[64];
 
+	n = (n - w + procs - 1) / procs;
 	memset(&srv, 0, sizeof(srv));
 	srv.env.dir = "/nonexistent";	/* the built-ins alone */
 	srv.max_frame = PROTO_MAX_FRAME_DEFAULT;
@@ -145,8 +153,8 @@ serve(const char *dir, int n)
 	if (g == NULL || p == NULL || first == NULL)
 		return 1;
 	for (i = 0; i < n; i++) {
-		snprintf(name, sizeof(name), "fake-guest.%d", i);
-		g[i].lsock = guest_socket(dir, i, name, H2G_NAME);
+		snprintf(name, sizeof(name), "fake-guest.%d", w + i * procs);
+		g[i].lsock = guest_socket(dir, w + i * procs, name, H2G_NAME);
 		neg_chan_init(&g[i].chan, -1, &srv, NEG_CHAN_MAXJOBS);
 	}
 	while (!neg_got_sigterm) {
@@ -190,6 +198,42 @@ serve(const char *dir, int n)
 	return 0;
 }
 
+static volatile sig_atomic_t stop_all;
+
+static void
+on_term(int sig)
+{
+	(void)sig;
+	stop_all = 1;
+}
+
+/* --serve with procs processes: each serves its share; SIGTERM to us ends them all. */
+static int
+serve_all(const char *dir, int n, int procs)
+{
+	pid_t *pid;
+	int w;
+
+	if (procs <= 1)
+		return serve(dir, n, 0, 1);
+	if ((pid = calloc((size_t)procs, sizeof(*pid))) == NULL)
+		return 1;
+	signal(SIGTERM, on_term);
+	for (w = 0; w < procs; w++)
+		if ((pid[w] = fork()) == 0) {
+			signal(SIGTERM, SIG_DFL);
+			_exit(serve(dir, n, w, procs));
+		}
+	while (!stop_all)
+		pause();
+	for (w = 0; w < procs; w++)
+		if (pid[w] > 0)
+			kill(pid[w], SIGTERM);
+	while (wait(NULL) > 0)
+		;
+	return 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -202,10 +246,10 @@ main(int argc, char **argv)
 	const char *dir, *method;
 	char **args;
 
-	if (argc == 4 && strcmp(argv[1], "--serve") == 0)
-		return serve(argv[2], atoi(argv[3]));
+	if ((argc == 4 || argc == 5) && strcmp(argv[1], "--serve") == 0)
+		return serve_all(argv[2], atoi(argv[3]), argc == 5 ? atoi(argv[4]) : 1);
 	if (argc < 5) {
-		fprintf(stderr, "usage: fakeguests DIR N CALLS METHOD [ARG...] | --serve DIR N\n");
+		fprintf(stderr, "usage: fakeguests DIR N CALLS METHOD [ARG...] | --serve DIR N [PROCS]\n");
 		return 2;
 	}
 	signal(SIGPIPE, SIG_IGN);
