@@ -85,19 +85,9 @@ setup_file() {
 	export H2G=negotiator-host-to-guest.0
 	mkdir -p "$D/chan" "$D/pids" "$D/ports"
 	make_test_commands "$D/shared"
-	cat > "$D/shared/ab" <<'EOS'
-#!/bin/sh
-echo a
-i=0
-while [ ! -e "$1" ]; do
-	i=$((i + 1))
-	[ $i -gt 600 ] && { echo "ab: $1 never came" >&2; exit 9; }
-	sleep 0.05
-done
-echo b
-EOS
+	make_ab_command "$D/shared"
 	printf '#!/bin/sh\nhead -c 40000 /dev/zero | tr "\\0" x\necho\n' > "$D/shared/longline"
-	chmod 755 "$D/shared/ab" "$D/shared/longline"
+	chmod 755 "$D/shared/longline"
 	local i name sock
 	for i in "${!NAMES[@]}"; do
 		name=${NAMES[$i]}
@@ -116,13 +106,7 @@ EOS
 		echo $! >> "$D/pids.all"
 	done
 	# a stopped guest's leftover socket: listed by -g --json as stopped, skipped by --all
-	mkdir -p "$D/chan/domain-99-gone"
-	socat UNIX-LISTEN:"$D/gone.sock" /dev/null 3>&- &
-	local p=$!
-	wait_for "$D/gone.sock"
-	kill -9 "$p"
-	wait "$p" 2>/dev/null || true
-	mv "$D/gone.sock" "$D/chan/domain-99-gone/$H2G"
+	stale_socket "$D/chan/domain-99-gone/$H2G"
 }
 
 teardown_file() {
@@ -144,15 +128,6 @@ HX() { NEGOTIATOR_NO_VIRSH=1 "$HOSTBIN" --channel-directory "$D/chan" "$@"; }
 expected_lines() {
 	local n
 	for n in "${NAMES[@]}"; do printf '%s\n' "${1//%s/$n}"; done | LC_ALL=C sort
-}
-
-wait_until() {
-	local n=$(($1 * 20)); shift
-	while ((n-- > 0)); do
-		"$@" && return 0
-		sleep 0.05
-	done
-	"$@"
 }
 
 @test "--all -e: every running guest once, its lines prefixed whole, stderr likewise, exit 0" {
