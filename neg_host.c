@@ -673,7 +673,7 @@ struct fleet {
 
 static struct fleet fl;
 
-/* Writes fl.wb to fd; a failure stops the fleet. */
+/* Writes fl.wb to fd; a failure is said once and stops the fleet. */
 static int
 fleet_write(int fd)
 {
@@ -731,7 +731,10 @@ fleet_emit(struct neg_run *c, int fd, const char *s, size_t len)
 		s += take + (nl != NULL);
 		len -= take + (nl != NULL);
 	}
-	return fl.wb.len ? fleet_write(fd) : 0;
+	/* a failure is said once and stops the fleet (fleet_run cancels the calls), not each call */
+	if (fl.wb.len)
+		fleet_write(fd);
+	return 0;
 }
 
 /* A kept stream as two JSON fields: text when it is UTF-8, else base64 (the _encoding says). */

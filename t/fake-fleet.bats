@@ -390,3 +390,11 @@ assert n == 4
 print("ok")' "$D/in.out" "$D/in.bin"
 	assert_output ok
 }
+
+@test "our stdout failing (a full disk): said once, no more calls started, exit 255" {
+	run --separate-stderr bash -c 'NEGOTIATOR_NO_VIRSH=1 "$1" --channel-directory "$2" --parallel 5 --all -e hello > /dev/full' -- "$HOSTBIN" "$D/chan"
+	assert_failure 255
+	assert_equal "$(grep -c 'cannot write to standard output: No space left on device' <<<"$stderr")" 1
+	# the calls under way when it failed, at most --parallel, said their stderr; no others ran
+	[ "$(grep -c ': warn ' <<<"$stderr")" -le 5 ]
+}
