@@ -534,7 +534,8 @@ list_guests(const char *dir, int64_t deadline, int json)
 	host_scan_channels(dir, H2G_NAME, &s);
 	if (s.n > 0 && virsh_wanted())
 		host_virsh_names(H2G_NAME, &s, deadline);
-	qsort(s.v, s.n, sizeof(*s.v), cmp_found);
+	if (s.n > 1)
+		qsort(s.v, s.n, sizeof(*s.v), cmp_found);
 	host_listening(&s);
 	for (i = 0; i < s.n; i++) {
 		up = s.v[i].up;
@@ -1024,7 +1025,8 @@ fleet_select(struct scan *s, const char *dir, int all, char **sel, int nsel, int
 	host_scan_channels(dir, H2G_NAME, s);
 	if (s->n > 0 && virsh_wanted())
 		host_virsh_names(H2G_NAME, s, deadline);
-	qsort(s->v, s->n, sizeof(*s->v), cmp_found);
+	if (s->n > 1)
+		qsort(s->v, s->n, sizeof(*s->v), cmp_found);
 	if ((pick = calloc(s->n + 1, 1)) == NULL)
 		neg_die("out of memory");
 	host_listening(s);
@@ -1035,10 +1037,13 @@ fleet_select(struct scan *s, const char *dir, int all, char **sel, int nsel, int
 				pick[i] = 1;
 				hit++;
 			}
-		if (hit == 0 && all)
-			neg_die("no running guest under %s (negotiator-host -g lists them)", dir);
-		if (hit == 0)
+		if (hit == 0) {
+			free(pick);
+			free(s->v);
+			if (all)
+				neg_die("no running guest under %s (negotiator-host -g lists them)", dir);
 			neg_die("no running guest matches '%s' (negotiator-host -g lists them)", sel[j]);
+		}
 	}
 	for (i = 0, k = 0; i < s->n; i++)
 		if (pick[i])
