@@ -3,7 +3,7 @@
  *
  * Logging (stderr or syslog), option helpers, signals through a self-pipe,
  * the commands directory and the built-in commands, the command runner, the
- * dispatch of one request, and the client side of one call.
+ * dispatch of one request, and the client side of a call (one, or many at once).
  *
  * The command runner never uses a shell.  A command is a plain name, looked up
  * in the commands directory, else in the built-in table, and exec'd (or, for a
@@ -29,11 +29,15 @@
  *   serving one request         per-peer log lines, dispatch, the fair job cap
  *   a served channel            neg_chan_*: read, queue, run, reply, time out
  *   the options                 neg_cli_*: what both programs take, --input
- *   the client side of a call   neg_call, and -e / -l as ssh would behave
+ *   the client side of a call   neg_call; neg_run, a CLI's call as a state
+ *                               machine (one guest's -e, or a host fleet's
+ *                               many), and -e / -l as ssh would behave
  *
  * Both daemons' loop turn: build the pollfds (signal pipe, channels, jobs),
  * poll until the earliest deadline, drain the signal pipe, neg_chan_io,
  * neg_chan_reap on SIGCHLD, neg_chan_tick (timeouts, kills, partial frames).
+ * A CLI's turn (neg_runs_turn): signals become cancels, the pollfds of every
+ * call not done, poll until the earliest deadline, each call's io and tick.
  */
 #include <sys/resource.h>
 #include <sys/socket.h>

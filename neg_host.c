@@ -2,7 +2,9 @@
  * neg_host.c: negotiator-host, the hypervisor's side.
  *
  * As a client (-g, -c, -e) it finds a guest's host-to-guest channel socket and
- * calls the guest daemon through it.  As a daemon (-d) it serves the
+ * calls the guest daemon through it, or calls many guests at once (a fleet:
+ * --all, patterns, several names) in one poll loop, their output prefixed
+ * line by line or as JSON lines.  As a daemon (-d) it serves the
  * guest-to-host channel of every running guest from one process and one poll
  * loop: guests are found under the channel directory in libvirt's layouts,
  * new and vanished ones are noticed through inotify (with a slow rescan as a
