@@ -345,6 +345,21 @@ EOS
 	assert_success
 }
 
+@test "two SIGINTs: commands that ignore TERM are killed at once on the second, exit 130" {
+	( env --default-signal=INT,TERM,HUP NEGOTIATOR_NO_VIRSH=1 "$HOSTBIN" --channel-directory "$D/chan" -t 0 \
+		-e 'trapterm 300' 'db-[1-3]' > "$D/int2.out" 2> "$D/int2.err" 3>&- & echo $! > "$D/bg.int2.pid"; st=0; wait $! || st=$?; echo $st > "$D/int2.rc" ) 3>&- &
+	wait_until 20 bash -c '[ "$(grep -c "partial before the kill" "$1")" -eq 3 ]' -- "$D/int2.out"
+	kill -INT "$(cat "$D/bg.int2.pid")"
+	kill -INT "$(cat "$D/bg.int2.pid")"
+	wait_until 10 test -e "$D/int2.rc"
+	assert_equal "$(cat "$D/int2.rc")" 130
+	for n in db-1 db-2 db-3; do
+		grep -qx "negotiator-host: $n: cancelled; the command is killed" "$D/int2.err"
+	done
+	run --separate-stderr HX -e hello db-2
+	assert_success
+}
+
 @test "bad selections and options: one line on stderr, exit 255, nothing run" {
 	run --separate-stderr HX --all -e hello web-01
 	assert_failure 255
