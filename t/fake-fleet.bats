@@ -111,7 +111,7 @@ setup_file() {
 
 teardown_file() {
 	local p
-	for p in $(cat "$D/pids.all"); do kill -CONT "$p" 2>/dev/null; stop_pid "$p"; done
+	for p in $(cat "$D/pids.all"); do kill -CONT "$p" 2>/dev/null || true; stop_pid "$p"; done
 }
 
 teardown() {
