@@ -3,7 +3,7 @@
  *
  * Logging (stderr or syslog), option helpers, signals through a self-pipe,
  * the commands directory and the built-in commands, the command runner, the
- * dispatch of one request, and the client side of one call.
+ * dispatch of one request, and the client side of a call (one, or many at once).
  *
  * The command runner never uses a shell.  A command is a plain name, looked up
  * in the commands directory, else in the built-in table, and exec'd (or, for a
@@ -29,11 +29,15 @@
  *   serving one request         per-peer log lines, dispatch, the fair job cap
  *   a served channel            neg_chan_*: read, queue, run, reply, time out
  *   the options                 neg_cli_*: what both programs take, --input
- *   the client side of a call   neg_call, and -e / -l as ssh would behave
+ *   the client side of a call   neg_call; neg_run, a CLI's call as a state
+ *                               machine (one guest's -e, or a host fleet's
+ *                               many), and -e / -l as ssh would behave
  *
  * Both daemons' loop turn: build the pollfds (signal pipe, channels, jobs),
  * poll until the earliest deadline, drain the signal pipe, neg_chan_io,
  * neg_chan_reap on SIGCHLD, neg_chan_tick (timeouts, kills, partial frames).
+ * A CLI's turn (neg_runs_turn): signals become cancels, the pollfds of every
+ * call not done, poll until the earliest deadline, each call's io and tick.
  */
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -2520,6 +2524,74 @@ neg_new_id(char *id, size_t idlen)
 }
 
 /*
+ * The request frame of method with kw's words, options and a fresh id (into
+ * id): 0, or -1 when the other side would refuse it unread for its size (said
+ * in err, rather than waiting for the timeout).
+ */
+static int
+request_frame(struct buf *frame, const char *method, const struct proto_request *kw,
+    char *id, size_t max_frame, char *err, size_t errlen)
+{
+	struct proto_request req;
+	size_t head;
+
+	memset(&req, 0, sizeof(req));
+	if (kw)
+		req = *kw;
+	neg_new_id(req.id, sizeof(req.id));
+	memcpy(id, req.id, sizeof(req.id));
+	frame->len = 0;
+	proto_request_write(frame, method, req.argv, req.argc, &req);
+	head = (size_t)(strchr(frame->p, '\n') + 1 - frame->p);
+	if (frame->len - head <= max_frame)
+		return 0;
+	snprintf(err, errlen, "the request is %zu bytes (input in base64 included), over the "
+	    "frame limit of %zu: raise --max-frame on both sides", frame->len - head, max_frame);
+	return -1;
+}
+
+/*
+ * Whether a reply that parsed (resp) is the answer to request id: a 0.8 peer
+ * echoes no id, ours does.  Anything else is freed: a failure about a frame
+ * that could not be read ("id": null) is kept in refused (the answer once the
+ * channel is quiet until *quiet), replies to earlier calls are dropped.
+ */
+static int
+call_reply(const char *id, struct proto_response *resp, char *refused, size_t refusedlen,
+    int64_t *quiet)
+{
+	if (resp->id[0] == '\0' || strcmp(resp->id, id) == 0)
+		return 1;
+	/* "cut short" is about a frame that ran into a later one, never the later one itself */
+	if (strcmp(resp->id, "null") == 0 && !resp->success &&
+	    find_text(resp->error, "cut short") == NULL) {
+		neg_log(LOG_INFO, "the other side could not read a request: %s", resp->error);
+		snprintf(refused, refusedlen, "%s", resp->error);
+		*quiet = neg_now() + NEG_NULL_QUIET_MS;
+	} else {
+		neg_log(LOG_INFO, "dropping a reply to an earlier call (id %s)", resp->id);
+	}
+	proto_response_free(resp);
+	return 0;
+}
+
+/* Whether a call waiting for its reply is over without one (err says why). */
+static int
+call_overdue(const char *refused, int64_t quiet, int64_t deadline, const char *skipped,
+    char *err, size_t errlen)
+{
+	if (refused[0] && (neg_now() >= quiet || expired(deadline))) {
+		snprintf(err, errlen, "the other side could not read the request: %s", refused);
+		return 1;
+	}
+	if (!expired(deadline))
+		return 0;
+	snprintf(err, errlen, "no reply within the timeout%s%s%s", skipped[0] ?
+	    " (skipped data that was no reply: " : "", skipped, skipped[0] ? ")" : "");
+	return 1;
+}
+
+/*
  * One call: sends the request (with a fresh id) and waits for the reply with
  * that id until deadline (< 0: no limit).  Bytes of no frame, frames that do
  * not parse and replies to other calls are skipped, not fatal: they are what
@@ -2533,27 +2605,17 @@ neg_call(int fd, int flags, const struct proto_request *kw, const char *method,
     int64_t deadline, size_t max_frame, struct proto_response *resp,
     char *err, size_t errlen)
 {
-	struct proto_request req;
 	struct proto_reader r;
 	struct buf frame = {0};
 	struct pollfd p;
-	char tmp[NEG_READ_CHUNK], skipped[256] = "", refused[512] = "";
-	size_t used, off, head;
+	char tmp[NEG_READ_CHUNK], id[PROTO_MAX_ID + 1], skipped[256] = "", refused[512] = "";
+	size_t used, off;
 	int64_t quiet = -1, until;
 	ssize_t n;
 	int rc = -1;
 	enum proto_event ev;
 
-	memset(&req, 0, sizeof(req));
-	if (kw)
-		req = *kw;
-	neg_new_id(req.id, sizeof(req.id));
-	proto_request_write(&frame, method, req.argv, req.argc, &req);
-	/* the other side would refuse it unread; say so here rather than wait for the timeout */
-	head = (size_t)(strchr(frame.p, '\n') + 1 - frame.p);
-	if (frame.len - head > max_frame) {
-		snprintf(err, errlen, "the request is %zu bytes (input in base64 included), over the "
-		    "frame limit of %zu: raise --max-frame on both sides", frame.len - head, max_frame);
+	if (request_frame(&frame, method, kw, id, max_frame, err, errlen) < 0) {
 		buf_free(&frame);
 		return -1;
 	}
@@ -2564,16 +2626,7 @@ neg_call(int fd, int flags, const struct proto_request *kw, const char *method,
 	}
 	buf_free(&frame);
 	proto_reader_init(&r, max_frame);
-	for (;;) {
-		if (refused[0] && (neg_now() >= quiet || expired(deadline))) {
-			snprintf(err, errlen, "the other side could not read the request: %s", refused);
-			break;
-		}
-		if (expired(deadline)) {
-			snprintf(err, errlen, "no reply within the timeout%s%s%s", skipped[0] ?
-			    " (skipped data that was no reply: " : "", skipped, skipped[0] ? ")" : "");
-			break;
-		}
+	while (!call_overdue(refused, quiet, deadline, skipped, err, errlen)) {
 		until = quiet >= 0 && (deadline < 0 || quiet < deadline) ? quiet : deadline;
 		p.fd = fd;
 		p.events = POLLIN;
@@ -2611,24 +2664,10 @@ neg_call(int fd, int flags, const struct proto_request *kw, const char *method,
 				neg_log(LOG_INFO, "skipping a reply that does not parse: %s", skipped);
 				continue;
 			}
-			/* a 0.8 peer echoes no id; ours does */
-			if (resp->id[0] == '\0' || strcmp(resp->id, req.id) == 0) {
+			if (call_reply(id, resp, refused, sizeof(refused), &quiet)) {
 				rc = 0;
 				goto out;
 			}
-			/*
-			 * "cut short" is about a frame that ran into a later one, never
-			 * the later one itself: its reply comes next.
-			 */
-			if (strcmp(resp->id, "null") == 0 && !resp->success &&
-			    find_text(resp->error, "cut short") == NULL) {
-				neg_log(LOG_INFO, "the other side could not read a request: %s", resp->error);
-				snprintf(refused, sizeof(refused), "%s", resp->error);
-				quiet = neg_now() + NEG_NULL_QUIET_MS;
-			} else {
-				neg_log(LOG_INFO, "dropping a reply to an earlier call (id %s)", resp->id);
-			}
-			proto_response_free(resp);
 		}
 	}
 out:
@@ -2637,8 +2676,8 @@ out:
 }
 
 /*
- * SIGINT, SIGTERM and SIGHUP during a streamed call: the first cancels the
- * remote command (TERM, its grace period), the second kills it at once and
+ * SIGINT, SIGTERM and SIGHUP during a CLI's calls: the first cancels every
+ * remote command (TERM, its grace period), the second kills them at once and
  * we go.  No SA_RESTART: a write to a stdout nobody reads must not hide them.
  */
 static volatile sig_atomic_t cli_sig, cli_nsig;
@@ -2648,8 +2687,8 @@ static volatile sig_atomic_t cli_sig, cli_nsig;
  * streamed call ends a write blocked on a stdout nobody reads: the rest does
  * not matter then.
  */
-static int
-write_out(int fd, const char *s, size_t len)
+int
+neg_write_out(int fd, const char *s, size_t len)
 {
 	ssize_t n;
 
@@ -2679,6 +2718,132 @@ status_from_text(const char *e)
 	return 255;
 }
 
+static void
+on_cli_sig(int sig)
+{
+	cli_sig = sig;
+	cli_nsig++;
+}
+
+/*
+ * on: catches SIGINT, SIGTERM and SIGHUP for the calls to come (an inherited
+ * ignore, as nohup's, stays).  Off: the old dispositions back, and a signal
+ * that came is raised again, so that we die of it as a shell expects of a
+ * program it interrupted.
+ */
+void
+neg_cli_signals(int on)
+{
+	static const int sigs[] = { SIGINT, SIGTERM, SIGHUP };
+	static struct sigaction old[3];
+	struct sigaction sa;
+	int i;
+
+	if (on) {
+		memset(&sa, 0, sizeof(sa));
+		sa.sa_handler = on_cli_sig;
+		sigemptyset(&sa.sa_mask);
+		cli_sig = cli_nsig = 0;
+		for (i = 0; i < 3; i++) {
+			sigaction(sigs[i], NULL, &old[i]);
+			if (old[i].sa_handler != SIG_IGN)
+				sigaction(sigs[i], &sa, NULL);
+		}
+		return;
+	}
+	for (i = 0; i < 3; i++)
+		sigaction(sigs[i], &old[i], NULL);
+	if (cli_nsig > 0) {
+		fflush(NULL);
+		raise(cli_sig);
+	}
+}
+
+/* How many cancelling signals came since neg_cli_signals(1). */
+int
+neg_cli_signalled(void)
+{
+	return cli_nsig;
+}
+
+/*
+ * A CLI's call, driven by neg_runs_turn (one for -e of one guest, many for a
+ * fleet; the same code either way):
+ *
+ *   HELLO   version with new_caller --reply with stream--> STREAM
+ *           --any other reply (a 0.8 peer)--> ONESHOT
+ *   STREAM  stdin sent as granted, output emitted as it comes and granted
+ *           back --final reply--> DONE
+ *   ONESHOT execute with all input --reply, all output--> DONE
+ *   CALL    one request (list_commands) --reply--> DONE
+ *   any     --deadline, channel failure, second signal--> DONE (status 255)
+ *
+ * A frame half sent when a call ends is sent out (at most 1 s): it would
+ * swallow the next caller's first one.
+ */
+static int
+run_put(struct neg_run *c, int fd, const char *s, size_t len)
+{
+	return c->emit ? c->emit(c, fd, s, len) : neg_write_out(fd, s, len);
+}
+
+static void
+run_flush(struct neg_run *c, int ms)
+{
+	char err[256];
+
+	if (c->wq.len > c->wqoff)
+		neg_write_all(c->fd, c->flags, c->wq.p + c->wqoff, c->wq.len - c->wqoff,
+		    neg_now() + ms, err, sizeof(err));
+	c->wq.len = c->wqoff = 0;
+}
+
+static void
+run_done(struct neg_run *c, int status)
+{
+	c->status = status;
+	c->phase = NEG_RUN_DONE;
+	run_flush(c, 1000);
+}
+
+/*
+ * Negotiator failed: 255, err said (unless kept quiet; with the peer's name
+ * unless it is about our own side), the call over.
+ */
+static void
+run_failv(struct neg_run *c, int own, const char *fmt, va_list ap)
+{
+	vsnprintf(c->err, sizeof(c->err), fmt, ap);
+	if (!c->keep_quiet)
+		neg_log(LOG_ERR, "%s%s%s", own ? "" : c->peer, own ? "" : ": ", c->err);
+	c->self_failed = 1;
+	run_done(c, 255);
+}
+
+static void run_fail(struct neg_run *, const char *, ...) __attribute__((format(printf, 2, 3)));
+static void run_own_fail(struct neg_run *, const char *, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void
+run_fail(struct neg_run *c, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	run_failv(c, 0, fmt, ap);
+	va_end(ap);
+}
+
+static void
+run_own_fail(struct neg_run *c, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	run_failv(c, 1, fmt, ap);
+	va_end(ap);
+}
+
 static int
 stdout_failed(void)
 {
@@ -2686,15 +2851,18 @@ stdout_failed(void)
 	return 255;
 }
 
-/* The exit status of a final reply, like ssh's; the failure said on stderr. */
-static int
-cli_outcome(const struct proto_response *resp, const char *peer, int out_failed)
+/* The final reply's exit status, like ssh's; the failure said on stderr. */
+static void
+run_outcome(struct neg_run *c, int out_failed)
 {
+	const struct proto_response *resp = &c->resp;
 	int rc;
 
-	if (out_failed)
-		rc = stdout_failed();
-	else if (resp->success)
+	if (out_failed) {
+		run_own_fail(c, "cannot write to standard output: %s", strerror(errno));
+		return;
+	}
+	if (resp->success)
 		rc = 0;
 	else if (resp->timed_out)
 		rc = 255;
@@ -2704,113 +2872,189 @@ cli_outcome(const struct proto_response *resp, const char *peer, int out_failed)
 		rc = 128 + resp->signal;
 	else
 		rc = status_from_text(resp->error);
-	if (!resp->success)
-		neg_log(LOG_ERR, "%s: %s", peer, resp->error);
-	return rc;
+	if (!resp->success) {
+		snprintf(c->err, sizeof(c->err), "%s", resp->error);
+		if (!c->keep_quiet)
+			neg_log(LOG_ERR, "%s: %s", c->peer, resp->error);
+	}
+	c->self_failed = rc == 255;
+	run_done(c, rc);
+}
+
+/* Queues a request of this phase; 0, or -1 with the call failed. */
+static int
+run_request(struct neg_run *c, int phase, const char *method, const struct proto_request *kw)
+{
+	char err[512];
+
+	c->phase = phase;
+	c->quiet = -1;
+	c->refused[0] = c->skipped[0] = '\0';
+	if (request_frame(&c->wq, method, kw, c->id, c->o->srv.max_frame, err, sizeof(err)) < 0) {
+		c->wq.len = 0;
+		run_fail(c, "%s", err);
+		return -1;
+	}
+	return 0;
 }
 
 /* The one-shot call of 0.8: all input in the request, all output in the reply. */
-static int
-cli_oneshot(int fd, int flags, struct neg_cli *o, const char *peer, int64_t wait)
+static void
+run_oneshot(struct neg_run *c)
 {
+	struct neg_cli *o = c->o;
 	struct proto_request kw;
-	struct proto_response resp;
 	char err[512];
-	int rc, out;
-	size_t len;
 
 	memset(&kw, 0, sizeof(kw));
 	kw.argv = o->argv;
 	kw.argc = o->argc;
 	kw.base64 = 1;
 	kw.timeout = o->timeout;
-	if (o->infd >= 0) {
-		if (cli_read_input(o, err, sizeof(err)) < 0) {
-			neg_log(LOG_ERR, "cannot read the input (%s): %s", o->input, err);
-			return 255;
+	if (o->infd >= 0 && !o->indata_read) {
+		if ((o->input_shared && lseek(o->infd, 0, SEEK_SET) < 0) ||
+		    cli_read_input(o, err, sizeof(err)) < 0) {
+			run_own_fail(c, "cannot read the input (%s): %s", o->input,
+			    o->input_shared ? strerror(errno) : err);
+			return;
 		}
+		o->indata_read = 1;
+	}
+	if (o->infd >= 0) {
 		kw.input = o->indata;
 		kw.has_input = 1;
 	}
-	if (neg_call(fd, flags, &kw, "execute", wait, o->srv.max_frame, &resp, err,
-	    sizeof(err)) < 0) {
-		neg_log(LOG_ERR, "%s: %s", peer, err);
-		return 255;
-	}
-	if (resp.stderr_text.len)
-		write_out(2, resp.stderr_text.p, resp.stderr_text.len);
-	out = 0;
-	if (resp.success || resp.result.len) {
-		if (resp.base64) {
-			out = write_out(1, resp.result.p, resp.result.len);
-		} else {
-			/* a 0.8 peer: print as its CLI does, trailing white space removed */
-			len = resp.result.len;
-			while (len > 0 && isspace((unsigned char)resp.result.p[len - 1]))
-				len--;
-			out = write_out(1, resp.result.p, len) < 0 ? -1 : write_out(1, "\n", 1);
-		}
-	}
-	rc = cli_outcome(&resp, peer, out < 0);
-	proto_response_free(&resp);
-	return rc;
+	run_request(c, NEG_RUN_ONESHOT, "execute", &kw);
 }
 
+/* The streamed execute, once the callee said it streams. */
 static void
-on_cli_sig(int sig)
+run_stream(struct neg_run *c)
 {
-	cli_sig = sig;
-	cli_nsig++;
+	struct proto_request kw;
+
+	memset(&kw, 0, sizeof(kw));
+	kw.argv = c->o->argv;
+	kw.argc = c->o->argc;
+	kw.timeout = c->o->timeout;
+	kw.stream = NEG_STREAM_VERSION;
+	kw.window = NEG_STREAM_WINDOW;
+	kw.want_stdin = c->in_open = c->o->infd >= 0;
+	c->r.raw_ok = 1;
+	run_request(c, NEG_RUN_STREAM, "execute", &kw);
 }
 
-/* What a streamed call keeps while it runs. */
-struct cli_stream {
-	int fd, flags;
-	char id[PROTO_MAX_ID + 1];
-	struct buf wq;      /* frames to send ... */
-	size_t wqoff;       /* ... from here */
-	size_t in_credit;   /* stdin bytes the callee takes now */
-	int in_open;        /* --input is still being read */
-	size_t taken;       /* output written since the last grant */
-	int cancelled;      /* cancel frames sent: 1 TERM, 2 KILL */
-	int gone;           /* our stdout failed: the call is cancelled */
-};
-
-/* Sends what is queued; 0, or -1 when the channel failed (err says how). */
-static int
-stream_send(struct cli_stream *st, char *err, size_t errlen)
+void
+neg_run_start(struct neg_run *c, int fd, int flags, struct neg_cli *o, const char *peer,
+    const char *method)
 {
-	size_t len = st->wq.len - st->wqoff;
-	ssize_t n;
+	struct proto_request kw;
 
-	if (len == 0)
-		return 0;
-	/* at most one write unit: data frames are queued one at a time, so one goes whole */
-	n = write(st->fd, st->wq.p + st->wqoff, len < NEG_WRITE_CHUNK ? len : NEG_WRITE_CHUNK);
-	if (n < 0 && (errno == EAGAIN || errno == EINTR))
-		return 0;
-	if (n < 0) {
-		snprintf(err, errlen, "cannot send: %s", strerror(errno));
-		return -1;
+	memset(c, 0, sizeof(*c));
+	c->fd = fd;
+	c->flags = flags;
+	c->o = o;
+	c->peer = peer;
+	c->method = method;
+	/*
+	 * -t from the call's start; for execute the callee enforces it, and we wait
+	 * for it to kill the command and tell us, and a little more
+	 */
+	c->wait = o->timeout <= 0 ? -1 : neg_now() + (int64_t)(o->timeout * 1000) +
+	    (strcmp(method, "execute") == 0 ? NEG_KILL_GRACE_MS + NEG_REPLY_MARGIN_MS : 0);
+	proto_reader_init(&c->r, o->srv.max_frame);
+	drop_pending(fd);
+	neg_set_nonblock(fd);
+	memset(&kw, 0, sizeof(kw));
+	kw.new_caller = 1;
+	if (strcmp(method, "execute") != 0)
+		run_request(c, NEG_RUN_CALL, method, NULL);
+	else if (o->srv.max_frame >= NEG_STREAM_MIN_FRAME)
+		/* says we are the channel's caller now, and asks whether the callee streams */
+		run_request(c, NEG_RUN_HELLO, "version", &kw);
+	else
+		run_oneshot(c);
+}
+
+/* Queues the cancel frames level calls for (1 TERM, 2 KILL). */
+static void
+run_cancel_frames(struct neg_run *c, int level)
+{
+	while (c->cancelled < level) {
+		c->cancelled++;
+		proto_stream_cancel(&c->wq, c->id, c->cancelled == 2);
 	}
-	st->wqoff += (size_t)n;
-	if (st->wqoff == st->wq.len)
-		st->wq.len = st->wqoff = 0;
-	return 0;
+	c->in_open = 0;
 }
 
 /*
- * One frame from the callee.  Returns 1 for the final reply (in resp), 0 to
- * go on, -1 when our stdout failed.
+ * A signal's cancel: a streamed call's command gets TERM (and the call the
+ * grace period and a reply's time), or KILL and the call ends; a call that
+ * does not stream has nothing to cancel and ends at once.
  */
+void
+neg_run_cancel(struct neg_run *c, int level)
+{
+	int64_t until = neg_now() + NEG_KILL_GRACE_MS + NEG_REPLY_MARGIN_MS;
+
+	if (c->phase == NEG_RUN_DONE || c->cancelled >= level)
+		return;
+	if (c->phase != NEG_RUN_STREAM) {
+		snprintf(c->err, sizeof(c->err), "cancelled");
+		c->self_failed = 1;
+		run_done(c, 255);
+		return;
+	}
+	run_cancel_frames(c, level);
+	if (c->cancelled == 2) {
+		run_fail(c, "cancelled; the command is killed");
+		return;
+	}
+	if (c->wait < 0 || c->wait > until)
+		c->wait = until;
+}
+
+/* Sends what is queued, at most one write unit (data frames are queued one at a time). */
+static void
+run_send(struct neg_run *c, short revents)
+{
+	size_t len = c->wq.len - c->wqoff;
+	ssize_t n;
+
+	if (len == 0)
+		return;
+	/* a port whose host is not there yet: wait for it (until the deadline) */
+	if ((revents & POLLHUP) && (c->flags & NEG_CALL_PORT) && !c->sent) {
+		c->away = 1;
+		c->away_until = neg_now() + 50;
+		return;
+	}
+	if (c->phase != NEG_RUN_STREAM && (revents & (POLLERR | POLLNVAL | POLLHUP))) {
+		run_fail(c, "the connection was closed while sending");
+		return;
+	}
+	n = write(c->fd, c->wq.p + c->wqoff, len < NEG_WRITE_CHUNK ? len : NEG_WRITE_CHUNK);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n < 0) {
+		run_fail(c, "cannot send: %s", strerror(errno));
+		return;
+	}
+	c->sent = 1;
+	c->wqoff += (size_t)n;
+	if (c->wqoff == c->wq.len)
+		c->wq.len = c->wqoff = 0;
+}
+
+/* A frame of a streamed call: 1 for the final reply (in c->resp), 0 to go on, -1 output failed. */
 static int
-stream_frame(struct cli_stream *st, const struct proto_reader *r, struct proto_response *resp)
+stream_frame(struct neg_run *c)
 {
 	struct proto_stream f;
 	char err[256];
-	int rc = proto_stream_parse(&f, r->body.p, r->body.len, r->json_len, err, sizeof(err));
+	int rc = proto_stream_parse(&f, c->r.body.p, c->r.body.len, c->r.json_len, err, sizeof(err));
 
-	if (rc == 1 && strcmp(f.id, st->id) != 0) {
+	if (rc == 1 && strcmp(f.id, c->id) != 0) {
 		neg_log(LOG_DEBUG, "dropping a stream frame of an earlier call (id %s)", f.id);
 		return 0;
 	}
@@ -2819,242 +3063,338 @@ stream_frame(struct cli_stream *st, const struct proto_reader *r, struct proto_r
 		case PROTO_S_DATA:
 			if (f.fd == 0)
 				break;
-			if (!st->gone && write_out(f.fd, f.data, f.len) < 0)
+			if (!c->gone && run_put(c, f.fd, f.data, f.len) < 0)
 				return -1;
-			st->taken += f.len;
+			c->taken += f.len;
 			break;
 		case PROTO_S_CREDIT:
-			st->in_credit += f.credit;
+			c->in_credit += f.credit;
 			break;
 		case PROTO_S_EOF:
 			/* the command closed its stdin: the rest of ours would be dropped */
-			st->in_open = 0;
+			c->in_open = 0;
 			break;
 		}
 		return 0;
 	}
-	if (rc < 0 || proto_response_parse(resp, r->body.p, r->body.len, err, sizeof(err)) < 0) {
+	if (rc < 0 || proto_response_parse(&c->resp, c->r.body.p, c->r.body.len, err,
+	    sizeof(err)) < 0) {
 		neg_log(LOG_INFO, "skipping a frame that does not parse: %s", err);
 		return 0;
 	}
-	if (strcmp(resp->id, st->id) == 0)
+	if (strcmp(c->resp.id, c->id) == 0)
 		return 1;
-	neg_log(LOG_INFO, "dropping a reply that is not ours (id %s)", resp->id[0] ? resp->id : "none");
-	proto_response_free(resp);
+	neg_log(LOG_INFO, "dropping a reply that is not ours (id %s)",
+	    c->resp.id[0] ? c->resp.id : "none");
+	proto_response_free(&c->resp);
 	return 0;
 }
 
-/* Queues the cancel frame the signals so far call for. */
+/* The reply of a one-shot execute: stderr, then stdout, then the outcome. */
 static void
-stream_cancel(struct cli_stream *st, int level)
+oneshot_reply(struct neg_run *c)
 {
-	while (st->cancelled < level) {
-		st->cancelled++;
-		proto_stream_cancel(&st->wq, st->id, st->cancelled == 2);
+	const struct proto_response *resp = &c->resp;
+	size_t len;
+	int out = 0;
+
+	if (resp->stderr_text.len)
+		run_put(c, 2, resp->stderr_text.p, resp->stderr_text.len);
+	if (resp->success || resp->result.len) {
+		if (resp->base64) {
+			out = run_put(c, 1, resp->result.p, resp->result.len);
+		} else {
+			/* a 0.8 peer: print as its CLI does, trailing white space removed */
+			len = resp->result.len;
+			while (len > 0 && isspace((unsigned char)resp->result.p[len - 1]))
+				len--;
+			out = run_put(c, 1, resp->result.p, len) < 0 ? -1 : run_put(c, 1, "\n", 1);
+		}
 	}
-	st->in_open = 0;
+	run_outcome(c, out < 0);
 }
 
-/* Sends what is queued, for at most ms (the last frames of a call that is given up). */
+/* One frame that arrived, as the phase takes it. */
 static void
-stream_flush(struct cli_stream *st, int ms)
+run_frame(struct neg_run *c)
 {
-	char err[256];
+	int ev, stream;
 
-	if (st->wq.len > st->wqoff)
-		neg_write_all(st->fd, st->flags, st->wq.p + st->wqoff, st->wq.len - st->wqoff,
-		    neg_now() + ms, err, sizeof(err));
-	st->wq.len = st->wqoff = 0;
+	if (c->phase == NEG_RUN_STREAM) {
+		ev = stream_frame(c);
+		if (ev < 0 && !c->gone) {
+			/* like ssh when its stdout goes: the command is stopped */
+			c->gone = 1;
+			snprintf(c->err, sizeof(c->err), "cannot write to standard output: %s",
+			    strerror(errno));
+			if (!c->keep_quiet)
+				neg_log(LOG_ERR, "%s", c->err);
+			run_cancel_frames(c, 1);
+		}
+		if (ev == 1) {
+			c->have_resp = 1;
+			if (c->gone) {
+				c->self_failed = 1;
+				run_done(c, 255);
+			} else {
+				run_outcome(c, 0);
+			}
+		}
+		return;
+	}
+	if (proto_response_parse(&c->resp, c->r.body.p, c->r.body.len, c->skipped,
+	    sizeof(c->skipped)) < 0) {
+		neg_log(LOG_INFO, "skipping a reply that does not parse: %s", c->skipped);
+		return;
+	}
+	if (!call_reply(c->id, &c->resp, c->refused, sizeof(c->refused), &c->quiet))
+		return;
+	if (c->phase == NEG_RUN_HELLO) {
+		stream = c->resp.success && c->resp.stream == NEG_STREAM_VERSION;
+		neg_log(LOG_DEBUG, "%s: %s %s", c->peer, c->resp.success ? "version" : "no version:",
+		    c->resp.success ? c->resp.result.p : c->resp.error);
+		proto_response_free(&c->resp);
+		if (stream)
+			run_stream(c);
+		else
+			run_oneshot(c);
+		return;
+	}
+	c->have_resp = 1;
+	if (c->phase == NEG_RUN_ONESHOT) {
+		oneshot_reply(c);
+	} else if (!c->resp.success || c->resp.result_kind != PROTO_J_ARRAY) {
+		run_fail(c, "%s", c->resp.success ? "the reply is not a list" : c->resp.error);
+	} else {
+		sort_strings(c->resp.list, c->resp.nlist);
+		run_done(c, 0);
+	}
+}
+
+/* Reads what the channel has and feeds it through the reader to run_frame. */
+static void
+run_read(struct neg_run *c)
+{
+	char tmp[NEG_READ_CHUNK];
+	size_t used, off;
+	ssize_t n;
+	int ev;
+
+	n = read(c->fd, tmp, sizeof(tmp));
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n <= 0) {
+		run_fail(c, n == 0 ? "the other side closed the connection before replying" :
+		    "cannot receive: %s", strerror(errno));
+		return;
+	}
+	if (c->refused[0])
+		c->quiet = neg_now() + NEG_NULL_QUIET_MS;
+	for (off = 0; off < (size_t)n && c->phase != NEG_RUN_DONE; off += used) {
+		ev = proto_reader_feed(&c->r, tmp + off, (size_t)n - off, &used);
+		if (ev == PROTO_ERROR) {
+			neg_log(LOG_INFO, "skipping data that is no frame: %s", c->r.err);
+			snprintf(c->skipped, sizeof(c->skipped), "%s", c->r.err);
+		}
+		if (ev == PROTO_FRAME)
+			run_frame(c);
+	}
+	/* what we wrote is granted back, in steps: the window stays full */
+	if (c->phase == NEG_RUN_STREAM && c->cancelled < 2 && c->taken >= NEG_STREAM_GRANT) {
+		proto_stream_credit(&c->wq, c->id, c->taken);
+		c->taken = 0;
+	}
+}
+
+/* A few chunks of --input per wake-up, each queued only behind nothing, so that it leaves whole. */
+static void
+run_input(struct neg_run *c)
+{
+	char tmp[NEG_STREAM_CHUNK];
+	size_t want;
+	ssize_t n;
+	int i;
+
+	for (i = 0; i < NEG_READS_PER_WAKE && c->in_open && c->in_credit > 0 &&
+	    c->wq.len == c->wqoff && c->phase == NEG_RUN_STREAM; i++) {
+		want = c->in_credit < sizeof(tmp) ? c->in_credit : sizeof(tmp);
+		n = c->o->input_shared ? pread(c->o->infd, tmp, want, c->inoff) :
+		    read(c->o->infd, tmp, want);
+		if (n > 0) {
+			proto_stream_data(&c->wq, c->id, 0, tmp, (size_t)n);
+			c->in_credit -= (size_t)n;
+			c->inoff += n;
+		} else if (n == 0) {
+			proto_stream_eof(&c->wq, c->id, 0);
+			c->in_open = 0;
+		} else if (errno != EAGAIN && errno != EINTR) {
+			neg_log(LOG_ERR, "cannot read the input (%s): %s", c->o->input, strerror(errno));
+			run_cancel_frames(c, 1);
+		}
+		run_send(c, 0);
+		if (n <= 0 || (size_t)n < want)
+			break;
+	}
+}
+
+/* The call's pollfds (at most 2: the channel, --input); how many. */
+static int
+run_pollfds(const struct neg_run *c, struct pollfd *p, int64_t now)
+{
+	int n = 0;
+
+	if (c->phase == NEG_RUN_DONE)
+		return 0;
+	p[n].fd = c->away && now < c->away_until ? -1 : c->fd;
+	p[n].events = POLLIN | (c->wq.len > c->wqoff ? POLLOUT : 0);
+	p[n++].revents = 0;
+	if (c->phase == NEG_RUN_STREAM && c->in_open && c->in_credit > 0 &&
+	    c->wq.len == c->wqoff) {
+		p[n].fd = c->o->infd;
+		p[n].events = POLLIN;
+		p[n++].revents = 0;
+	}
+	return n;
+}
+
+/* When the call must be looked at again without an event (0: only on one). */
+static int64_t
+run_wake(const struct neg_run *c, int64_t now)
+{
+	int64_t w = c->wait < 0 ? 0 : c->wait;
+
+	if (c->quiet >= 0)
+		w = neg_min_deadline(w, c->quiet);
+	if (c->away)
+		w = neg_min_deadline(w, c->away_until);
+	/* old guest kernels lose POLLOUT's wake-up: a port is tried again in short slices */
+	if ((c->flags & NEG_CALL_PORT) && c->wq.len > c->wqoff)
+		w = neg_min_deadline(w, now + 100);
+	return w;
+}
+
+static void
+run_io(struct neg_run *c, const struct pollfd *p, int n)
+{
+	short rev = n > 0 && p[0].fd >= 0 ? p[0].revents : 0;
+
+	if (c->away && rev == 0 && neg_now() >= c->away_until)
+		rev = POLLOUT;	/* try again: the host may be there now */
+	if (c->wq.len > c->wqoff && (rev & (POLLOUT | POLLHUP | POLLERR | POLLNVAL) ||
+	    (c->flags & NEG_CALL_PORT)))
+		run_send(c, rev);
+	if (c->phase != NEG_RUN_DONE && n > 1 && p[1].revents)
+		run_input(c);
+	if (c->phase != NEG_RUN_DONE && !(c->away && !c->sent) && (rev & (POLLIN | POLLHUP | POLLERR)))
+		run_read(c);
+}
+
+/* Deadlines: the reply that did not come, or the other side that was not there. */
+static void
+run_tick(struct neg_run *c)
+{
+	char err[512];
+
+	if (c->phase == NEG_RUN_DONE)
+		return;
+	if (c->phase == NEG_RUN_STREAM) {
+		if (expired(c->wait)) {
+			run_cancel_frames(c, 2);
+			run_fail(c, "no reply within the timeout");
+		}
+		return;
+	}
+	if (c->wq.len > c->wqoff) {
+		if (expired(c->wait))
+			run_fail(c, "%s", c->away && !c->sent ? "the other side is not connected "
+			    "to the channel" : "timed out while sending");
+		return;
+	}
+	if (call_overdue(c->refused, c->quiet, c->wait, c->skipped, err, sizeof(err)))
+		run_fail(c, "%s", err);
 }
 
 /*
- * A streamed call: stdin sent as the callee grants it, stdout and stderr
- * written as they come, granting back what was written, so memory on both
- * sides stays within the windows whatever the size.  Waits for the final
- * reply until wait; a signal cancels (see on_cli_sig).
+ * One turn of a CLI's loop over its calls: cancelling signals, the pollfds
+ * of every call not done, one poll until the earliest deadline (or wake),
+ * then each call's io and deadlines; wake 0 for none of the caller's own.
+ * The fleet's loop and -e of one guest both turn this.
  */
-static int
-cli_stream(int fd, int flags, struct neg_cli *o, const char *peer, int64_t wait)
+void
+neg_runs_turn(struct neg_run **v, size_t n, int64_t wake)
 {
-	static const int sigs[] = { SIGINT, SIGTERM, SIGHUP };
-	struct sigaction sa, old[3];
-	struct cli_stream st;
-	struct proto_request kw;
-	struct proto_response resp;
-	struct proto_reader r;
-	struct pollfd p[2];
-	char tmp[NEG_READ_CHUNK], err[512] = "";
-	size_t used, off, want;
-	ssize_t n;
-	int i, np, rc = 255, ev, sig = 0, done = 0;
+	static struct pollfd *p;
+	static int *first;
+	static size_t cap;
+	int64_t now = neg_now();
+	size_t i, np = 0, live = 0;
+	int nsig = cli_nsig;
 
-	memset(&st, 0, sizeof(st));
-	st.fd = fd;
-	st.flags = flags;
-	st.in_open = o->infd >= 0;
-	memset(&kw, 0, sizeof(kw));
-	kw.argv = o->argv;
-	kw.argc = o->argc;
-	kw.timeout = o->timeout;
-	kw.stream = NEG_STREAM_VERSION;
-	kw.window = NEG_STREAM_WINDOW;
-	kw.want_stdin = st.in_open;
-	neg_new_id(kw.id, sizeof(kw.id));
-	memcpy(st.id, kw.id, sizeof(st.id));
-	proto_request_write(&st.wq, "execute", kw.argv, kw.argc, &kw);
-	proto_reader_init(&r, o->srv.max_frame);
-	r.raw_ok = 1;
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_cli_sig;
-	sigemptyset(&sa.sa_mask);
-	cli_sig = cli_nsig = 0;
-	for (i = 0; i < 3; i++) {
-		sigaction(sigs[i], NULL, &old[i]);
-		if (old[i].sa_handler != SIG_IGN)	/* nohup stays nohup */
-			sigaction(sigs[i], &sa, NULL);
+	for (i = 0; i < n; i++) {
+		if (nsig > 0)
+			neg_run_cancel(v[i], nsig > 1 ? 2 : 1);
+		live += v[i]->phase != NEG_RUN_DONE;
 	}
-	neg_set_nonblock(fd);
-	while (!done) {
-		if (cli_nsig > 0 && st.cancelled < (cli_nsig > 1 ? 2 : 1)) {
-			sig = cli_sig;
-			stream_cancel(&st, cli_nsig > 1 ? 2 : 1);
-			if (st.cancelled == 2) {
-				neg_log(LOG_ERR, "%s: cancelled; the command is killed", peer);
-				break;
-			}
-			/* the callee's TERM, grace period and reply, then no longer */
-			if (wait < 0 || wait > neg_now() + NEG_KILL_GRACE_MS + NEG_REPLY_MARGIN_MS)
-				wait = neg_now() + NEG_KILL_GRACE_MS + NEG_REPLY_MARGIN_MS;
-		}
-		if (expired(wait)) {
-			snprintf(err, sizeof(err), "no reply within the timeout");
-			stream_cancel(&st, 2);
-			break;
-		}
-		p[0].fd = fd;
-		p[0].events = POLLIN | (st.wq.len > st.wqoff ? POLLOUT : 0);
-		p[0].revents = 0;
-		np = 1;
-		/* a data frame is queued only behind nothing, so that it leaves in one write */
-		if (st.in_open && st.in_credit > 0 && st.wq.len == st.wqoff) {
-			p[1].fd = o->infd;
-			p[1].events = POLLIN;
-			p[1].revents = 0;
-			np = 2;
-		}
-		if (poll(p, (nfds_t)np, wait_ms(wait, 1000)) < 0) {
-			if (errno == EINTR)
-				continue;
-			snprintf(err, sizeof(err), "poll failed: %s", strerror(errno));
-			break;
-		}
-		if ((p[0].revents & POLLOUT) && stream_send(&st, err, sizeof(err)) < 0)
-			break;
-		/* a few chunks per wake-up, each sent before the next is read */
-		for (i = 0; np == 2 && p[1].revents && i < NEG_READS_PER_WAKE && st.in_open &&
-		    st.in_credit > 0 && st.wq.len == st.wqoff; i++) {
-			want = st.in_credit < NEG_STREAM_CHUNK ? st.in_credit : NEG_STREAM_CHUNK;
-			n = read(o->infd, tmp, want);
-			if (n > 0) {
-				proto_stream_data(&st.wq, st.id, 0, tmp, (size_t)n);
-				st.in_credit -= (size_t)n;
-			} else if (n == 0) {
-				proto_stream_eof(&st.wq, st.id, 0);
-				st.in_open = 0;
-			} else if (errno != EAGAIN && errno != EINTR) {
-				neg_log(LOG_ERR, "cannot read the input (%s): %s", o->input, strerror(errno));
-				stream_cancel(&st, 1);
-			}
-			if (n <= 0 || stream_send(&st, err, sizeof(err)) < 0 || (size_t)n < want)
-				break;
-		}
-		if (err[0])
-			break;
-		if (!(p[0].revents & (POLLIN | POLLHUP | POLLERR)))
+	/* a signal may have ended the last of them: nothing to wait for but the caller's wake */
+	if (live == 0 && wake == 0)
+		return;
+	if (2 * n + 1 > cap) {
+		cap = 2 * n + 16;
+		if ((p = realloc(p, cap * sizeof(*p))) == NULL ||
+		    (first = realloc(first, cap * sizeof(*first))) == NULL)
+			neg_die("out of memory");
+	}
+	for (i = 0; i < n; i++) {
+		first[i] = (int)np;
+		np += (size_t)run_pollfds(v[i], p + np, now);
+		if (v[i]->phase != NEG_RUN_DONE)
+			wake = neg_min_deadline(wake, run_wake(v[i], now));
+	}
+	first[n] = (int)np;
+	if (poll(p, (nfds_t)np, neg_poll_timeout(wake, now)) < 0) {
+		if (errno != EINTR)
+			for (i = 0; i < n; i++)
+				if (v[i]->phase != NEG_RUN_DONE)
+					run_fail(v[i], "poll failed: %s", strerror(errno));
+		return;
+	}
+	for (i = 0; i < n; i++) {
+		if (v[i]->phase == NEG_RUN_DONE)
 			continue;
-		n = read(fd, tmp, sizeof(tmp));
-		if (n < 0 && (errno == EAGAIN || errno == EINTR))
-			continue;
-		if (n <= 0) {
-			snprintf(err, sizeof(err), n == 0 ? "the other side closed the connection before "
-			    "replying" : "cannot receive: %s", strerror(errno));
-			break;
-		}
-		for (off = 0; off < (size_t)n && !done; off += used) {
-			ev = proto_reader_feed(&r, tmp + off, (size_t)n - off, &used);
-			if (ev == PROTO_ERROR)
-				neg_log(LOG_INFO, "skipping data that is no frame: %s", r.err);
-			if (ev != PROTO_FRAME)
-				continue;
-			ev = stream_frame(&st, &r, &resp);
-			if (ev < 0 && !st.gone) {
-				/* like ssh when its stdout goes: the command is stopped */
-				rc = stdout_failed();
-				st.gone = 1;
-				stream_cancel(&st, 1);
-			}
-			done = ev == 1;
-		}
-		/* what we wrote is granted back, in steps: the window stays full */
-		if (!done && st.cancelled < 2 && st.taken >= NEG_STREAM_GRANT) {
-			proto_stream_credit(&st.wq, st.id, st.taken);
-			st.taken = 0;
-		}
+		run_io(v[i], p + first[i], first[i + 1] - first[i]);
+		run_tick(v[i]);
 	}
-	if (done) {
-		rc = st.gone ? rc : cli_outcome(&resp, peer, 0);
-		proto_response_free(&resp);
-	} else if (err[0]) {
-		neg_log(LOG_ERR, "%s: %s", peer, err);
-	}
-	/* a frame left half sent would swallow the next caller's first one */
-	stream_flush(&st, 1000);
-	proto_reader_free(&r);
-	buf_free(&st.wq);
-	for (i = 0; i < 3; i++)
-		sigaction(sigs[i], &old[i], NULL);
-	if (sig) {
-		/* die of the signal, as a shell expects of a program it interrupted */
-		fflush(NULL);
-		raise(sig);
-	}
-	return rc;
+}
+
+void
+neg_run_free(struct neg_run *c)
+{
+	if (c->have_resp)
+		proto_response_free(&c->resp);
+	c->have_resp = 0;
+	proto_reader_free(&c->r);
+	buf_free(&c->wq);
 }
 
 /*
  * -e: runs o->argv on the other side and behaves like ssh: the command's stdout
- * and stderr on ours, its exit status as ours, 255 when negotiator failed.
- * First the version request, which says we are the channel's caller now and
- * asks whether the callee streams; a 0.8 peer answers "Method version not
- * supported" and gets the one-shot call.  The callee enforces the timeout; we
- * wait for it to kill the command (SIGTERM, the grace period, SIGKILL) and
- * tell us, and a little more.
+ * and stderr on ours, its exit status as ours, 255 when negotiator failed.  A
+ * call of one, turned by the same loop as a fleet's (neg_runs_turn).
  */
 int
 neg_cli_execute(int fd, int flags, struct neg_cli *o, const char *peer)
 {
-	struct proto_request kw;
-	struct proto_response resp;
-	char err[512];
-	int stream = 0;
-	int64_t wait = o->timeout > 0 ? neg_now() + (int64_t)(o->timeout * 1000) +
-	    NEG_KILL_GRACE_MS + NEG_REPLY_MARGIN_MS : -1;
+	struct neg_run c, *v = &c;
+	int rc;
 
-	if (o->srv.max_frame >= NEG_STREAM_MIN_FRAME) {
-		memset(&kw, 0, sizeof(kw));
-		kw.new_caller = 1;
-		/* as long as the call itself may wait: -t is for the command, not the greeting */
-		if (neg_call(fd, flags, &kw, "version", wait, o->srv.max_frame, &resp, err,
-		    sizeof(err)) < 0) {
-			neg_log(LOG_ERR, "%s: %s", peer, err);
-			return 255;
-		}
-		stream = resp.success && resp.stream == NEG_STREAM_VERSION;
-		neg_log(LOG_DEBUG, "%s: %s %s", peer, resp.success ? "version" : "no version:",
-		    resp.success ? resp.result.p : resp.error);
-		proto_response_free(&resp);
-	}
-	return stream ? cli_stream(fd, flags, o, peer, wait) : cli_oneshot(fd, flags, o, peer, wait);
+	neg_cli_signals(1);
+	neg_run_start(&c, fd, flags, o, peer, "execute");
+	while (c.phase != NEG_RUN_DONE)
+		neg_runs_turn(&v, 1, 0);
+	rc = c.status;
+	neg_run_free(&c);
+	neg_cli_signals(0);
+	return rc;
 }
 
 int

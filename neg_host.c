@@ -2,7 +2,9 @@
  * neg_host.c: negotiator-host, the hypervisor's side.
  *
  * As a client (-g, -c, -e) it finds a guest's host-to-guest channel socket and
- * calls the guest daemon through it.  As a daemon (-d) it serves the
+ * calls the guest daemon through it, or calls many guests at once (a fleet:
+ * --all, patterns, several names) in one poll loop, their output prefixed
+ * line by line or as JSON lines.  As a daemon (-d) it serves the
  * guest-to-host channel of every running guest from one process and one poll
  * loop: guests are found under the channel directory in libvirt's layouts,
  * new and vanished ones are noticed through inotify (with a slow rescan as a
@@ -31,9 +33,11 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <fnmatch.h>
 #include <getopt.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +49,7 @@
 
 static const char usage_text[] =
 "Usage: negotiator-host [OPTIONS] [GUEST_NAME]\n"
+"       negotiator-host [OPTIONS] -e COMMAND|-c --all|GUEST_NAME|PATTERN...\n"
 "\n"
 "Communicate from a KVM/QEMU host with the negotiator daemons inside its guests,\n"
 "or serve the guests' calls.\n"
@@ -54,6 +59,12 @@ static const char usage_text[] =
 "  -e, --execute=COMMAND        run COMMAND (split like a shell would, no expansion)\n"
 "                               inside GUEST_NAME; its output and exit status\n"
 "                               become ours\n"
+"      --all                    -e, -c: every running guest (as -g lists them);\n"
+"                               several names, or patterns such as 'web-*', select\n"
+"                               some: output is then prefixed 'GUEST: ' per line\n"
+"      --parallel=N             calls at once to several guests (default 32)\n"
+"      --no-prefix              several guests' output as raw bytes, unprefixed\n"
+"      --json                   one JSON line per guest (-e, -c) or guest (-g)\n"
 "  -d, --daemon                 serve every guest's calls (foreground, until SIGTERM)\n"
 "  -t, --timeout=SECONDS        give up after this long (default 10, 0 = never)\n"
 "      --channel-directory=DIR  where the channel sockets are (default\n"
@@ -64,15 +75,21 @@ static const char usage_text[] =
 "                               /usr/lib/negotiator/commands)\n"
 NEG_COMMON_USAGE
 "Exit status of -e: the guest command's status when it failed, 0 on success,\n"
-"255 when negotiator itself failed.\n";
+"255 when negotiator itself failed; of several guests: 0 when all succeeded,\n"
+"255 when negotiator failed for any, else the highest status (and a summary\n"
+"line on stderr names the guests that failed).\n";
 
-enum { OPT_CHANNELS = NEG_OPT_OWN, OPT_SOCKET };
+enum { OPT_CHANNELS = NEG_OPT_OWN, OPT_SOCKET, OPT_ALL, OPT_PARALLEL, OPT_NO_PREFIX, OPT_JSON };
 
 static const struct option longopts[] = {
 	{ "list-guests", no_argument, NULL, 'g' },
 	{ "list-commands", no_argument, NULL, 'c' },
 	{ "channel-directory", required_argument, NULL, OPT_CHANNELS },
 	{ "socket", required_argument, NULL, OPT_SOCKET },
+	{ "all", no_argument, NULL, OPT_ALL },
+	{ "parallel", required_argument, NULL, OPT_PARALLEL },
+	{ "no-prefix", no_argument, NULL, OPT_NO_PREFIX },
+	{ "json", no_argument, NULL, OPT_JSON },
 	NEG_COMMON_LONGOPTS,
 	{ NULL, 0, NULL, 0 }
 };
@@ -85,6 +102,7 @@ struct found {
 	dev_t dev;	/* the socket file: a new one at a known path is a new appearance */
 	ino_t ino;
 	int want;	/* its name is still to be asked of virsh */
+	int up;		/* a process listens on it (host_listening) */
 };
 
 struct scan {
@@ -388,20 +406,45 @@ out:
 	buf_free(&xml);
 }
 
-/* Whether a process listens on the UNIX socket at path (from /proc/net/unix; no connect). */
 static int
-host_listening(const char *path)
+cmp_path(const void *a, const void *b)
+{
+	return strcmp((*(struct found *const *)a)->path, (*(struct found *const *)b)->path);
+}
+
+static int
+cmp_key_path(const void *key, const void *b)
+{
+	return strcmp(key, (*(struct found *const *)b)->path);
+}
+
+/*
+ * Marks the sockets of s a process listens on (up), from one read of
+ * /proc/net/unix (no connect; once for all, not once per guest: a thousand
+ * guests would read it a thousand times).  Without /proc every one is up.
+ */
+static void
+host_listening(struct scan *s)
 {
 	FILE *f = fopen("/proc/net/unix", "re");
 	char line[PATH_MAX + 128], *p;
+	struct found **by, **hit;
 	unsigned long flags;
 	char *f3;
-	int found = -1, i;
+	size_t k;
+	int i;
 
-	if (f == NULL)
-		return -1;
-	found = 0;
-	while (!found && fgets(line, sizeof(line), f)) {
+	for (k = 0; k < s->n; k++)
+		s->v[k].up = f == NULL;
+	if (f == NULL || s->n == 0 || (by = calloc(s->n, sizeof(*by))) == NULL) {
+		if (f)
+			fclose(f);
+		return;
+	}
+	for (k = 0; k < s->n; k++)
+		by[k] = &s->v[k];
+	qsort(by, s->n, sizeof(*by), cmp_path);
+	while (fgets(line, sizeof(line), f)) {
 		line[strcspn(line, "\n")] = '\0';
 		/* Num RefCount Protocol Flags Type St Inode Path */
 		for (f3 = line, i = 0; i < 3 && f3; i++)
@@ -409,11 +452,12 @@ host_listening(const char *path)
 				f3 += strspn(f3, " ");
 		if (f3 == NULL || (flags = strtoul(f3, NULL, 16)) == 0 || !(flags & 0x10000))
 			continue;
-		if ((p = strrchr(line, ' ')) != NULL && strcmp(p + 1, path) == 0)
-			found = 1;
+		if ((p = strrchr(line, ' ')) != NULL &&
+		    (hit = bsearch(p + 1, by, s->n, sizeof(*by), cmp_key_path)) != NULL)
+			(*hit)->up = 1;
 	}
+	free(by);
 	fclose(f);
-	return found;
 }
 
 /*
@@ -480,19 +524,37 @@ cmp_found(const void *a, const void *b)
 	return strcmp(((const struct found *)a)->name, ((const struct found *)b)->name);
 }
 
+/* -g: the running guests' names; --json: every guest's JSON line, with its socket and state. */
 static int
-list_guests(const char *dir, int64_t deadline)
+list_guests(const char *dir, int64_t deadline, int json)
 {
 	struct scan s = {0};
+	struct buf b = {0};
 	size_t i;
+	int up;
 
 	host_scan_channels(dir, H2G_NAME, &s);
 	if (s.n > 0 && virsh_wanted())
 		host_virsh_names(H2G_NAME, &s, deadline);
-	qsort(s.v, s.n, sizeof(*s.v), cmp_found);
-	for (i = 0; i < s.n; i++)
-		if (host_listening(s.v[i].path) != 0)
-			printf("%s\n", s.v[i].name);
+	if (s.n > 1)
+		qsort(s.v, s.n, sizeof(*s.v), cmp_found);
+	host_listening(&s);
+	for (i = 0; i < s.n; i++) {
+		up = s.v[i].up;
+		if (!json) {
+			if (up)
+				printf("%s\n", s.v[i].name);
+			continue;
+		}
+		b.len = 0;
+		buf_adds(&b, "{\"guest\": ");
+		proto_put_string(&b, s.v[i].name, strlen(s.v[i].name));
+		buf_adds(&b, ", \"socket\": ");
+		proto_put_string(&b, s.v[i].path, strlen(s.v[i].path));
+		buf_addf(&b, ", \"state\": \"%s\"}\n", up ? "running" : "stopped");
+		fwrite(b.p, 1, b.len, stdout);
+	}
+	buf_free(&b);
 	free(s.v);
 	return fflush(stdout) == 0 ? 0 : 255;
 }
@@ -572,6 +634,431 @@ guest_socket(const char *dir, const char *guest, const char *given, double timeo
 	else
 		neg_log(LOG_ERR, "cannot connect to %s: %s", path, strerror(errno));
 	return -1;
+}
+
+/* ---- many guests from one CLI ---- */
+
+/*
+ * A fleet: the guests --all, patterns or several names select, each called
+ * as -e or -c of one guest would call it (a neg_run), at most `parallel` at
+ * once, in one poll loop (neg_runs_turn), each with its own -t from its
+ * start.  Output is prefixed whole lines as they come (split past
+ * HOST_FLEET_LINE), raw bytes (--no-prefix), or one JSON line per guest
+ * when its call ends (--json, HOST_FLEET_KEEP of each stream kept).
+ *
+ * A member:  WAITING --a call slot, connected--> RUNNING --its run done--> DONE
+ *            WAITING --refused, no socket, timed out connecting, a signal--> DONE
+ */
+enum { M_WAITING, M_RUNNING, M_DONE };
+enum { OUT_PREFIX, OUT_RAW, OUT_JSON };
+
+struct member {
+	const struct found *g;
+	int state;
+	int fd;
+	struct neg_run *run;   /* while RUNNING */
+	int64_t t0, retry_at;  /* its first connect; the next while the backlog is full */
+	struct buf line[3];    /* OUT_PREFIX: the unfinished line of stdout [1], stderr [2] */
+	struct buf keep[3];    /* OUT_JSON: what is kept of them */
+	int cut[3];            /* ... and whether more came */
+	int status, self_failed, timed_out, exit_code, signal;
+	char err[512];
+	double elapsed;
+};
+
+struct fleet {
+	struct member *m;
+	size_t n;
+	int out;               /* OUT_* */
+	int out_failed;        /* our own output failed: no more calls */
+	struct buf wb;         /* what one emit writes */
+};
+
+static struct fleet fl;
+
+/* Writes fl.wb to fd; a failure is said once and stops the fleet. */
+static int
+fleet_write(int fd)
+{
+	int rc = neg_write_out(fd, fl.wb.p, fl.wb.len);
+
+	fl.wb.len = 0;
+	if (rc < 0 && !fl.out_failed) {
+		neg_log(LOG_ERR, "cannot write to standard %s: %s", fd == 1 ? "output" : "error",
+		    strerror(errno));
+		fl.out_failed = 1;
+	}
+	return rc;
+}
+
+/* Queues "NAME: LINE\n" of the member's unfinished line of fd, which it empties. */
+static void
+fleet_line(struct member *m, int fd)
+{
+	buf_adds(&fl.wb, m->g->name);
+	buf_add(&fl.wb, ": ", 2);
+	buf_add(&fl.wb, m->line[fd].p ? m->line[fd].p : "", m->line[fd].len);
+	buf_add(&fl.wb, "\n", 1);
+	m->line[fd].len = 0;
+}
+
+/* A call's output: whole lines prefixed, or kept for its JSON line. */
+static int
+fleet_emit(struct neg_run *c, int fd, const char *s, size_t len)
+{
+	struct member *m = c->ctx;
+	struct buf *l = &m->line[fd];
+	const char *nl;
+	size_t take, room;
+
+	if (fl.out == OUT_JSON) {
+		room = HOST_FLEET_KEEP - m->keep[fd].len;
+		buf_add(&m->keep[fd], s, len < room ? len : room);
+		m->cut[fd] |= len > room;
+		return 0;
+	}
+	while (len > 0) {
+		nl = memchr(s, '\n', len);
+		take = nl ? (size_t)(nl - s) : len;
+		room = HOST_FLEET_LINE - l->len;
+		if (take > room) {
+			buf_add(l, s, room);
+			fleet_line(m, fd);
+			s += room;
+			len -= room;
+			continue;
+		}
+		buf_add(l, s, take);
+		if (nl)
+			fleet_line(m, fd);
+		s += take + (nl != NULL);
+		len -= take + (nl != NULL);
+	}
+	/* a failure is said once and stops the fleet (fleet_run cancels the calls), not each call */
+	if (fl.wb.len)
+		fleet_write(fd);
+	return 0;
+}
+
+/* A kept stream as two JSON fields: text when it is UTF-8, else base64 (the _encoding says). */
+static void
+json_stream(struct buf *b, const char *key, const struct buf *k, int cut)
+{
+	struct buf enc = {0};
+	int text = proto_utf8_valid(k->p ? k->p : "", k->len);
+
+	buf_addf(b, ", \"%s\": ", key);
+	if (text) {
+		proto_put_string(b, k->p ? k->p : "", k->len);
+	} else {
+		proto_b64_encode(&enc, k->p, k->len);
+		proto_put_string(b, enc.p, enc.len);
+		buf_free(&enc);
+	}
+	buf_addf(b, ", \"%s_encoding\": \"%s\", \"%s_truncated\": %s", key, text ? "text" : "base64",
+	    key, cut ? "true" : "false");
+}
+
+/* The member's JSON line: name, status, output or commands, error, elapsed seconds. */
+static void
+fleet_json(const struct member *m, const struct neg_run *c)
+{
+	size_t i;
+
+	buf_adds(&fl.wb, "{\"guest\": ");
+	proto_put_string(&fl.wb, m->g->name, strlen(m->g->name));
+	buf_addf(&fl.wb, ", \"status\": %d", m->status);
+	if (c && strcmp(c->method, "execute") != 0) {
+		buf_adds(&fl.wb, ", \"commands\": [");
+		for (i = 0; c->have_resp && m->status == 0 && i < c->resp.nlist; i++) {
+			buf_adds(&fl.wb, i ? ", " : "");
+			proto_put_string(&fl.wb, c->resp.list[i], strlen(c->resp.list[i]));
+		}
+		buf_adds(&fl.wb, "]");
+	} else {
+		buf_addf(&fl.wb, m->exit_code >= 0 ? ", \"exit_code\": %d" : ", \"exit_code\": null",
+		    m->exit_code);
+		buf_addf(&fl.wb, m->signal > 0 ? ", \"signal\": %d" : ", \"signal\": null", m->signal);
+		json_stream(&fl.wb, "stdout", &m->keep[1], m->cut[1]);
+		json_stream(&fl.wb, "stderr", &m->keep[2], m->cut[2]);
+	}
+	buf_adds(&fl.wb, ", \"error\": ");
+	if (m->err[0])
+		proto_put_string(&fl.wb, m->err, strlen(m->err));
+	else
+		buf_adds(&fl.wb, "null");
+	buf_addf(&fl.wb, ", \"elapsed\": %.3f}\n", m->elapsed);
+	fleet_write(1);
+}
+
+/* The member's call is over (c NULL: it never started): its last lines, or its JSON line. */
+static void
+fleet_done(struct member *m, struct neg_run *c)
+{
+	size_t i;
+	int fd;
+
+	m->state = M_DONE;
+	m->elapsed = m->t0 ? (double)(neg_now() - m->t0) / 1000 : 0;
+	if (c) {
+		m->status = c->status;
+		m->self_failed = c->self_failed;
+		snprintf(m->err, sizeof(m->err), "%s", c->err);
+		m->timed_out = c->have_resp && c->resp.timed_out;
+		m->signal = c->have_resp ? c->resp.signal : 0;
+		/* the command's own status when it exited; none when killed, timed out, or not run */
+		m->exit_code = c->have_resp && c->resp.success ? 0 : c->have_resp &&
+		    c->resp.exit_code > 0 ? c->resp.exit_code : !m->self_failed && m->signal == 0 &&
+		    c->have_resp ? m->status : -1;
+	}
+	if (fl.out == OUT_JSON) {
+		fleet_json(m, c);
+	} else if (fl.out == OUT_PREFIX) {
+		for (fd = 1; fd <= 2; fd++)
+			if (m->line[fd].len > 0) {
+				fleet_line(m, fd);
+				fleet_write(fd);
+			}
+		for (i = 0; c && c->have_resp && m->status == 0 && i < c->resp.nlist; i++) {
+			buf_addf(&fl.wb, "%s: %s\n", m->g->name, c->resp.list[i]);
+			if (fl.wb.len > NEG_READ_CHUNK)
+				fleet_write(1);
+		}
+		if (fl.wb.len)
+			fleet_write(1);
+	} else {
+		for (i = 0; c && c->have_resp && m->status == 0 && i < c->resp.nlist; i++)
+			printf("%s\n", c->resp.list[i]);
+		fflush(stdout);
+	}
+	for (fd = 0; fd < 3; fd++) {
+		buf_free(&m->line[fd]);
+		buf_free(&m->keep[fd]);
+	}
+}
+
+/* A member that fails before its call: said (as -e of one guest would), then done. */
+static void
+fleet_fail(struct member *m, int quiet, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static void
+fleet_fail(struct member *m, int quiet, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(m->err, sizeof(m->err), fmt, ap);
+	va_end(ap);
+	if (!quiet)
+		neg_log(LOG_ERR, "%s: %s", m->g->name, m->err);
+	m->status = 255;
+	m->self_failed = 1;
+	m->exit_code = -1;
+	fleet_done(m, NULL);
+}
+
+/*
+ * Connects a waiting member and starts its call; 1 if it runs, 0 if it is to
+ * be tried again (backlog full; out of descriptors while others run), -1 if
+ * it failed.
+ */
+static int
+fleet_start(struct member *m, struct neg_cli *o, const char *method, long fd_max, size_t running)
+{
+	int64_t now = neg_now();
+	int quiet = fl.out == OUT_JSON;
+
+	if (m->t0 == 0)
+		m->t0 = now;
+	if ((m->fd = host_connect(m->g->path, fd_max)) < 0) {
+		if (errno == EMFILE && running > 0)
+			return 0;
+		if (errno == EAGAIN && (o->timeout <= 0 || now < m->t0 + (int64_t)(o->timeout * 1000))) {
+			m->retry_at = now + HOST_FLEET_RETRY_MS;
+			return 0;
+		}
+		if (errno == ECONNREFUSED || errno == ENOENT)
+			fleet_fail(m, quiet, "not running: nobody listens on %s", m->g->path);
+		else if (errno == EAGAIN)
+			fleet_fail(m, quiet, "cannot connect to %s: its backlog stayed full for the "
+			    "timeout", m->g->path);
+		else
+			fleet_fail(m, quiet, "cannot connect to %s: %s", m->g->path, strerror(errno));
+		return -1;
+	}
+	if ((m->run = calloc(1, sizeof(*m->run))) == NULL)
+		neg_die("out of memory");
+	neg_run_start(m->run, m->fd, 0, o, m->g->name, method);
+	m->run->emit = fl.out == OUT_RAW ? NULL : fleet_emit;
+	m->run->ctx = m;
+	m->run->keep_quiet = quiet;
+	m->state = M_RUNNING;
+	return 1;
+}
+
+/* The summary line of the failed members, and the fleet's exit status. */
+static int
+fleet_status(void)
+{
+	struct buf b = {0};
+	size_t i, failed = 0, named = 0;
+	int rc = 0;
+
+	for (i = 0; i < fl.n; i++) {
+		const struct member *m = &fl.m[i];
+
+		if (m->status == 0)
+			continue;
+		failed++;
+		rc = m->self_failed || rc == 255 ? 255 : m->status > rc ? m->status : rc;
+		if (b.len > HOST_FLEET_SUMMARY)
+			continue;
+		named++;
+		buf_addf(&b, "%s%s (", named > 1 ? ", " : "", m->g->name);
+		if (m->timed_out)
+			buf_adds(&b, "timed out");
+		else if (m->self_failed)
+			buf_adds(&b, m->err);
+		else if (m->signal > 0)
+			buf_addf(&b, "killed by signal %d", m->signal);
+		else
+			buf_addf(&b, "exit status %d", m->status);
+		buf_adds(&b, ")");
+	}
+	if (failed > named)
+		buf_addf(&b, ", and %zu more", failed - named);
+	if (failed)
+		neg_log(LOG_ERR, "%zu of %zu guests failed: %s", failed, fl.n, b.p);
+	buf_free(&b);
+	return fl.out_failed ? 255 : rc;
+}
+
+/*
+ * Runs -e (or -c: method list_commands) on every selected guest, at most
+ * parallel at once; each member's outcome as -e of one guest gives it, then
+ * the summary line and the fleet's status: 0 when all succeeded, 255 when
+ * negotiator failed for any, else the highest status of a remote command.
+ */
+static int
+fleet_run(struct neg_cli *o, const char *method, size_t parallel)
+{
+	struct neg_run **v;
+	struct member *m;
+	long fd_limit = neg_raise_fd_limit(), fd_max;
+	size_t i, next = 0, running = 0, nv;
+	int64_t wake;
+	int rc;
+
+	/* as the daemon: a few descriptors stay free (stdio, --input, what libc opens) */
+	fd_max = fd_limit < 0 ? LONG_MAX :
+	    fd_limit - (fd_limit / 2 < HOST_FD_RESERVE ? fd_limit / 2 : HOST_FD_RESERVE) - 1;
+	if ((v = calloc(parallel, sizeof(*v))) == NULL)
+		neg_die("out of memory");
+	neg_cli_signals(1);
+	while (next < fl.n || running > 0) {
+		/* waiting members start in order, as slots free up; a signal or our output failing stops that */
+		wake = 0;
+		for (i = next; i < fl.n && running < parallel; i++) {
+			m = &fl.m[i];
+			if (m->state != M_WAITING)
+				continue;
+			if (neg_cli_signalled() || fl.out_failed) {
+				fleet_fail(m, 1, "cancelled");
+				continue;
+			}
+			if (m->retry_at > neg_now()) {
+				wake = neg_min_deadline(wake, m->retry_at);
+				continue;
+			}
+			if ((rc = fleet_start(m, o, method, fd_max, running)) > 0)
+				running++;
+			else if (rc == 0 && m->retry_at <= neg_now())
+				break;	/* out of descriptors: a call must end first */
+			else if (rc == 0)
+				wake = neg_min_deadline(wake, m->retry_at);
+		}
+		while (next < fl.n && fl.m[next].state != M_WAITING)
+			next++;
+		for (i = 0, nv = 0; i < fl.n && nv < running; i++)
+			if (fl.m[i].state == M_RUNNING) {
+				if (fl.out_failed)
+					neg_run_cancel(fl.m[i].run, 1);
+				v[nv++] = fl.m[i].run;
+			}
+		neg_runs_turn(v, nv, wake);
+		for (i = 0; i < nv; i++) {
+			if (v[i]->phase != NEG_RUN_DONE)
+				continue;
+			m = v[i]->ctx;
+			fleet_done(m, v[i]);
+			close(m->fd);
+			neg_run_free(v[i]);
+			free(v[i]);
+			m->run = NULL;
+			running--;
+		}
+	}
+	free(v);
+	rc = fleet_status();
+	buf_free(&fl.wb);
+	neg_cli_signals(0);
+	return rc;
+}
+
+/* Whether a name given is a pattern (fnmatch's special characters). */
+static int
+is_pattern(const char *s)
+{
+	return strpbrk(s, "*?[") != NULL;
+}
+
+/*
+ * The running guests (as -g lists them) that --all, or the names and
+ * patterns given, select; each once, sorted by name.  A name or pattern that
+ * selects none exits 255 before any call, as does an empty --all.
+ */
+static void
+fleet_select(struct scan *s, const char *dir, int all, char **sel, int nsel, int64_t deadline)
+{
+	unsigned char *pick;
+	size_t i, k, hit;
+	int j;
+
+	host_scan_channels(dir, H2G_NAME, s);
+	if (s->n > 0 && virsh_wanted())
+		host_virsh_names(H2G_NAME, s, deadline);
+	if (s->n > 1)
+		qsort(s->v, s->n, sizeof(*s->v), cmp_found);
+	if ((pick = calloc(s->n + 1, 1)) == NULL)
+		neg_die("out of memory");
+	host_listening(s);
+	for (j = 0; j < nsel || (all && j == 0); j++) {
+		for (i = 0, hit = 0; i < s->n; i++)
+			if (s->v[i].up && (all || (is_pattern(sel[j]) ?
+			    fnmatch(sel[j], s->v[i].name, 0) == 0 : strcmp(sel[j], s->v[i].name) == 0))) {
+				pick[i] = 1;
+				hit++;
+			}
+		if (hit == 0) {
+			free(pick);
+			free(s->v);
+			if (all)
+				neg_die("no running guest under %s (negotiator-host -g lists them)", dir);
+			neg_die("no running guest matches '%s' (negotiator-host -g lists them)", sel[j]);
+		}
+	}
+	for (i = 0, k = 0; i < s->n; i++)
+		if (pick[i])
+			s->v[k++] = s->v[i];
+	s->n = k;
+	free(pick);
+	if ((fl.m = calloc(s->n, sizeof(*fl.m))) == NULL)
+		neg_die("out of memory");
+	for (i = 0; i < s->n; i++) {
+		fl.m[i].g = &s->v[i];
+		fl.m[i].fd = -1;
+	}
+	fl.n = s->n;
 }
 
 /* ---- the daemon ---- */
@@ -1205,8 +1692,12 @@ int
 main(int argc, char **argv)
 {
 	struct neg_cli o;
+	struct scan s = {0};
+	struct stat st;
 	const char *socket_path = NULL, *guest = NULL, *dir = HOST_CHANNEL_DIR;
-	int c, fd, rc;
+	int c, fd, rc, all = 0, json = 0, raw = 0, nsel, fleet;
+	long parallel = HOST_FLEET_PARALLEL;
+	char **sel, *end;
 	int64_t deadline;
 
 	opterr = 0;	/* one line of our own instead of getopt's two */
@@ -1221,13 +1712,29 @@ main(int argc, char **argv)
 			dir = optarg;
 		else if (c == OPT_SOCKET)
 			socket_path = optarg;
-		else
+		else if (c == OPT_ALL)
+			all = 1;
+		else if (c == OPT_JSON)
+			json = 1;
+		else if (c == OPT_NO_PREFIX)
+			raw = 1;
+		else if (c == OPT_PARALLEL && ((parallel = strtol(optarg, &end, 10)) < 1 ||
+		    parallel > HOST_MAX_GUESTS || *end != '\0' || end == optarg))
+			neg_die("invalid --parallel '%s': give a number from 1 to %d", optarg,
+			    HOST_MAX_GUESTS);
+		else if (c != OPT_PARALLEL)
 			neg_cli_option(&o, '?', argv[optind - 1]);
 	}
-	if (optind < argc)
-		guest = argv[optind++];
-	if (optind < argc)
-		neg_die("unexpected argument '%s' (give one guest name)", argv[optind]);
+	sel = argv + optind;
+	nsel = argc - optind;
+	/* one guest by name is called as always; --all, a pattern, several names or --json make a fleet */
+	fleet = all || nsel > 1 || (nsel == 1 && is_pattern(sel[0])) || json;
+	if (all && nsel > 0)
+		neg_die("--all takes no guest names (give either)");
+	if (socket_path && fleet)
+		neg_die("--socket calls one guest: give no --all, patterns or names beside it");
+	if (json && o.mode != 'e' && o.mode != 'c' && o.mode != 'g')
+		neg_die("--json goes with -e, -c or -g");
 	if (o.mode == 0) {
 		fputs(usage_text, stdout);
 		return 0;
@@ -1235,14 +1742,28 @@ main(int argc, char **argv)
 	neg_cli_verbosity(&o);
 	deadline = neg_now() + (o.timeout > 0 ? (int64_t)(o.timeout * 1000) : NEG_POLL_MAX_MS);
 	if (o.mode == 'g')
-		return list_guests(dir, deadline);
+		return list_guests(dir, deadline, json);
 	if (o.mode == 'd')
 		return host_daemon(dir, &o.srv);
-	if (guest == NULL && socket_path == NULL)
+	if (nsel == 0 && !all && socket_path == NULL)
 		neg_die("give the name of a guest (negotiator-host -g lists them) or --socket PATH");
 	neg_cli_prepare(&o);
 	signal(SIGPIPE, SIG_IGN);
 	deadline = o.deadline >= 0 ? o.deadline : neg_now() + NEG_POLL_MAX_MS;
+	if (fleet) {
+		if (o.infd >= 0 && (fstat(o.infd, &st) < 0 || !S_ISREG(st.st_mode)))
+			neg_die("--input for several guests must be a regular file (each guest reads it "
+			    "from its start)");
+		o.input_shared = 1;
+		fleet_select(&s, dir, all, sel, nsel, deadline);
+		fl.out = json ? OUT_JSON : raw ? OUT_RAW : OUT_PREFIX;
+		rc = fleet_run(&o, o.mode == 'c' ? "list_commands" : "execute", (size_t)parallel);
+		free(fl.m);
+		free(s.v);
+		neg_cli_free(&o);
+		return rc;
+	}
+	guest = nsel > 0 ? sel[0] : NULL;
 	if ((fd = guest_socket(dir, guest, socket_path, o.timeout, deadline)) < 0) {
 		neg_cli_free(&o);
 		return 255;

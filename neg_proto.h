@@ -93,6 +93,11 @@
 #define HOST_VIRSH_MAX_OUT (4u << 20) /* bytes of one virsh call's output */
 #define HOST_RETRY_FD_MAX_MS 5000     /* a guest refused for want of fds is tried this often */
 #define HOST_FD_RESERVE 16            /* fds guests leave free: a command's start takes 8 */
+#define HOST_FLEET_PARALLEL 32        /* a fleet's calls at once, by default (--parallel) */
+#define HOST_FLEET_LINE (16u << 10)   /* a prefixed line longer than this is split */
+#define HOST_FLEET_KEEP (1u << 20)    /* --json: bytes of each guest's stdout, stderr kept */
+#define HOST_FLEET_SUMMARY 800        /* bytes of failed guests the summary line names */
+#define HOST_FLEET_RETRY_MS 50        /* a socket whose backlog is full is tried again after */
 
 /* The guest daemon and CLI (neg_guest.c). */
 #define GUEST_PORTS_DIR "/sys/class/virtio-ports"
@@ -509,7 +514,9 @@ struct neg_cli {
 	char **argv;         /* -e's words */
 	size_t argc;
 	int infd;            /* --input, opened; -1 for none */
-	struct buf indata;   /* --input's bytes (a call that does not stream) */
+	int input_shared;    /* several calls read it, each from its start (pread) */
+	struct buf indata;   /* --input's bytes (a call that does not stream) ... */
+	int indata_read;     /* ... once read */
 	int64_t deadline;    /* ms, -1: none */
 };
 
@@ -528,7 +535,56 @@ int neg_call(int fd, int flags, const struct proto_request *req, const char *met
 int neg_write_all(int fd, int flags, const char *, size_t, int64_t deadline,
     char *err, size_t errlen);
 void neg_new_id(char *id, size_t idlen);
+int neg_write_out(int fd, const char *, size_t);
 int neg_cli_execute(int fd, int flags, struct neg_cli *, const char *peer);
+
+/*
+ * A CLI's call as a state machine that one poll loop drives, one or many at
+ * once (neg.c, "the client side of a call", draws its phases).  Output goes
+ * to emit, or as it comes to our fds 1 and 2 when emit is NULL.
+ */
+enum { NEG_RUN_HELLO = 1, NEG_RUN_STREAM, NEG_RUN_ONESHOT, NEG_RUN_CALL, NEG_RUN_DONE };
+
+struct neg_run {
+	int fd, flags;
+	int phase;                 /* NEG_RUN_* */
+	struct neg_cli *o;         /* -e's words, -t, --input, --max-frame */
+	const char *peer;          /* for messages */
+	const char *method;        /* NEG_RUN_CALL: the method */
+	char id[PROTO_MAX_ID + 1]; /* the request in progress */
+	struct buf wq;             /* frames to send ... */
+	size_t wqoff;              /* ... from here */
+	int sent;                  /* the first request's bytes began to leave */
+	struct proto_reader r;
+	int64_t wait;              /* the call's deadline, -1: none */
+	int64_t quiet;             /* an "id": null failure is the answer from then ... */
+	char refused[256];         /* ... this one */
+	char skipped[160];         /* the last data skipped that was no reply */
+	int64_t away_until;        /* a port whose host is away is tried again then */
+	int away;
+	size_t in_credit;          /* stdin bytes the callee takes now */
+	int in_open;               /* --input is still being read ... */
+	off_t inoff;               /* ... from here (input_shared) */
+	size_t taken;              /* output written since the last grant */
+	int cancelled;             /* cancel frames sent: 1 TERM, 2 KILL */
+	int gone;                  /* our output failed: the call is cancelled */
+	int have_resp;             /* resp holds the final reply */
+	struct proto_response resp;
+	int status;                /* once done: the exit status, as -e of one guest gives it */
+	int self_failed;           /* ... negotiator failed (status 255), not the command */
+	char err[512];             /* ... what failed, "" if nothing */
+	int keep_quiet;            /* failures go to err only, not to stderr */
+	int (*emit)(struct neg_run *, int fd, const char *, size_t); /* -1: output failed */
+	void *ctx;                 /* the emitter's */
+};
+
+void neg_run_start(struct neg_run *, int fd, int flags, struct neg_cli *, const char *peer,
+    const char *method);
+void neg_run_cancel(struct neg_run *, int level);
+void neg_run_free(struct neg_run *);
+void neg_runs_turn(struct neg_run **, size_t n, int64_t wake);
+void neg_cli_signals(int on);
+int neg_cli_signalled(void);
 int neg_cli_list(int fd, int flags, const struct neg_cli *, const char *peer);
 
 #endif

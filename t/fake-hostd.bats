@@ -29,20 +29,6 @@ fake_guest() {
 	wait_for "$sock"
 }
 
-# A socket file nobody listens on, as a guest killed with SIGKILL leaves it (made elsewhere and
-# moved in, so that a daemon never sees it alive).
-stale_socket() {
-	local tmp=$D/stale.$BASHPID.sock
-	mkdir -p "$(dirname "$1")"
-	socat UNIX-LISTEN:"$tmp" /dev/null 3>&- &
-	local p=$!
-	wait_for "$tmp"
-	kill -9 "$p"
-	wait "$p" 2>/dev/null || true
-	mv "$tmp" "$1"
-	[ -S "$1" ]
-}
-
 start_daemon() {
 	NEGOTIATOR_NO_VIRSH=1 "$HOSTBIN" -d -v --channel-directory "$D/chan" --commands-directory "$D/cmds" \
 		"$@" 2> "$D/hostd.log" 3>&- &

@@ -12,18 +12,7 @@ load helpers
 # The extra commands of these tests, beside make_test_commands' ones.
 make_stream_commands() {
 	local d=$1
-	# prints a, waits (at most 30 s) until the file $1 exists, prints b
-	cat > "$d/ab" <<'EOS'
-#!/bin/sh
-echo a
-i=0
-while [ ! -e "$1" ]; do
-	i=$((i + 1))
-	[ $i -gt 600 ] && { echo "ab: $1 never came" >&2; exit 9; }
-	sleep 0.05
-done
-echo b
-EOS
+	make_ab_command "$d"
 	# numbered lines, alternately on stdout and stderr
 	cat > "$d/interleave" <<'EOS'
 #!/bin/sh
@@ -76,7 +65,7 @@ while :; do
 	wait $!
 done
 EOS
-	chmod 755 "$d/ab" "$d/interleave" "$d/closeout" "$d/headc" "$d/nostdin" "$d/zeros" \
+	chmod 755 "$d/interleave" "$d/closeout" "$d/headc" "$d/nostdin" "$d/zeros" \
 		"$d/pidcat" "$d/termnote"
 }
 
@@ -149,17 +138,6 @@ reset_hwm() {
 note() {
 	mkdir -p "${NEG_REPORT_DIR:-$D}" && echo "$*" >> "${NEG_REPORT_DIR:-$D}/fake-stream-numbers.txt"
 	echo "$*"
-}
-
-# wait_until SECONDS COMMAND...: polls COMMAND every 0.05 s until it succeeds (0) or the
-# time is up (1).
-wait_until() {
-	local n=$(($1 * 20)); shift
-	while ((n-- > 0)); do
-		"$@" && return 0
-		sleep 0.05
-	done
-	"$@"
 }
 
 gone() { ! kill -0 "$1" 2>/dev/null; }

@@ -12,10 +12,24 @@
  * counts as good when it succeeds and, for execute, its result is the guest's
  * name (the test's command prints NEGOTIATOR_GUEST; one line comes back stripped).
  * Prints one line of numbers; exits 1 if any call failed or timed out.
+ *
+ * usage: fakeguests --serve DIR N [PROCS]
+ *
+ * The other way round, for the host CLI's fan-out: N guests' host-to-guest
+ * sockets in the same layouts (DIR/domain-ID-NAME/negotiator-host-to-guest.0,
+ * every third DIR/NAME.negotiator-host-to-guest.0), each served as a guest
+ * daemon serves its port, by the daemons' own served channel (neg_chan: the
+ * version handshake, streaming, built-ins run as jobs), all from this one
+ * process and poll loop.  One client per socket at a time, as QEMU's.  Runs
+ * until SIGTERM.  PROCS (default 1) processes share the sockets, guest i
+ * served by process i % PROCS: a command's child closes every descriptor
+ * but its own, so in one process holding 1,000 sockets each built-in costs
+ * a thousand close() calls that a real guest's daemon never pays.
  */
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -76,21 +90,166 @@ send_call(struct fg *g, const char *method, char **args, int nargs)
 	g->sent_at = now_us();
 }
 
+/* Guest i's listening socket for channel under dir, in one of libvirt's layouts; exits on failure. */
+static int
+guest_socket(const char *dir, int i, const char *name, const char *channel)
+{
+	struct sockaddr_un sa;
+	char path[4096];
+	int fd;
+
+	if (i % 3 == 2) {
+		snprintf(path, sizeof(path), "%s/%s.%s", dir, name, channel);
+	} else {
+		snprintf(path, sizeof(path), "%s/domain-%d-%s", dir, i + 1, name);
+		mkdir(path, 0755);
+		snprintf(path, sizeof(path), "%s/domain-%d-%s/%s", dir, i + 1, name, channel);
+	}
+	memset(&sa, 0, sizeof(sa));
+	sa.sun_family = AF_UNIX;
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		fprintf(stderr, "fakeguests: %s: path too long for a socket\n", path);
+		exit(1);
+	}
+	memcpy(sa.sun_path, path, strlen(path));
+	unlink(path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 1) < 0) {
+		fprintf(stderr, "fakeguests: %s: %s\n", path, strerror(errno));
+		exit(1);
+	}
+	return fd;
+}
+
+/*
+ * --serve: guests w, w + procs, ... below n in one loop, the daemons' turn:
+ * pollfds, poll, io, reap, tick.
+ */
+static int
+serve(const char *dir, int n, int w, int procs)
+{
+	struct neg_server srv;
+	struct sg {
+		int lsock;
+		int up;
+		struct neg_chan chan;
+	} *g;
+	struct pollfd *p;
+	int *first, i, k, fd, chld;
+	int64_t now, wake;
+	char name[64];
+
+	n = (n - w + procs - 1) / procs;
+	memset(&srv, 0, sizeof(srv));
+	srv.env.dir = "/nonexistent";	/* the built-ins alone */
+	srv.max_frame = PROTO_MAX_FRAME_DEFAULT;
+	srv.max_running = HOST_TOTAL_JOBS;
+	neg_raise_fd_limit();
+	if (neg_signals_init() < 0)
+		return 1;
+	g = calloc((size_t)n, sizeof(*g));
+	p = calloc((size_t)n * NEG_CHAN_FDS + 1, sizeof(*p));
+	first = calloc((size_t)n + 1, sizeof(*first));
+	if (g == NULL || p == NULL || first == NULL)
+		return 1;
+	for (i = 0; i < n; i++) {
+		snprintf(name, sizeof(name), "fake-guest.%d", w + i * procs);
+		g[i].lsock = guest_socket(dir, w + i * procs, name, H2G_NAME);
+		neg_chan_init(&g[i].chan, -1, &srv, NEG_CHAN_MAXJOBS);
+	}
+	while (!neg_got_sigterm) {
+		now = neg_now();
+		wake = 0;
+		p[0].fd = neg_sigpipe_fd();
+		p[0].events = POLLIN;
+		for (i = 0, k = 1; i < n; i++) {
+			first[i] = k;
+			/* the listener only while no client is served: one at a time, as QEMU's socket */
+			p[k].fd = g[i].up ? -1 : g[i].lsock;
+			p[k++].events = POLLIN;
+			k += neg_chan_pollfds(&g[i].chan, p + k, g[i].up);
+			wake = neg_min_deadline(wake, neg_chan_wake(&g[i].chan));
+		}
+		first[n] = k;
+		for (i = 0; i < k; i++)
+			p[i].revents = 0;
+		if (poll(p, (nfds_t)k, neg_poll_timeout(wake, now)) < 0 && errno != EINTR)
+			return 1;
+		chld = (p[0].revents & POLLIN) ? neg_signal_drain() : 0;
+		now = neg_now();
+		for (i = 0; i < n; i++) {
+			if ((p[first[i]].revents & POLLIN) && !g[i].up &&
+			    (fd = accept4(g[i].lsock, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
+				g[i].chan.fd = fd;
+				g[i].up = 1;
+			}
+			if (neg_chan_io(&g[i].chan, p + first[i] + 1, first[i + 1] - first[i] - 1) < 0 &&
+			    g[i].up) {
+				neg_chan_reset(&g[i].chan);
+				close(g[i].chan.fd);
+				g[i].chan.fd = -1;
+				g[i].up = 0;
+			}
+			if (chld)
+				neg_chan_reap(&g[i].chan);
+			neg_chan_tick(&g[i].chan, now);
+		}
+	}
+	return 0;
+}
+
+static volatile sig_atomic_t stop_all;
+
+static void
+on_term(int sig)
+{
+	(void)sig;
+	stop_all = 1;
+}
+
+/* --serve with procs processes: each serves its share; SIGTERM to us ends them all. */
+static int
+serve_all(const char *dir, int n, int procs)
+{
+	pid_t *pid;
+	int w;
+
+	if (procs <= 1)
+		return serve(dir, n, 0, 1);
+	if ((pid = calloc((size_t)procs, sizeof(*pid))) == NULL)
+		return 1;
+	signal(SIGTERM, on_term);
+	for (w = 0; w < procs; w++)
+		if ((pid[w] = fork()) == 0) {
+			signal(SIGTERM, SIG_DFL);
+			_exit(serve(dir, n, w, procs));
+		}
+	while (!stop_all)
+		pause();
+	for (w = 0; w < procs; w++)
+		if (pid[w] > 0)
+			kill(pid[w], SIGTERM);
+	while (wait(NULL) > 0)
+		;
+	return 0;
+}
+
 int
 main(int argc, char **argv)
 {
-	struct sockaddr_un sa;
 	struct fg *g;
 	struct pollfd *p;
 	int n, calls, i, connected = 0, finished = 0, good = 0, bad = 0, nargs;
 	int64_t start, deadline, *lat;
 	size_t nlat = 0, used, off;
-	char path[4096], tmp[65536], expect[80], err[256];
+	char tmp[65536], expect[80], err[256];
 	const char *dir, *method;
 	char **args;
 
+	if ((argc == 4 || argc == 5) && strcmp(argv[1], "--serve") == 0)
+		return serve_all(argv[2], atoi(argv[3]), argc == 5 ? atoi(argv[4]) : 1);
 	if (argc < 5) {
-		fprintf(stderr, "usage: fakeguests DIR N CALLS METHOD [ARG...]\n");
+		fprintf(stderr, "usage: fakeguests DIR N CALLS METHOD [ARG...] | --serve DIR N [PROCS]\n");
 		return 2;
 	}
 	signal(SIGPIPE, SIG_IGN);
@@ -105,28 +264,7 @@ main(int argc, char **argv)
 	lat = calloc((size_t)n * (size_t)calls + 1, sizeof(*lat));
 	for (i = 0; i < n; i++) {
 		snprintf(g[i].name, sizeof(g[i].name), "fake-guest.%d", i);
-		if (i % 3 == 2) {
-			snprintf(path, sizeof(path), "%s/%s.negotiator-guest-to-host.0", dir, g[i].name);
-		} else {
-			snprintf(path, sizeof(path), "%s/domain-%d-%s", dir, i + 1, g[i].name);
-			mkdir(path, 0755);
-			snprintf(path, sizeof(path), "%s/domain-%d-%s/negotiator-guest-to-host.0", dir,
-			    i + 1, g[i].name);
-		}
-		memset(&sa, 0, sizeof(sa));
-		sa.sun_family = AF_UNIX;
-		if (strlen(path) >= sizeof(sa.sun_path)) {
-			fprintf(stderr, "fakeguests: %s: path too long for a socket\n", path);
-			return 1;
-		}
-		memcpy(sa.sun_path, path, strlen(path));
-		unlink(path);
-		g[i].lsock = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0);
-		if (g[i].lsock < 0 || bind(g[i].lsock, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-		    listen(g[i].lsock, 1) < 0) {
-			fprintf(stderr, "fakeguests: %s: %s\n", path, strerror(errno));
-			return 1;
-		}
+		g[i].lsock = guest_socket(dir, i, g[i].name, G2H_NAME);
 		g[i].conn = -1;
 		proto_reader_init(&g[i].rd, 1 << 20);
 	}

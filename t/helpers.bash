@@ -153,3 +153,46 @@ detached() {
 		exec "$@"
 	) </dev/null >/dev/null
 }
+
+# wait_until SECONDS COMMAND...: polls COMMAND every 0.05 s until it succeeds (0) or the
+# time is up (1).
+wait_until() {
+	local n=$(($1 * 20)); shift
+	while ((n-- > 0)); do
+		"$@" && return 0
+		sleep 0.05
+	done
+	"$@"
+}
+
+# A socket file nobody listens on, as a guest killed with SIGKILL leaves it (made elsewhere and
+# moved in, so that a daemon never sees it alive).
+stale_socket() {
+	local tmp=$D/stale.$BASHPID.sock
+	mkdir -p "$(dirname "$1")"
+	socat UNIX-LISTEN:"$tmp" /dev/null 3>&- &
+	local p=$!
+	wait_for "$tmp"
+	kill -9 "$p"
+	wait "$p" 2>/dev/null || true
+	mv "$tmp" "$1"
+	[ -S "$1" ]
+}
+
+# make_ab_command DIR: the command ab FLAG in DIR: prints a, waits (at most 30 s) until the file
+# FLAG exists, prints b; what shows that output arrives while a command still runs.
+make_ab_command() {
+	local d=$1
+	cat > "$d/ab" <<'EOS'
+#!/bin/sh
+echo a
+i=0
+while [ ! -e "$1" ]; do
+	i=$((i + 1))
+	[ $i -gt 600 ] && { echo "ab: $1 never came" >&2; exit 9; }
+	sleep 0.05
+done
+echo b
+EOS
+	chmod 755 "$d/ab"
+}

@@ -1,0 +1,415 @@
+#!/usr/bin/env bats
+# Tier 2, many guests from one CLI: 50 fake guests (t/fakeport with a guest daemon each) in the
+# channel directory's three layouts, called with --all, patterns and several names: prefixed
+# lines, --json, --parallel, a failing guest, a hanging one and a dead one, exit statuses, the
+# summary line, signals, streaming, bad options.  No test measures time: "the others on time"
+# and "while it runs" are shown by order (lines seen before a file the commands wait for is
+# made, the others' output before a hung guest's error), and every wait is bounded.
+
+load helpers
+
+NAMES=()
+for n in $(seq -w 1 40); do NAMES+=("web-$n"); done
+for n in $(seq 1 10); do NAMES+=("db-$n"); done
+
+# The commands of guest NAME in DIR: the shared ones (make_test_commands) and a few that know
+# which guest they run on (a guest's commands see no variable saying so).
+guest_commands() {
+	local name=$1 d=$2 f code=0
+	mkdir -p "$d"
+	for f in "$D/shared"/*; do ln -sf "$f" "$d/"; done
+	case $name in web-03) code=3 ;; db-2) code=5 ;; esac
+	cat > "$d/hello" <<EOS
+#!/bin/sh
+echo "hello from $name"
+echo "second line"
+echo "warn $name" >&2
+EOS
+	# half a line, a pause, the rest; then a last line without its newline
+	cat > "$d/halves" <<EOS
+#!/bin/sh
+printf 'part-'
+sleep 0.2
+echo "$name-end"
+printf 'tail $name'
+EOS
+	cat > "$d/maybe" <<EOS
+#!/bin/sh
+echo "$name ran"
+[ $code -eq 0 ] || echo "$name fails with $code" >&2
+exit $code
+EOS
+	# hangs on db-5 only
+	cat > "$d/hang" <<EOS
+#!/bin/sh
+[ "$name" = db-5 ] && exec sleep 300
+echo "$name fine"
+EOS
+	# its pid in $D/pids/NAME, then sleeps
+	cat > "$d/sleeper" <<EOS
+#!/bin/sh
+echo \$\$ > "$D/pids/$name.tmp" && mv "$D/pids/$name.tmp" "$D/pids/$name"
+echo "$name sleeps"
+exec sleep 300
+EOS
+	# a barrier: counts the commands running now (into DIR/counts), then waits until N run
+	# at once (at most 5 s) and notes that they did
+	cat > "$d/bar" <<EOS
+#!/bin/sh
+mkdir "\$1/run.$name"
+n=\$(ls -d "\$1"/run.* | wc -l)
+echo "\$n" >> "\$1/counts"
+i=0
+while [ "\$(ls -d "\$1"/run.* | wc -l)" -lt "\$2" ] && [ \$i -lt 100 ]; do
+	i=\$((i + 1)); sleep 0.05
+done
+[ \$i -lt 100 ] && echo reached >> "\$1/reached"
+rmdir "\$1/run.$name"
+echo "$name at \$n"
+EOS
+	chmod 755 "$d/hello" "$d/halves" "$d/maybe" "$d/hang" "$d/sleeper" "$d/bar"
+}
+
+# The host-to-guest socket of guest number I (0-based) in one of libvirt's three layouts.
+guest_sock() {
+	local i=$1 name=${NAMES[$1]}
+	case $((i % 3)) in
+	0) echo "$D/chan/domain-$((i + 1))-$name/$H2G" ;;
+	1) echo "$D/chan/domain-$name/$H2G" ;;
+	2) echo "$D/chan/$name.$H2G" ;;
+	esac
+}
+
+setup_file() {
+	export D=$(mktemp -d "${BATS_FILE_TMPDIR:-/tmp}/fleet.XXXXXX")
+	export H2G=negotiator-host-to-guest.0
+	mkdir -p "$D/chan" "$D/pids" "$D/ports"
+	make_test_commands "$D/shared"
+	make_ab_command "$D/shared"
+	printf '#!/bin/sh\nhead -c 40000 /dev/zero | tr "\\0" x\necho\n' > "$D/shared/longline"
+	chmod 755 "$D/shared/longline"
+	local i name sock
+	for i in "${!NAMES[@]}"; do
+		name=${NAMES[$i]}
+		sock=$(guest_sock "$i")
+		mkdir -p "$(dirname "$sock")"
+		guest_commands "$name" "$D/g/$name"
+		"$FAKEPORT" "$D/ports/$name" "$sock" </dev/null >/dev/null 3>&- &
+		echo $! >> "$D/pids.all"
+	done
+	for i in "${!NAMES[@]}"; do
+		name=${NAMES[$i]}
+		wait_for "$(guest_sock "$i")"
+		"$GUESTBIN" -d -c "$D/ports/$name" --commands-directory "$D/g/$name" \
+			</dev/null >/dev/null 2> "$D/$name.log" 3>&- &
+		echo $! > "$D/$name.pid"
+		echo $! >> "$D/pids.all"
+	done
+	# a stopped guest's leftover socket: listed by -g --json as stopped, skipped by --all
+	stale_socket "$D/chan/domain-99-gone/$H2G"
+}
+
+teardown_file() {
+	local p
+	for p in $(cat "$D/pids.all"); do kill -CONT "$p" 2>/dev/null || true; stop_pid "$p"; done
+}
+
+teardown() {
+	local p
+	for p in $(cat "$D"/bg*.pid 2>/dev/null); do stop_pid "$p"; done
+	rm -f "$D"/bg*.pid
+	# a test that stopped a guest daemon lets it go on
+	for p in $(cat "$D"/*.pid 2>/dev/null); do kill -CONT "$p" 2>/dev/null || true; done
+}
+
+HX() { NEGOTIATOR_NO_VIRSH=1 "$HOSTBIN" --channel-directory "$D/chan" "$@"; }
+
+# expected_lines FORMAT: FORMAT (printf, %s = the guest's name) for every guest, sorted
+expected_lines() {
+	local n
+	for n in "${NAMES[@]}"; do printf '%s\n' "${1//%s/$n}"; done | LC_ALL=C sort
+}
+
+@test "--all -e: every running guest once, its lines prefixed whole, stderr likewise, exit 0" {
+	run --separate-stderr HX --all -e hello
+	assert_success
+	[ "${#lines[@]}" -eq 100 ]
+	assert_equal "$(printf '%s\n' "${lines[@]}" | LC_ALL=C sort)" \
+		"$( { expected_lines '%s: hello from %s'; expected_lines '%s: second line'; } | LC_ALL=C sort)"
+	# each guest's own lines keep their order
+	for n in web-01 db-10; do
+		assert_equal "$(printf '%s\n' "${lines[@]}" | grep "^$n: ")" \
+			"$(printf '%s: hello from %s\n%s: second line' "$n" "$n" "$n")"
+	done
+	assert_equal "$(printf '%s\n' "$stderr" | LC_ALL=C sort)" "$(expected_lines '%s: warn %s')"
+}
+
+@test "--all: a line written in halves is one line; a last line without newline ends with one" {
+	run --separate-stderr HX --all -e halves
+	assert_success
+	assert_equal "$(printf '%s\n' "$output" | grep -- '-end$' | LC_ALL=C sort)" \
+		"$(expected_lines '%s: part-%s-end')"
+	assert_equal "$(printf '%s\n' "$output" | grep ': tail ' | LC_ALL=C sort)" \
+		"$(expected_lines '%s: tail %s')"
+	[ "${#lines[@]}" -eq 100 ]
+	[ -z "$stderr" ]
+}
+
+@test "patterns and names: 'web-*', '[d]b-?', several names, each guest once, sorted summary-free" {
+	run --separate-stderr HX -e hello 'db-?' 'db-1'
+	assert_success
+	assert_equal "$(printf '%s\n' "${lines[@]}" | grep -c ': hello from ')" 9
+	assert_equal "$(printf '%s\n' "${lines[@]}" | grep ': hello from ' | cut -d: -f1 | sort | tr '\n' ' ')" \
+		"db-1 db-2 db-3 db-4 db-5 db-6 db-7 db-8 db-9 "
+	run --separate-stderr HX -e hello 'web-*'
+	assert_success
+	[ "${#lines[@]}" -eq 80 ]
+	run --separate-stderr HX -e hello web-05 db-3
+	assert_success
+	assert_equal "$(printf '%s\n' "${lines[@]}" | LC_ALL=C sort)" \
+		"$(printf 'db-3: hello from db-3\ndb-3: second line\nweb-05: hello from web-05\nweb-05: second line')"
+	assert_equal "$stderr" "$(printf 'db-3: warn db-3\nweb-05: warn web-05')" || \
+	assert_equal "$stderr" "$(printf 'web-05: warn web-05\ndb-3: warn db-3')"
+}
+
+@test "one named guest: raw bytes, no prefix, no summary, as before; --no-prefix on a fleet" {
+	run --separate-stderr HX -e hello web-07
+	assert_success
+	assert_output "$(printf 'hello from web-07\nsecond line')"
+	assert_equal "$stderr" "warn web-07"
+	run --separate-stderr HX -e 'fail 4' web-07
+	assert_failure 4
+	assert_output "partial output"
+	assert_equal "$stderr" "$(printf 'fail: giving up with status 4\nnegotiator-host: web-07: External command failed with exit code 4 (command: fail)')"
+	run --separate-stderr HX --no-prefix -e hello 'db-1?'
+	assert_success
+	assert_output "$(printf 'hello from db-10\nsecond line')"
+}
+
+@test "a long line is split at 16384 bytes, each piece prefixed" {
+	run --separate-stderr HX -e longline 'web-0[12]'
+	assert_success
+	[ "${#lines[@]}" -eq 6 ]
+	x16=$(head -c 16384 /dev/zero | tr '\0' x)
+	x7=$(head -c 7232 /dev/zero | tr '\0' x)
+	assert_equal "$(printf '%s\n' "${lines[@]}" | grep '^web-01: ')" \
+		"$(printf 'web-01: %s\nweb-01: %s\nweb-01: %s' "$x16" "$x16" "$x7")"
+}
+
+@test "a failing guest: the highest status, a summary line naming the failed guests" {
+	run --separate-stderr HX --all -e maybe
+	assert_failure 5
+	[ "${#lines[@]}" -eq 50 ]
+	assert_equal "$(printf '%s\n' "${lines[@]}" | LC_ALL=C sort)" "$(expected_lines '%s: %s ran')"
+	[[ $stderr == *"db-2: db-2 fails with 5"* ]]
+	[[ $stderr == *"web-03: web-03 fails with 3"* ]]
+	assert_equal "$(printf '%s\n' "$stderr" | tail -n 1)" \
+		"negotiator-host: 2 of 50 guests failed: db-2 (exit status 5), web-03 (exit status 3)"
+}
+
+@test "a hanging command and a dead guest: each its timeout, the others' output first, exit 255" {
+	kill -STOP "$(cat "$D/web-07.pid")"
+	run bash -c 'NEGOTIATOR_NO_VIRSH=1 "$1" --channel-directory "$2" --all -t 2 -e hang 2>&1' -- "$HOSTBIN" "$D/chan"
+	kill -CONT "$(cat "$D/web-07.pid")"
+	assert_failure 255
+	echo "$output"
+	# every other guest's line comes before the first timeout is said
+	first=$(printf '%s\n' "${lines[@]}" | grep -n -m1 -e 'timed out' -e 'no reply' | cut -d: -f1)
+	[ -n "$first" ]
+	[ "$(head -n "$((first - 1))" <<<"$output" | grep -c ': [a-z0-9-]* fine$')" -eq 48 ]
+	[[ $output == *"db-5: External command hang timed out after 2 seconds"* ]]
+	[[ $output == *"web-07: no reply within the timeout"* ]]
+	assert_equal "$(tail -n 1 <<<"$output")" \
+		"negotiator-host: 2 of 50 guests failed: db-5 (timed out), web-07 (no reply within the timeout)"
+}
+
+@test "--json: one document per guest, the status, output, stderr, error and elapsed time" {
+	run --separate-stderr HX --json -e maybe 'db-*' web-03 web-04
+	assert_failure 5
+	[ "${#lines[@]}" -eq 12 ]
+	printf '%s\n' "$output" > "$D/j.out"
+	run python3 - "$D/j.out" <<'EOS'
+import json, sys
+docs = [json.loads(l) for l in open(sys.argv[1])]
+by = {d["guest"]: d for d in docs}
+assert len(by) == 12, sorted(by)
+for name, d in by.items():
+    want = {"web-03": 3, "db-2": 5}.get(name, 0)
+    assert d["status"] == want, d
+    assert d["exit_code"] == want, d
+    assert d["signal"] is None, d
+    assert d["stdout"] == name + " ran\n", d
+    assert d["stdout_encoding"] == "text" and d["stderr_encoding"] == "text", d
+    assert d["stderr"] == ("%s fails with %d\n" % (name, want) if want else ""), d
+    assert (d["error"] is None) == (want == 0), d
+    assert isinstance(d["elapsed"], float) and 0 <= d["elapsed"] < 60, d
+    assert d["stdout_truncated"] is False and d["stderr_truncated"] is False, d
+print("ok")
+EOS
+	assert_success
+	assert_output ok
+}
+
+@test "--json: output that is not UTF-8 comes in base64, said by its encoding field" {
+	run --separate-stderr HX --json -e binary web-01 web-02
+	assert_success
+	printf '%s\n' "$output" > "$D/b.out"
+	run python3 -c '
+import base64, json, sys
+for l in open(sys.argv[1]):
+    d = json.loads(l)
+    assert d["stdout_encoding"] == "base64", d
+    assert base64.b64decode(d["stdout"]) == b"\xff\xfe\x00\x01", d
+    assert d["status"] == 0 and d["error"] is None, d
+print("ok")' "$D/b.out"
+	assert_output ok
+}
+
+@test "-g --json: every guest with its socket path and state, the stopped one too" {
+	run --separate-stderr HX -g --json
+	assert_success
+	[ "${#lines[@]}" -eq 51 ]
+	printf '%s\n' "$output" > "$D/g.out"
+	run python3 - "$D/g.out" "$D/chan" <<'EOS'
+import json, sys
+docs = [json.loads(l) for l in open(sys.argv[1])]
+by = {d["guest"]: d for d in docs}
+assert by["gone"]["state"] == "stopped", by["gone"]
+assert by["gone"]["socket"] == sys.argv[2] + "/domain-99-gone/negotiator-host-to-guest.0"
+assert by["web-03"]["socket"] == sys.argv[2] + "/web-03.negotiator-host-to-guest.0", by["web-03"]
+assert sum(d["state"] == "running" for d in docs) == 50
+assert [d["guest"] for d in docs] == sorted(by), "not sorted"
+print("ok")
+EOS
+	assert_output ok
+}
+
+@test "-c with a pattern: each guest's commands, prefixed" {
+	run --separate-stderr HX -c 'db-[12]'
+	assert_success
+	[[ "${lines[*]}" == *"db-1: hello"* ]]
+	[[ "${lines[*]}" == *"db-2: find-distributor-id"* ]]
+	assert_equal "$(printf '%s\n' "${lines[@]}" | grep -c '^db-1: ')" \
+		"$(printf '%s\n' "${lines[@]}" | grep -c '^db-2: ')"
+	[ -z "$stderr" ]
+}
+
+@test "--parallel 3: never more than 3 calls at once, and 3 do run at once" {
+	mkdir -p "$D/par"
+	run --separate-stderr HX --parallel 3 -t 20 -e "bar $D/par 3" 'web-0*'
+	assert_success
+	[ "${#lines[@]}" -eq 9 ]
+	assert_equal "$(sort -n "$D/par/counts" | tail -n 1)" 3
+	[ -s "$D/par/reached" ]
+}
+
+@test "streaming: every guest's first line arrives while all of them still run" {
+	local flag=$D/flag.ab fifo=$D/ab.fifo fd line seen=0
+	rm -f "$flag" "$fifo"
+	mkfifo "$fifo"
+	( env --default-signal=INT,TERM,HUP NEGOTIATOR_NO_VIRSH=1 "$HOSTBIN" --channel-directory "$D/chan" --parallel 50 \
+		-t 60 --all -e "ab $flag" > "$fifo" 2> "$D/ab.err" 3>&- & echo $! > "$D/bg.ab.pid"; st=0; wait $! || st=$?; echo $st > "$D/ab.rc" ) 3>&- &
+	exec {fd}<"$fifo"
+	while ((seen < 50)) && read -r -t 20 line <&"$fd"; do
+		[[ $line == *": a" ]] || { echo "unexpected: $line"; false; }
+		seen=$((seen + 1))
+	done
+	[ "$seen" -eq 50 ]
+	[ ! -e "$flag" ]
+	touch "$flag"
+	seen=0
+	while read -r -t 20 line <&"$fd"; do
+		[[ $line == *": b" ]] || { echo "unexpected: $line"; false; }
+		seen=$((seen + 1))
+	done
+	exec {fd}<&-
+	[ "$seen" -eq 50 ]
+	wait_until 10 test -e "$D/ab.rc"
+	assert_equal "$(cat "$D/ab.rc")" 0
+}
+
+@test "SIGINT: every running call is cancelled, the remote commands are gone, exit 130" {
+	rm -f "$D"/pids/*
+	( env --default-signal=INT,TERM,HUP NEGOTIATOR_NO_VIRSH=1 "$HOSTBIN" --channel-directory "$D/chan" -t 60 \
+		-e sleeper 'web-1*' > "$D/sig.out" 2> "$D/sig.err" 3>&- & echo $! > "$D/bg.sig.pid"; st=0; wait $! || st=$?; echo $st > "$D/sig.rc" ) 3>&- &
+	wait_until 20 bash -c '[ "$(ls "$1" | grep -vc tmp)" -eq 10 ]' -- "$D/pids" ||
+		{ cat "$D/sig.err" "$D/sig.out"; false; }
+	wait_until 10 bash -c '[ "$(grep -c sleeps "$1")" -eq 10 ]' -- "$D/sig.out"
+	kill -INT "$(cat "$D/bg.sig.pid")"
+	wait_until 10 test -e "$D/sig.rc"
+	assert_equal "$(cat "$D/sig.rc")" 130
+	for p in "$D"/pids/*; do
+		wait_until 3 bash -c "! kill -0 $(cat "$p") 2>/dev/null" || { echo "$p still runs"; false; }
+	done
+	run --separate-stderr HX -e hello web-10
+	assert_success
+}
+
+@test "two SIGINTs: commands that ignore TERM are killed at once on the second, exit 130" {
+	( env --default-signal=INT,TERM,HUP NEGOTIATOR_NO_VIRSH=1 "$HOSTBIN" --channel-directory "$D/chan" -t 0 \
+		-e 'trapterm 300' 'db-[1-3]' > "$D/int2.out" 2> "$D/int2.err" 3>&- & echo $! > "$D/bg.int2.pid"; st=0; wait $! || st=$?; echo $st > "$D/int2.rc" ) 3>&- &
+	wait_until 20 bash -c '[ "$(grep -c "partial before the kill" "$1")" -eq 3 ]' -- "$D/int2.out"
+	kill -INT "$(cat "$D/bg.int2.pid")"
+	kill -INT "$(cat "$D/bg.int2.pid")"
+	wait_until 10 test -e "$D/int2.rc"
+	assert_equal "$(cat "$D/int2.rc")" 130
+	for n in db-1 db-2 db-3; do
+		grep -qx "negotiator-host: $n: cancelled; the command is killed" "$D/int2.err"
+	done
+	run --separate-stderr HX -e hello db-2
+	assert_success
+}
+
+@test "bad selections and options: one line on stderr, exit 255, nothing run" {
+	run --separate-stderr HX --all -e hello web-01
+	assert_failure 255
+	assert_equal "$stderr" "negotiator-host: --all takes no guest names (give either)"
+	run --separate-stderr HX -e hello 'zz-*'
+	assert_failure 255
+	assert_equal "$stderr" "negotiator-host: no running guest matches 'zz-*' (negotiator-host -g lists them)"
+	run --separate-stderr HX -e hello web-01 nosuch
+	assert_failure 255
+	assert_equal "$stderr" "negotiator-host: no running guest matches 'nosuch' (negotiator-host -g lists them)"
+	run --separate-stderr HX --parallel 0 --all -e hello
+	assert_failure 255
+	assert_equal "$stderr" "negotiator-host: invalid --parallel '0': give a number from 1 to 4096"
+	run --separate-stderr HX --parallel x --all -e hello
+	assert_failure 255
+	assert_equal "$stderr" "negotiator-host: invalid --parallel 'x': give a number from 1 to 4096"
+	run --separate-stderr HX --all --socket "$D/x.sock" -e hello
+	assert_failure 255
+	assert_equal "$stderr" "negotiator-host: --socket calls one guest: give no --all, patterns or names beside it"
+	run --separate-stderr HX --json -d
+	assert_failure 255
+	assert_equal "$stderr" "negotiator-host: --json goes with -e, -c or -g"
+	run --separate-stderr HX --all -e hello --input -
+	assert_failure 255
+	assert_equal "$stderr" "negotiator-host: --input for several guests must be a regular file (each guest reads it from its start)"
+	[ -z "$output" ]
+}
+
+@test "--input FILE to several guests: each gets all of it" {
+	head -c 300000 /dev/urandom > "$D/in.bin"
+	run --separate-stderr HX --json -e cat --input "$D/in.bin" 'db-[1-4]'
+	assert_success
+	printf '%s\n' "$output" > "$D/in.out"
+	run python3 -c '
+import base64, json, sys
+want = open(sys.argv[2], "rb").read()
+n = 0
+for l in open(sys.argv[1]):
+    d = json.loads(l)
+    assert d["stdout_encoding"] == "base64" and base64.b64decode(d["stdout"]) == want, d["guest"]
+    n += 1
+assert n == 4
+print("ok")' "$D/in.out" "$D/in.bin"
+	assert_output ok
+}
+
+@test "our stdout failing (a full disk): said once, no more calls started, exit 255" {
+	run --separate-stderr bash -c 'NEGOTIATOR_NO_VIRSH=1 "$1" --channel-directory "$2" --parallel 5 --all -e hello > /dev/full' -- "$HOSTBIN" "$D/chan"
+	assert_failure 255
+	assert_equal "$(grep -c 'cannot write to standard output: No space left on device' <<<"$stderr")" 1
+	# the calls under way when it failed, at most --parallel, said their stderr; no others ran
+	[ "$(grep -c ': warn ' <<<"$stderr")" -le 5 ]
+}
