@@ -274,6 +274,69 @@ plug_port() {
 	start_guest_daemon
 }
 
+# wakeups PID: the times the guest process PID has been switched out so far (each poll() that
+# sleeps and returns is one voluntary switch; preemption is counted too)
+wakeups() {
+	vm_run "cat /proc/$1/status" | awk '/^(non)?voluntary_ctxt_switches:/ {n += $2} END {print n + 0}'
+}
+
+@test "host away: the daemon sleeps on SIGIO (a few wake-ups in 20 s, not 40), and a host that comes is served" {
+	# a host that never came: no SIGIO seen yet, so only the kernel can say that one will come
+	vm_run "killall negotiator-guest negotiator-guest.i386 2>/dev/null; while pidof negotiator-guest negotiator-guest.i386 >/dev/null; do sleep 0.1; done; negotiator-guest -d -v >/tmp/gd.log 2>&1 &"
+	for _ in $(seq 1 50); do vm_run 'grep -q started /tmp/gd.log' && break; sleep 0.2; done
+	pid=$(gd_pid)
+	sleep 5
+	a=$(wakeups "$pid")
+	sleep 20
+	b=$(wakeups "$pid")
+	echo "wake-ups in 20 s, no host yet: $((b - a))" >&3
+	# probing every 500 ms would wake 40 times; the probes' backoff towards 60 s, a few
+	[ $((b - a)) -lt 8 ]
+	run H -t 10 -e "show first"
+	assert_success
+	assert_output "$(printf 'args: 1\n[first]')"
+	# the host came and went: 15 s on, its probes are far apart
+	sleep 15
+	a=$(wakeups "$pid")
+	sleep 30
+	b=$(wakeups "$pid")
+	echo "wake-ups in 30 s, the host gone 15 s before: $((b - a))" >&3
+	# probing every 5 s would wake 6 times, every 500 ms 60
+	[ $((b - a)) -lt 4 ]
+	run H -t 10 -e "show woken"
+	assert_success
+	assert_output "$(printf 'args: 1\n[woken]')"
+	run vm_run 'cat /tmp/gd.log'
+	assert_output --partial "SIGIO on host connect: expected (Linux"
+}
+
+@test "host away without SIGIO (NEGOTIATOR_NO_SIGIO=1): the daemon keeps probing, twice a second" {
+	GD_ENV=NEGOTIATOR_NO_SIGIO=1 start_guest_daemon
+	pid=$(gd_pid)
+	sleep 3
+	a=$(wakeups "$pid")
+	sleep 10
+	b=$(wakeups "$pid")
+	echo "wake-ups in 10 s with the host away, no SIGIO: $((b - a))" >&3
+	[ $((b - a)) -ge 10 ]
+	run H -t 10 -e "show probed"
+	assert_success
+	assert_output "$(printf 'args: 1\n[probed]')"
+	run vm_run 'cat /tmp/gd.log'
+	assert_output --partial "SIGIO on host connect: not used (NEGOTIATOR_NO_SIGIO)"
+	start_guest_daemon
+}
+
+@test "a port whose node and name appear while the guest CLI waits is found and used" {
+	unplug_port g2h-port
+	vm_run "{ negotiator-guest -t 20 -e whoami; echo \"status=\$?\"; } >/tmp/late.out 2>&1 &"
+	sleep 2
+	plug_port g2h-port g2h0 negotiator-guest-to-host.0
+	for _ in $(seq 1 100); do vm_run 'grep -q status= /tmp/late.out' && break; sleep 0.2; done
+	run vm_run 'cat /tmp/late.out'
+	assert_output "$(printf 'testvm\nstatus=0')"
+}
+
 @test "i386: the static i386 guest binary serves and calls the same way" {
 	[ -x "$ROOT/negotiator-guest.i386" ] || skip "no i386 build (run t/setup, then make)"
 	GD_BIN=negotiator-guest.i386 start_guest_daemon

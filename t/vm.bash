@@ -26,14 +26,17 @@
 # Channels: the negotiator ports are a virtio-serial-pci device with exactly two virtserialports,
 # negotiator-host-to-guest.0 and negotiator-guest-to-host.0 (device ids h2g-port and g2h-port, for
 # unplugging them over QMP), each a QEMU-listening UNIX socket on chardevs h2g0 and g2h0
-# ($VM_H2G, $VM_G2H). Nothing else uses them. The console (ttyS0) is logged to DIR/console.log;
+# ($VM_H2G, $VM_G2H). Nothing else uses them. With VM_PORTS=hvc the same two sockets are instead two
+# virtconsoles, each alone on a virtio-serial-pci device with max_ports=1 (vser0 and vser1): QEMU
+# then offers no named ports, so even a current kernel shows only ttys, /dev/hvc0 (host-to-guest)
+# and /dev/hvc1 (guest-to-host), as Linux 2.6.32 does. The console (ttyS0) is logged to DIR/console.log;
 # the control channel is a second UART (ttyS1) on DIR/ctl.sock; a QMP monitor is on DIR/qmp.sock.
 #
 # Control protocol on ttyS1 (raw mode): the host sends one line "@@VMREQ ID TIMEOUT BASE64(CMD)";
 # the guest answers "@@VMRUN-BEGIN ID", the output in base64, "@@VMRUN-END ID STATUS". The guest
 # captures output in a file, not a pipe, so `cmd &` returns at once even if cmd keeps its stdout.
 #
-# Environment: NEG_CACHE (mkimage's cache), VM_COMMANDS_DIR, VM_INIT_COMMAND, VM_EXTRA_QEMU_ARGS
+# Environment: NEG_CACHE (mkimage's cache), VM_COMMANDS_DIR, VM_INIT_COMMAND, VM_PORTS, VM_EXTRA_QEMU_ARGS
 # (split on white space and appended to QEMU's command line), VM_EXTRA_APPEND (added to the kernel
 # command line),
 # VM_MEMORY (default 256), VM_BOOT_TIMEOUT (default 120 s), VM_RUN_TIMEOUT (default 60 s).
@@ -231,7 +234,7 @@ vm_boot() {
 		return 2
 	fi
 	local dir=$1 boot_tmo=${VM_BOOT_TIMEOUT:-120}
-	local t0 pid append extra=() sock
+	local t0 pid append extra=() sock ports
 	shift
 	_vm_now_us
 	t0=$REPLY
@@ -256,6 +259,20 @@ vm_boot() {
 	export VM_H2G=$dir/host-to-guest.sock VM_G2H=$dir/guest-to-host.sock
 	export VM_CTL=$dir/ctl.sock VM_QMP=$dir/qmp.sock
 	append=$VM_APPEND
+	case ${VM_PORTS:-named} in
+	named)
+		ports=(-device virtio-serial-pci,id=vser0
+			-device virtserialport,bus=vser0.0,chardev=h2g0,name=negotiator-host-to-guest.0,id=h2g-port
+			-device virtserialport,bus=vser0.0,chardev=g2h0,name=negotiator-guest-to-host.0,id=g2h-port) ;;
+	hvc)
+		ports=(-device virtio-serial-pci,id=vser0,max_ports=1
+			-device virtconsole,bus=vser0.0,chardev=h2g0,id=h2g-port
+			-device virtio-serial-pci,id=vser1,max_ports=1
+			-device virtconsole,bus=vser1.0,chardev=g2h0,id=g2h-port) ;;
+	*)
+		_vm_err "vm_boot: VM_PORTS must be named or hvc, not '$VM_PORTS'"
+		return 1 ;;
+	esac
 	if [[ -n ${VM_EXTRA_QEMU_ARGS:-} ]]; then
 		read -r -a extra <<<"$VM_EXTRA_QEMU_ARGS"
 	fi
@@ -268,11 +285,9 @@ vm_boot() {
 		-chardev "file,id=con0,path=$dir/console.log" -serial chardev:con0 \
 		-chardev "socket,id=ctl0,path=$VM_CTL,server=on,wait=off" -serial chardev:ctl0 \
 		-qmp "unix:$VM_QMP,server=on,wait=off" \
-		-device virtio-serial-pci,id=vser0 \
 		-chardev "socket,id=h2g0,path=$VM_H2G,server=on,wait=off" \
-		-device virtserialport,bus=vser0.0,chardev=h2g0,name=negotiator-host-to-guest.0,id=h2g-port \
 		-chardev "socket,id=g2h0,path=$VM_G2H,server=on,wait=off" \
-		-device virtserialport,bus=vser0.0,chardev=g2h0,name=negotiator-guest-to-host.0,id=g2h-port \
+		"${ports[@]}" \
 		${extra[@]+"${extra[@]}"} \
 		</dev/null >"$dir/qemu.log" 2>&1 3>&- &
 	pid=$!
