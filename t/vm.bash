@@ -29,14 +29,17 @@
 # ($VM_H2G, $VM_G2H). Nothing else uses them. With VM_PORTS=hvc the same two sockets are instead two
 # virtconsoles, each alone on a virtio-serial-pci device with max_ports=1 (vser0 and vser1): QEMU
 # then offers no named ports, so even a current kernel shows only ttys, /dev/hvc0 (host-to-guest)
-# and /dev/hvc1 (guest-to-host), as Linux 2.6.32 does. The console (ttyS0) is logged to DIR/console.log;
+# and /dev/hvc1 (guest-to-host), as Linux 2.6.32 does. With VM_CHANNEL_NAME=NAME the two sockets are
+# DIR/channel/NAME.negotiator-host-to-guest.0 and DIR/channel/NAME.negotiator-guest-to-host.0 instead,
+# as libvirt names them when the domain XML gives those paths (the host daemon's and -g's layout). The console (ttyS0) is logged to DIR/console.log;
 # the control channel is a second UART (ttyS1) on DIR/ctl.sock; a QMP monitor is on DIR/qmp.sock.
 #
 # Control protocol on ttyS1 (raw mode): the host sends one line "@@VMREQ ID TIMEOUT BASE64(CMD)";
 # the guest answers "@@VMRUN-BEGIN ID", the output in base64, "@@VMRUN-END ID STATUS". The guest
 # captures output in a file, not a pipe, so `cmd &` returns at once even if cmd keeps its stdout.
 #
-# Environment: NEG_CACHE (mkimage's cache), VM_COMMANDS_DIR, VM_INIT_COMMAND, VM_PORTS, VM_EXTRA_QEMU_ARGS
+# Environment: NEG_CACHE (mkimage's cache), VM_COMMANDS_DIR, VM_INIT_COMMAND, VM_PORTS, VM_CHANNEL_NAME,
+# VM_EXTRA_QEMU_ARGS
 # (split on white space and appended to QEMU's command line), VM_EXTRA_APPEND (added to the kernel
 # command line),
 # VM_MEMORY (default 256), VM_BOOT_TIMEOUT (default 120 s), VM_RUN_TIMEOUT (default 60 s).
@@ -240,8 +243,9 @@ vm_boot() {
 	t0=$REPLY
 	mkdir -p "$dir" && dir=$(cd "$dir" && pwd) || { _vm_err "vm_boot: cannot use directory $dir"; return 1; }
 	"$VM_LIB_DIR/mkimage" || { _vm_err "vm_boot: t/mkimage failed"; return 1; }
-	# sun_path holds 107 characters; the longest socket name is host-to-guest.sock.
+	# sun_path holds 107 characters; the longest socket name is host-to-guest.sock (or the channel's).
 	sock=$dir/host-to-guest.sock
+	[[ -z ${VM_CHANNEL_NAME:-} ]] || sock=$dir/channel/$VM_CHANNEL_NAME.negotiator-host-to-guest.0
 	if ((${#sock} > 107)); then
 		_vm_err "vm_boot: $dir is too long for UNIX socket paths ($sock: ${#sock} > 107 characters)"
 		return 1
@@ -257,6 +261,12 @@ vm_boot() {
 	vm_initrd "$dir" "$@" || return 1
 
 	export VM_H2G=$dir/host-to-guest.sock VM_G2H=$dir/guest-to-host.sock
+	if [[ -n ${VM_CHANNEL_NAME:-} ]]; then
+		mkdir -p "$dir/channel" || { _vm_err "vm_boot: cannot create $dir/channel"; return 1; }
+		VM_H2G=$dir/channel/$VM_CHANNEL_NAME.negotiator-host-to-guest.0
+		VM_G2H=$dir/channel/$VM_CHANNEL_NAME.negotiator-guest-to-host.0
+		rm -f "$VM_H2G" "$VM_G2H"
+	fi
 	export VM_CTL=$dir/ctl.sock VM_QMP=$dir/qmp.sock
 	append=$VM_APPEND
 	case ${VM_PORTS:-named} in
