@@ -153,3 +153,15 @@ detached() {
 		exec "$@"
 	) </dev/null >/dev/null
 }
+
+# Starts the guest daemon in the VM of vm.bash (options in $@; GD_ENV, GD_BIN: its environment and
+# binary) and waits until it answers a call on $VM_H2G; shows its log if it does not.
+start_guest_daemon() {
+	vm_run "killall negotiator-guest negotiator-guest.i386 2>/dev/null; while pidof negotiator-guest negotiator-guest.i386 >/dev/null; do sleep 0.1; done; ${GD_ENV:-} ${GD_BIN:-negotiator-guest} -d -v $* >/tmp/gd.log 2>&1 &"
+	for _ in $(seq 1 50); do
+		"$HOSTBIN" --socket "$VM_H2G" -t 2 -c >/dev/null 2>&1 && return 0
+		sleep 0.2
+	done
+	vm_run 'cat /tmp/gd.log' >&2
+	return 1
+}

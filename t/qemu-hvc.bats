@@ -20,7 +20,7 @@ setup_file() {
 		"$ROOT/init/negotiator-guest.init"
 	export CHAN=$D/vm/channel
 	start_host_daemon
-	start_guest_daemon
+	start_guest_daemon -c /dev/hvc0
 }
 
 teardown_file() {
@@ -33,17 +33,6 @@ teardown_file() {
 start_host_daemon() {
 	NEGOTIATOR_NO_VIRSH=1 "$HOSTBIN" -d -v --channel-directory "$CHAN" \
 		--commands-directory "$D/hostcmds" 2>> "$D/host.log" & echo $! > "$D/host.pid"
-}
-
-# Starts the guest daemon on /dev/hvc0 in the VM and waits until it answers a call.
-start_guest_daemon() {
-	vm_run "killall negotiator-guest 2>/dev/null; while pidof negotiator-guest >/dev/null; do sleep 0.1; done; negotiator-guest -d -v -c /dev/hvc0 >/tmp/gd.log 2>&1 &"
-	for _ in $(seq 1 50); do
-		"$HOSTBIN" --socket "$VM_H2G" -t 2 -c >/dev/null 2>&1 && return 0
-		sleep 0.2
-	done
-	vm_run 'cat /tmp/gd.log' >&2
-	return 1
 }
 
 H() { "$HOSTBIN" --socket "$VM_H2G" "$@"; }
@@ -141,11 +130,9 @@ H() { "$HOSTBIN" --socket "$VM_H2G" "$@"; }
 
 @test "a tty never looks away: no wake-ups while no host is connected" {
 	pid=$(vm_run 'pidof negotiator-guest')
-	a=$(vm_run "cat /proc/$pid/status" | awk '/ctxt_switches:/ {n += $2} END {print n + 0}')
-	sleep 10
-	b=$(vm_run "cat /proc/$pid/status" | awk '/ctxt_switches:/ {n += $2} END {print n + 0}')
-	echo "wake-ups in 10 s on a tty, no host: $((b - a))" >&3
-	[ $((b - a)) -lt 3 ]
+	n=$(vm_wakeups "$pid" 10)
+	echo "wake-ups in 10 s on a tty, no host: $n" >&3
+	[ "$n" -lt 3 ]
 	run H -t 10 -e "show awake"
 	assert_success
 }
@@ -164,7 +151,7 @@ H() { "$HOSTBIN" --socket "$VM_H2G" "$@"; }
 	run vm_run 'negotiator-guest.init stop; sleep 0.5; pidof negotiator-guest'
 	assert_failure
 	vm_run 'rm /etc/default/negotiator-guest'
-	start_guest_daemon
+	start_guest_daemon -c /dev/hvc0
 }
 
 @test "the host daemon served the virtconsole guest and logged no trouble" {

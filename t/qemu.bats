@@ -31,17 +31,6 @@ teardown_file() {
 	rm -rf "$D"
 }
 
-# Starts the guest daemon in the VM (options in $@) and waits until it answers a call.
-start_guest_daemon() {
-	vm_run "killall negotiator-guest negotiator-guest.i386 2>/dev/null; while pidof negotiator-guest negotiator-guest.i386 >/dev/null; do sleep 0.1; done; ${GD_ENV:-} ${GD_BIN:-negotiator-guest} -d -v $* >/tmp/gd.log 2>&1 &"
-	for _ in $(seq 1 50); do
-		"$HOSTBIN" --socket "$VM_H2G" -t 2 -c >/dev/null 2>&1 && return 0
-		sleep 0.2
-	done
-	vm_run 'cat /tmp/gd.log' >&2
-	return 1
-}
-
 gd_pid() {
 	vm_run "pidof ${GD_BIN:-negotiator-guest}"
 }
@@ -274,35 +263,25 @@ plug_port() {
 	start_guest_daemon
 }
 
-# wakeups PID: the times the guest process PID has been switched out so far (each poll() that
-# sleeps and returns is one voluntary switch; preemption is counted too)
-wakeups() {
-	vm_run "cat /proc/$1/status" | awk '/^(non)?voluntary_ctxt_switches:/ {n += $2} END {print n + 0}'
-}
-
 @test "host away: the daemon sleeps on SIGIO (a few wake-ups in 20 s, not 40), and a host that comes is served" {
 	# a host that never came: no SIGIO seen yet, so only the kernel can say that one will come
 	vm_run "killall negotiator-guest negotiator-guest.i386 2>/dev/null; while pidof negotiator-guest negotiator-guest.i386 >/dev/null; do sleep 0.1; done; negotiator-guest -d -v >/tmp/gd.log 2>&1 &"
 	for _ in $(seq 1 50); do vm_run 'grep -q started /tmp/gd.log' && break; sleep 0.2; done
 	pid=$(gd_pid)
 	sleep 5
-	a=$(wakeups "$pid")
-	sleep 20
-	b=$(wakeups "$pid")
-	echo "wake-ups in 20 s, no host yet: $((b - a))" >&3
+	n=$(vm_wakeups "$pid" 20)
+	echo "wake-ups in 20 s, no host yet: $n" >&3
 	# probing every 500 ms would wake 40 times; the probes' backoff towards 60 s, a few
-	[ $((b - a)) -lt 8 ]
+	[ "$n" -lt 8 ]
 	run H -t 10 -e "show first"
 	assert_success
 	assert_output "$(printf 'args: 1\n[first]')"
 	# the host came and went: 15 s on, its probes are far apart
 	sleep 15
-	a=$(wakeups "$pid")
-	sleep 30
-	b=$(wakeups "$pid")
-	echo "wake-ups in 30 s, the host gone 15 s before: $((b - a))" >&3
+	n=$(vm_wakeups "$pid" 30)
+	echo "wake-ups in 30 s, the host gone 15 s before: $n" >&3
 	# probing every 5 s would wake 6 times, every 500 ms 60
-	[ $((b - a)) -lt 4 ]
+	[ "$n" -lt 4 ]
 	run H -t 10 -e "show woken"
 	assert_success
 	assert_output "$(printf 'args: 1\n[woken]')"
@@ -314,11 +293,9 @@ wakeups() {
 	GD_ENV=NEGOTIATOR_NO_SIGIO=1 start_guest_daemon
 	pid=$(gd_pid)
 	sleep 3
-	a=$(wakeups "$pid")
-	sleep 10
-	b=$(wakeups "$pid")
-	echo "wake-ups in 10 s with the host away, no SIGIO: $((b - a))" >&3
-	[ $((b - a)) -ge 10 ]
+	n=$(vm_wakeups "$pid" 10)
+	echo "wake-ups in 10 s with the host away, no SIGIO: $n" >&3
+	[ "$n" -ge 10 ]
 	run H -t 10 -e "show probed"
 	assert_success
 	assert_output "$(printf 'args: 1\n[probed]')"

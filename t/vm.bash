@@ -11,6 +11,9 @@
 #                                   reached.
 #   vm_qmp JSON                     send one QMP command (e.g. '{"execute": "device_del", ...}') to the
 #                                   VM's monitor; print its reply; 0 if it is a "return", 1 if not.
+#   vm_wakeups PID SECONDS          print how often guest process PID was switched out (voluntary and
+#                                   not, from /proc/PID/status) in the next SECONDS: each poll() that
+#                                   sleeps and returns counts once.
 #   vm_shutdown                     power the guest off, kill QEMU if it lingers; leaves DIR alone.
 #   vm_initrd DIR [GUEST_BINARY...] only build DIR/initrd.gz (what vm_boot boots), for a VM started by
 #                                   something else (libvirt); exports VM_KERNEL (the cache's kernel),
@@ -415,6 +418,14 @@ vm_qmp() {
 	fi
 	printf '%s\n' "$reply"
 	[[ $reply == *'"return"'* ]]
+}
+
+vm_wakeups() {
+	local a b
+	a=$(vm_run "cat /proc/$1/status" | awk '/ctxt_switches:/ {n += $2} END {print n + 0}') || return 1
+	sleep "$2"
+	b=$(vm_run "cat /proc/$1/status" | awk '/ctxt_switches:/ {n += $2} END {print n + 0}') || return 1
+	echo $((b - a))
 }
 
 vm_shutdown() {
