@@ -289,6 +289,36 @@ plug_port() {
 	assert_output --partial "SIGIO on host connect: expected (Linux"
 }
 
+@test "a kernel the release does not vouch for: probes twice a second until a SIGIO wakes the daemon to a host, then sleeps" {
+	# NEGOTIATOR_NO_RELEASE_HINT=1: as on a 2.6.32 whose driver may or may not have fasync
+	vm_run "killall negotiator-guest negotiator-guest.i386 2>/dev/null; while pidof negotiator-guest negotiator-guest.i386 >/dev/null; do sleep 0.1; done; NEGOTIATOR_NO_RELEASE_HINT=1 negotiator-guest -d -v >/tmp/gd.log 2>&1 &"
+	for _ in $(seq 1 50); do vm_run 'grep -q started /tmp/gd.log' && break; sleep 0.2; done
+	pid=$(gd_pid)
+	sleep 3
+	n=$(vm_wakeups "$pid" 10)
+	echo "wake-ups in 10 s before any SIGIO: $n" >&3
+	[ "$n" -ge 10 ]
+	# the host's connect raises SIGIO, which wakes the daemon before its next probe (0.5 s)
+	for c in 1 2 3; do
+		run H -t 10 -e "show sigio$c"
+		assert_success
+		assert_output "$(printf 'args: 1\n[sigio%s]' "$c")"
+		vm_run 'grep -q "SIGIO on host connect: seen" /tmp/gd.log' && break
+		sleep 2
+	done
+	run vm_run 'cat /tmp/gd.log'
+	assert_line --partial "SIGIO on host connect: not known to come (Linux"
+	assert_line "negotiator-guest: SIGIO on host connect: seen; probing every 60 s at most"
+	sleep 15
+	n=$(vm_wakeups "$pid" 20)
+	echo "wake-ups in 20 s once a SIGIO was seen: $n" >&3
+	[ "$n" -lt 4 ]
+	run H -t 10 -e "show again"
+	assert_success
+	assert_output "$(printf 'args: 1\n[again]')"
+	start_guest_daemon
+}
+
 @test "host away without SIGIO (NEGOTIATOR_NO_SIGIO=1): the daemon keeps probing, twice a second" {
 	GD_ENV=NEGOTIATOR_NO_SIGIO=1 start_guest_daemon
 	pid=$(gd_pid)
