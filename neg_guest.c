@@ -247,17 +247,26 @@ struct port {
 static int
 sigio_expected(const char *rel)
 {
-	unsigned a = 0, b = 0, c = 0, x = 0, y = 0;
+	unsigned long v[5] = { 0 };	/* A.B.C-X.Y: RHEL's releases are 2.6.32-X.Y.Z.el6 */
+	const char *p = rel;
+	char *end;
+	int n;
 
-	if (sscanf(rel, "%u.%u.%u-%u.%u", &a, &b, &c, &x, &y) < 2)
+	for (n = 0; n < 5 && *p >= '0' && *p <= '9'; n++) {
+		v[n] = strtoul(p, &end, 10);
+		p = end;
+		if (*p == '.' || *p == '-')
+			p++;
+	}
+	if (n < 2)
 		return 0;
-	if (a != 2)
-		return a > 2;
-	if (b != 6)
-		return b > 6;
-	if (c >= 37)
+	if (v[0] != 2)
+		return v[0] > 2;
+	if (v[1] != 6)
+		return v[1] > 6;
+	if (v[2] >= 37)
 		return 1;
-	return c == 32 && strstr(rel, ".el6") != NULL && (x > 71 || (x == 71 && y >= 16));
+	return v[2] == 32 && strstr(rel, ".el6") != NULL && (v[3] > 71 || (v[3] == 71 && v[4] >= 16));
 }
 
 /*

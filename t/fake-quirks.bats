@@ -30,6 +30,8 @@ teardown() {
 	assert_success
 	"$HOSTBIN" --socket "$D/sock" -t 60 -e cat --input "$D/in" > "$D/out"
 	cmp "$D/in" "$D/out"
+	# the daemon itself: strace, stopped, would leave it running
+	stop_pid "$(ps -o pid= --ppid "$(cat "$D/guest.pid")")"
 	stop_pid "$(cat "$D/guest.pid")"
 	# the port's descriptor, then every write() on it: asked, done
 	fd=$(sed -n "s/.*open[at]*(.*\"${D//\//\\/}\/port\".* = \([0-9]*\)$/\1/p" "$D/trace" | head -n 1)
