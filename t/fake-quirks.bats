@@ -51,6 +51,8 @@ teardown() {
 }
 
 @test "EMFILE of our own (no descriptor left) is said at once, not retried as a busy port" {
+	# the sanitizer build's loader and runtime need descriptors of their own before main()
+	[ "${NEG_BIN:-.}" = . ] || skip "a full descriptor table at the port's open is the static build's test"
 	"$FAKEPORT" "$D/port" "$D/sock" 3>&- & echo $! > "$D/fp.pid"
 	wait_for "$D/sock"
 	run bash -c 'ulimit -n 3; exec "$0" -c "$1" -t 30 -l' "$GUESTBIN" "$D/port"
@@ -66,7 +68,8 @@ teardown() {
 	for _ in $(seq 1 100); do "$HOSTBIN" --socket "$D/sock" -t 1 -c >/dev/null 2>&1 && break; sleep 0.1; done
 	run "$GUESTBIN" -c "$D/port" -t 0.5 -l
 	assert_failure 255
-	assert_output "negotiator-guest: cannot open $D/port: Resource busy (another program has the port open)"
+	# musl says "Resource busy", glibc (the sanitizer build) "Device or resource busy"
+	assert_output --regexp "^negotiator-guest: cannot open $D/port: (Device or r|R)esource busy \(another program has the port open\)\$"
 	# freed meanwhile: the waiting caller gets it
 	"$GUESTBIN" -d -c "$D/port" --commands-directory "$D/guestcmds" 2> "$D/guest2.log" 3>&- &
 	echo $! > "$D/guest2.pid"
