@@ -263,23 +263,28 @@ plug_port() {
 	start_guest_daemon
 }
 
+# quiet_wakeups PID SETTLE SECONDS LABEL: after SETTLE s, the guest process's wake-ups in the next
+# SECONDS (vm_wakeups); "LABEL: N" goes to the TAP output for the record
+quiet_wakeups() {
+	local n
+	sleep "$2"
+	n=$(vm_wakeups "$1" "$3") || return 1
+	echo "$4: $n" >&3
+	echo "$n"
+}
+
 @test "host away: the daemon sleeps on SIGIO (a few wake-ups in 20 s, not 40), and a host that comes is served" {
 	# a host that never came: no SIGIO seen yet, so only the kernel can say that one will come
-	vm_run "killall negotiator-guest negotiator-guest.i386 2>/dev/null; while pidof negotiator-guest negotiator-guest.i386 >/dev/null; do sleep 0.1; done; negotiator-guest -d -v >/tmp/gd.log 2>&1 &"
-	for _ in $(seq 1 50); do vm_run 'grep -q started /tmp/gd.log' && break; sleep 0.2; done
+	GD_NO_CALL=1 start_guest_daemon
 	pid=$(gd_pid)
-	sleep 5
-	n=$(vm_wakeups "$pid" 20)
-	echo "wake-ups in 20 s, no host yet: $n" >&3
+	n=$(quiet_wakeups "$pid" 5 20 "wake-ups in 20 s, no host yet")
 	# probing every 500 ms would wake 40 times; the probes' backoff towards 60 s, a few
 	[ "$n" -lt 8 ]
 	run H -t 10 -e "show first"
 	assert_success
 	assert_output "$(printf 'args: 1\n[first]')"
 	# the host came and went: 15 s on, its probes are far apart
-	sleep 15
-	n=$(vm_wakeups "$pid" 30)
-	echo "wake-ups in 30 s, the host gone 15 s before: $n" >&3
+	n=$(quiet_wakeups "$pid" 15 30 "wake-ups in 30 s, the host gone 15 s before")
 	# probing every 5 s would wake 6 times, every 500 ms 60
 	[ "$n" -lt 4 ]
 	run H -t 10 -e "show woken"
@@ -291,12 +296,9 @@ plug_port() {
 
 @test "a kernel the release does not vouch for: probes twice a second until a SIGIO wakes the daemon to a host, then sleeps" {
 	# NEGOTIATOR_NO_RELEASE_HINT=1: as on a 2.6.32 whose driver may or may not have fasync
-	vm_run "killall negotiator-guest negotiator-guest.i386 2>/dev/null; while pidof negotiator-guest negotiator-guest.i386 >/dev/null; do sleep 0.1; done; NEGOTIATOR_NO_RELEASE_HINT=1 negotiator-guest -d -v >/tmp/gd.log 2>&1 &"
-	for _ in $(seq 1 50); do vm_run 'grep -q started /tmp/gd.log' && break; sleep 0.2; done
+	GD_NO_CALL=1 GD_ENV=NEGOTIATOR_NO_RELEASE_HINT=1 start_guest_daemon
 	pid=$(gd_pid)
-	sleep 3
-	n=$(vm_wakeups "$pid" 10)
-	echo "wake-ups in 10 s before any SIGIO: $n" >&3
+	n=$(quiet_wakeups "$pid" 3 10 "wake-ups in 10 s before any SIGIO")
 	[ "$n" -ge 10 ]
 	# the host's connect raises SIGIO, which wakes the daemon before its next probe (0.5 s)
 	for c in 1 2 3; do
@@ -309,9 +311,7 @@ plug_port() {
 	run vm_run 'cat /tmp/gd.log'
 	assert_line --partial "SIGIO on host connect: not known to come (Linux"
 	assert_line "negotiator-guest: SIGIO on host connect: seen; probing every 60 s at most"
-	sleep 15
-	n=$(vm_wakeups "$pid" 20)
-	echo "wake-ups in 20 s once a SIGIO was seen: $n" >&3
+	n=$(quiet_wakeups "$pid" 15 20 "wake-ups in 20 s once a SIGIO was seen")
 	[ "$n" -lt 4 ]
 	run H -t 10 -e "show again"
 	assert_success
@@ -322,9 +322,7 @@ plug_port() {
 @test "host away without SIGIO (NEGOTIATOR_NO_SIGIO=1): the daemon keeps probing, twice a second" {
 	GD_ENV=NEGOTIATOR_NO_SIGIO=1 start_guest_daemon
 	pid=$(gd_pid)
-	sleep 3
-	n=$(vm_wakeups "$pid" 10)
-	echo "wake-ups in 10 s with the host away, no SIGIO: $n" >&3
+	n=$(quiet_wakeups "$pid" 3 10 "wake-ups in 10 s with the host away, no SIGIO")
 	[ "$n" -ge 10 ]
 	run H -t 10 -e "show probed"
 	assert_success
