@@ -161,7 +161,7 @@ install-host: negotiator-host
 	install -m 644 $(EXAMPLES) $(DESTDIR)$(DOCDIR)/examples/commands/
 	$(SUBST) init/supervisord.conf > $(DESTDIR)$(DOCDIR)/examples/negotiator-host.supervisord.conf
 	$(SUBST) init/negotiator-host.service > $(DESTDIR)$(UNITDIR)/negotiator-host.service
-	$(SUBST) init/negotiator-guest.init | sed 's/negotiator-guest/negotiator-host/g' \
+	$(SUBST) init/negotiator-guest.init | sed 's/negotiator-guest/negotiator-host/g; s/_GUEST_OPTS/_HOST_OPTS/g' \
 	  > $(DESTDIR)$(SYSCONFDIR)/init.d/negotiator-host
 	chmod 755 $(DESTDIR)$(SYSCONFDIR)/init.d/negotiator-host
 	install -m 644 init/negotiator.bash $(DESTDIR)$(COMPDIR)/negotiator-host

@@ -7,20 +7,27 @@
  * /sys/class/virtio-ports, or given with -c (also a virtconsole tty such as
  * /dev/hvc0 on kernels without named ports).
  *
- * virtio_console's quirks shape the port loop (see spec/reference-0.8.md):
- * with the host side away, read() returns 0 and poll() reports POLLHUP at once,
- * so a level-triggered loop would spin.  The port is therefore in one of:
+ * virtio_console's quirks shape the port loop (README, "Old guests"): with the
+ * host side away, read() returns 0 and poll() reports POLLHUP at once, so a
+ * level-triggered loop would spin.  The port is in one of three states,
+ * changed by port_event alone (its table is the authority for this picture):
  *
- *   CLOSED --open ok--> UP --POLLHUP/read()==0--> AWAY --probe: EAGAIN/data--> UP
- *     ^                  |                          |
- *     +---ENODEV/ENXIO---+--------------------------+
+ *            OPENED                HANGUP, EARLY_HANGUP
+ *   CLOSED ----------> AWAY <--------------------------- UP
+ *     ^                 | \___ NO_HOST, SIGIO: stay     ^ |
+ *     |                 +-----------HOST-----------------+ |
+ *     +--------LOST (ENODEV, ENXIO; a tty hung up)---------+  (from any state)
  *
  * In AWAY the fd is not polled; it is probed on SIGIO (where the kernel sends
- * it) and on a backoff timer (always: old kernels have no fasync, and a SIGIO
- * can be missed).  Once a SIGIO has been seen the timer is only a safety net.
+ * it) and on a timer: 50 ms doubling up to 0.5 s where SIGIO may never come
+ * (kernels before 2.6.37 have no fasync), up to 60 s where the kernel's
+ * release says it comes or a SIGIO has woken us to a connected host.  A tty
+ * (virtconsole) has no connect signalling: it is UP from its first probe on.
  * The port stays open for the daemon's life: closing it discards data.
  */
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/utsname.h>
 
 #include <dirent.h>
 #include <errno.h>
@@ -100,31 +107,88 @@ guest_find_port(const char *name, char *path, size_t pathlen, int64_t deadline)
 }
 
 /*
- * Opens the port non-blocking; "already open" (EBUSY, or EMFILE on old
- * kernels) is retried until deadline.  A tty (virtconsole) is put in raw mode.
+ * A virtconsole is a tty, and a tty's line discipline would edit what crosses
+ * it: echo the host's bytes back to the host, hold input until a newline, turn
+ * ^C, ^Z and ^\ into signals, ^D into end of file, ^S/^Q into flow control, CR
+ * into NL.  So it goes into raw mode: no echo, no canonical input, no signals
+ * or extended processing, no CR/NL mapping or output processing, no XON/XOFF
+ * either way, 8 data bits, no parity, no modem control or hang-up on close;
+ * VMIN 1, VTIME 0.  Only TCGETS and TCSETS, which every kernel has.  Unlike a
+ * port, a tty lets anyone open it again; an exclusive flock keeps a second
+ * negotiator out (a second caller, or a caller given the daemon's tty), and
+ * the caller retries as it does on EBUSY.  Returns -1 with errno set.
+ */
+static int
+guest_tty_setup(int fd)
+{
+	struct termios t;
+
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		if (errno == EWOULDBLOCK)
+			errno = EBUSY;
+		return -1;
+	}
+	if (tcgetattr(fd, &t) < 0)
+		return -1;
+	t.c_iflag &= ~(tcflag_t)(IGNBRK | BRKINT | PARMRK | ISTRIP | INLCR | IGNCR | ICRNL |
+	    IXON | IXOFF | IXANY | IMAXBEL | INPCK);
+	t.c_oflag &= ~(tcflag_t)OPOST;
+	t.c_lflag &= ~(tcflag_t)(ECHO | ECHOE | ECHOK | ECHONL | ICANON | ISIG | IEXTEN | TOSTOP);
+	t.c_cflag &= ~(tcflag_t)(CSIZE | PARENB | CRTSCTS | HUPCL);
+	t.c_cflag |= CS8 | CREAD | CLOCAL;
+	t.c_cc[VMIN] = 1;
+	t.c_cc[VTIME] = 0;
+	return tcsetattr(fd, TCSANOW, &t);
+}
+
+/* Whether an EMFILE is our own (no descriptor left) rather than a busy port's; keeps errno. */
+static int
+guest_out_of_fds(void)
+{
+	int fd = open("/dev/null", O_RDONLY | O_CLOEXEC), e = errno;
+
+	if (fd >= 0)
+		close(fd);
+	errno = EMFILE;
+	return fd < 0 && e == EMFILE;
+}
+
+/*
+ * Opens the port non-blocking; "already open" (EBUSY, EMFILE on kernels
+ * 2.6.34 to ~3.9, and a tty another negotiator holds) is retried until
+ * deadline.  An EMFILE of our own (no descriptor left) is no busy port: it
+ * is said at once.  A tty (virtconsole) is put in raw mode.
  */
 static int
 guest_open_port(const char *path, int64_t deadline, int quiet)
 {
-	struct termios t;
-	int fd;
+	int fd, e;
 
 	for (;;) {
 		fd = open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+		if (fd >= 0 && isatty(fd) && guest_tty_setup(fd) < 0) {
+			e = errno;
+			close(fd);
+			fd = -1;
+			errno = e;
+		}
 		if (fd >= 0)
 			break;
+		if (errno == EMFILE && guest_out_of_fds()) {
+			if (!quiet)
+				neg_log(LOG_ERR, "cannot open %s: %s (this process has no descriptor "
+				    "left: raise ulimit -n)", path, strerror(EMFILE));
+			return -1;
+		}
 		if ((errno != EBUSY && errno != EMFILE) || neg_now() >= deadline) {
 			if (!quiet)
 				neg_log(LOG_ERR, "cannot open %s: %s%s", path, strerror(errno),
 				    errno == EBUSY || errno == EMFILE ?
-				    " (another program has the port open)" : "");
+				    " (another program has the port open)" : errno == ENXIO ?
+				    " (no port behind this node: a virtconsole is opened as /dev/hvcN)" : "");
 			return -1;
 		}
 		poll(NULL, 0, 100);
-	}
-	if (isatty(fd) && tcgetattr(fd, &t) == 0) {
-		cfmakeraw(&t);
-		tcsetattr(fd, TCSANOW, &t);
 	}
 	return fd;
 }
@@ -148,17 +212,62 @@ find_and_open(const char *given, const char *name, int64_t deadline, char *path,
 
 enum { PORT_CLOSED, PORT_UP, PORT_AWAY };
 
+/* What happens to the port; port_event alone turns these into states. */
+enum {
+	EV_OPENED,      /* the port was (re)opened */
+	EV_HOST,        /* a probe read data or EAGAIN: the host is there */
+	EV_NO_HOST,     /* a probe read 0: still away */
+	EV_HANGUP,      /* poll and read agree the host left */
+	EV_EARLY_HANGUP,/* a hang-up while data ran ahead of the kernel's "host connected" */
+	EV_SIGIO,       /* the kernel says something changed */
+	EV_LOST         /* an error such as ENODEV: the port is gone */
+};
+
 struct port {
 	int state;
 	char path[PATH_MAX];
 	const char *given;
+	int tty;              /* a virtconsole: no connect signalling, a hang-up is final */
 	int64_t probe_at;
 	int probe_ms;
-	int sigio;        /* we asked for SIGIO */
-	int sigio_seen;
+	int sigio;            /* we ask for SIGIO */
+	int sigio_trusted;    /* SIGIO is known to come on host connect (see sigio_expected) */
+	int woken;            /* a SIGIO came since the last probe */
 	int64_t unconfirmed;  /* until when a hang-up is not believed (see port_probe) */
 	struct neg_chan chan;
 };
+
+/*
+ * Whether this kernel's virtio_console raises SIGIO when the host connects:
+ * fasync came in Linux 2.6.37; RHEL 6 backported it to 2.6.32-71.16.1.
+ * Older kernels take O_ASYNC without complaint (F_GETFL even shows it) and
+ * never signal, so the flag cannot be probed: the release is the hint, and
+ * a SIGIO that wakes us to a connected host is the proof (port_event).
+ */
+static int
+sigio_expected(const char *rel)
+{
+	unsigned long v[5] = { 0 };	/* A.B.C-X.Y: RHEL's releases are 2.6.32-X.Y.Z.el6 */
+	const char *p = rel;
+	char *end;
+	int n;
+
+	for (n = 0; n < 5 && *p >= '0' && *p <= '9'; n++) {
+		v[n] = strtoul(p, &end, 10);
+		p = end;
+		if (*p == '.' || *p == '-')
+			p++;
+	}
+	if (n < 2)
+		return 0;
+	if (v[0] != 2)
+		return v[0] > 2;
+	if (v[1] != 6)
+		return v[1] > 6;
+	if (v[2] >= 37)
+		return 1;
+	return v[2] == 32 && strstr(rel, ".el6") != NULL && (v[3] > 71 || (v[3] == 71 && v[4] >= 16));
+}
 
 /*
  * SIGIO only while the host is away: it wakes us when the host comes.  While
@@ -175,44 +284,103 @@ port_async(struct port *pt, int on)
 	fcntl(pt->chan.fd, F_SETFL, on ? fl | O_ASYNC : fl & ~O_ASYNC);
 }
 
+/* The next probe of a port whose host is away: soon after a change, then rarer. */
 static void
-port_away(struct port *pt, int64_t now)
+port_backoff(struct port *pt, int64_t now, int first)
 {
-	if (pt->state == PORT_UP)
-		neg_log(LOG_INFO, "host disconnected from %s", pt->path);
-	neg_chan_reset(&pt->chan);
-	pt->state = PORT_AWAY;
-	port_async(pt, 1);	/* before the next probe: a host that comes meanwhile is seen by it */
-	pt->probe_ms = GUEST_PROBE_MIN_MS;
+	int cap = pt->sigio_trusted ? GUEST_PROBE_SAFETY_MS : GUEST_PROBE_MAX_MS;
+
+	pt->probe_ms = first ? GUEST_PROBE_MIN_MS :
+	    pt->probe_ms * 2 > cap ? cap : pt->probe_ms * 2;
 	pt->probe_at = now + pt->probe_ms;
 }
 
+/*
+ * The port's one state function: every change of pt->state is made here, and
+ * the diagram at the top of this file is drawn from it.
+ *
+ *   CLOSED  OPENED        -> AWAY    probe at once
+ *   AWAY    HOST          -> UP      SIGIO off (a SIGIO that woke us proves it works)
+ *   AWAY    NO_HOST       -> AWAY    next probe later, up to 0.5 s, or 60 s once SIGIO is trusted
+ *   AWAY    SIGIO         -> AWAY    probe at once
+ *   UP      HANGUP        -> AWAY    the host's calls are void; SIGIO on; probe soon
+ *   UP      EARLY_HANGUP  -> AWAY    its requests kept; SIGIO on; probe soon
+ *   any     LOST          -> CLOSED  close; look for the port again every second
+ *
+ * SIGIO goes on before the next probe, so a host that comes meanwhile is seen
+ * by that probe; the probes after a change come at 50 ms doubling.
+ */
 static void
-port_close(struct port *pt, int64_t now)
+port_event(struct port *pt, int ev, int64_t now)
 {
-	neg_log(LOG_WARNING, "lost %s: %s; looking for it again", pt->path, strerror(errno));
-	neg_chan_reset(&pt->chan);
-	close(pt->chan.fd);
-	pt->chan.fd = -1;
-	pt->state = PORT_CLOSED;
-	pt->probe_at = now + GUEST_REOPEN_MS;
+	switch (ev) {
+	case EV_OPENED:
+		neg_log(LOG_INFO, "serving %s", pt->path);
+		pt->state = PORT_AWAY;
+		port_async(pt, 1);
+		pt->probe_ms = GUEST_PROBE_MIN_MS;
+		pt->probe_at = now;
+		break;
+	case EV_HOST:
+		if (pt->woken && !pt->sigio_trusted) {
+			pt->sigio_trusted = 1;
+			neg_log(LOG_INFO, "SIGIO on host connect: seen; probing every %d s at most",
+			    GUEST_PROBE_SAFETY_MS / 1000);
+		}
+		neg_log(LOG_INFO, "host connected to %s%s", pt->path,
+		    pt->unconfirmed ? " (before the port says so)" : "");
+		pt->state = PORT_UP;
+		pt->woken = 0;
+		port_async(pt, 0);
+		break;
+	case EV_NO_HOST:
+		pt->woken = 0;
+		if (pt->unconfirmed && now >= pt->unconfirmed) {
+			neg_log(LOG_INFO, "host disconnected from %s", pt->path);
+			neg_chan_reset(&pt->chan);
+			pt->unconfirmed = 0;
+		}
+		port_backoff(pt, now, 0);
+		break;
+	case EV_SIGIO:
+		/* one queued before SIGIO went off proves nothing */
+		if (pt->state == PORT_AWAY) {
+			pt->woken = 1;
+			pt->probe_at = now;
+		}
+		break;
+	case EV_HANGUP:
+	case EV_EARLY_HANGUP:
+		if (ev == EV_HANGUP) {
+			neg_log(LOG_INFO, "host disconnected from %s", pt->path);
+			neg_chan_reset(&pt->chan);
+		}
+		pt->state = PORT_AWAY;
+		port_async(pt, 1);
+		port_backoff(pt, now, 1);
+		break;
+	case EV_LOST:
+		neg_log(LOG_WARNING, "lost %s: %s; looking for it again", pt->path, strerror(errno));
+		neg_chan_reset(&pt->chan);
+		close(pt->chan.fd);
+		pt->chan.fd = -1;
+		pt->state = PORT_CLOSED;
+		pt->probe_at = now + GUEST_REOPEN_MS;
+		break;
+	}
 }
 
 static void
 port_attach(struct port *pt, struct neg_server *srv, int fd, const char *path, int64_t now)
 {
 	snprintf(pt->path, sizeof(pt->path), "%s", path);
-	if (pt->sigio) {
+	pt->tty = isatty(fd);
+	if (pt->sigio)
 		fcntl(fd, F_SETOWN, getpid());
-		fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_ASYNC);
-	}
 	if (pt->chan.srv == NULL)
 		neg_chan_init(&pt->chan, fd, srv, 1);
 	pt->chan.fd = fd;
-	neg_log(LOG_INFO, "serving %s", path);
-	pt->state = PORT_AWAY;
-	pt->probe_ms = GUEST_PROBE_MIN_MS;
-	pt->probe_at = now;
+	port_event(pt, EV_OPENED, now);
 }
 
 /* After an unplug: find the port again (quietly; it may take a while to come back). */
@@ -232,14 +400,10 @@ port_reopen(struct port *pt, struct neg_server *srv, int64_t now)
 }
 
 /*
- * Whether the host is there: read() gives 0 while it is away, EAGAIN (or data)
- * while it is connected, ENODEV once the port is unplugged.  Data read here is
- * kept for the channel.
- */
-/*
  * Reads what the port has: 2 for data (kept for the channel) and 1 for EAGAIN,
  * both meaning the host is connected; 0 while it is away (read() gives 0); -1
- * for an error such as ENODEV after an unplug.
+ * for an error such as ENODEV after an unplug.  A tty gives 0 only once it is
+ * hung up (its virtconsole removed), which no reconnect undoes: an error too.
  */
 static int
 port_read(struct port *pt)
@@ -256,14 +420,18 @@ port_read(struct port *pt)
 	}
 	if (n < 0)
 		return errno == EAGAIN || errno == EINTR ? 1 : -1;
+	if (pt->tty) {
+		errno = ENODEV;
+		return -1;
+	}
 	return 0;
 }
 
-/* Whether the host is there now; the backoff grows while it is not. */
+/* Whether the host is there now. */
 static void
 port_probe(struct port *pt, int64_t now)
 {
-	int cap = pt->sigio_seen ? GUEST_PROBE_SAFETY_MS : GUEST_PROBE_MAX_MS, r = port_read(pt);
+	int r = port_read(pt);
 	struct pollfd q = { pt->chan.fd, POLLIN, 0 };
 
 	switch (r) {
@@ -278,22 +446,13 @@ port_probe(struct port *pt, int64_t now)
 		 */
 		pt->unconfirmed = r == 2 && poll(&q, 1, 0) == 1 && (q.revents & POLLHUP) ?
 		    now + GUEST_UNCONFIRMED_MS : 0;
-		neg_log(LOG_INFO, "host connected to %s%s", pt->path,
-		    pt->unconfirmed ? " (before the port says so)" : "");
-		pt->state = PORT_UP;
-		port_async(pt, 0);
+		port_event(pt, EV_HOST, now);
 		return;
 	case -1:
-		port_close(pt, now);
+		port_event(pt, EV_LOST, now);
 		return;
 	}
-	if (pt->unconfirmed && now >= pt->unconfirmed) {
-		neg_log(LOG_INFO, "host disconnected from %s", pt->path);
-		neg_chan_reset(&pt->chan);
-		pt->unconfirmed = 0;
-	}
-	pt->probe_ms = pt->probe_ms * 2 > cap ? cap : pt->probe_ms * 2;
-	pt->probe_at = now + pt->probe_ms;
+	port_event(pt, EV_NO_HOST, now);
 }
 
 /*
@@ -310,6 +469,32 @@ port_still_up(struct port *pt)
 	return 1;
 }
 
+/* Says once, at start, how the daemon will learn that the host came. */
+static void
+port_sigio_init(struct port *pt)
+{
+	const char *no_sigio = getenv("NEGOTIATOR_NO_SIGIO"), *hint = getenv("NEGOTIATOR_NO_RELEASE_HINT");
+	struct utsname u;
+
+	/* NEGOTIATOR_NO_SIGIO=1 takes the path of kernels without fasync, for tests */
+	pt->sigio = !(no_sigio && *no_sigio && strcmp(no_sigio, "0") != 0);
+	if (!pt->sigio) {
+		neg_log(LOG_INFO, "SIGIO on host connect: not used (NEGOTIATOR_NO_SIGIO); "
+		    "probing every %d ms while the host is away", GUEST_PROBE_MAX_MS);
+		return;
+	}
+	/* NEGOTIATOR_NO_RELEASE_HINT=1, for tests: SIGIO is believed only once one has come */
+	if (uname(&u) == 0 && sigio_expected(u.release) && !(hint && *hint && strcmp(hint, "0") != 0)) {
+		pt->sigio_trusted = 1;
+		neg_log(LOG_INFO, "SIGIO on host connect: expected (Linux %s); probing every "
+		    "%d s at most while the host is away", u.release, GUEST_PROBE_SAFETY_MS / 1000);
+	} else {
+		neg_log(LOG_INFO, "SIGIO on host connect: not known to come (Linux %s); probing "
+		    "every %d ms while the host is away until one does", uname(&u) == 0 ?
+		    u.release : "?", GUEST_PROBE_MAX_MS);
+	}
+}
+
 static int
 guest_daemon(struct neg_server *srv, const char *given)
 {
@@ -318,17 +503,15 @@ guest_daemon(struct neg_server *srv, const char *given)
 	int64_t now, wake, poll_warned = 0;
 	char path[PATH_MAX];
 	int n, chld, i, fd, stopping = 0;
-	const char *no_sigio = getenv("NEGOTIATOR_NO_SIGIO");
 
 	memset(&pt, 0, sizeof(pt));
 	pt.chan.fd = -1;
 	pt.given = given;
-	/* NEGOTIATOR_NO_SIGIO=1 takes the path of kernels without fasync, for tests */
-	pt.sigio = !(no_sigio && *no_sigio && strcmp(no_sigio, "0") != 0);
 	if (neg_signals_init() < 0)
 		neg_die("cannot set up signal handling: %s", strerror(errno));
 	if ((fd = find_and_open(given, H2G_NAME, neg_now() + GUEST_FIND_PORT_MS, path, sizeof(path))) < 0)
 		return 255;
+	port_sigio_init(&pt);
 	port_attach(&pt, srv, fd, path, neg_now());
 	neg_log(LOG_INFO, "negotiator-guest %s started", NEG_VERSION);
 	for (;;) {
@@ -371,9 +554,7 @@ guest_daemon(struct neg_server *srv, const char *given)
 			chld = neg_signal_drain();
 		if (neg_got_sigio) {
 			neg_got_sigio = 0;
-			pt.sigio_seen = 1;
-			if (pt.state == PORT_AWAY)
-				pt.probe_at = now;
+			port_event(&pt, EV_SIGIO, now);
 		}
 		if (neg_got_sighup)
 			neg_got_sighup = 0;
@@ -385,19 +566,14 @@ guest_daemon(struct neg_server *srv, const char *given)
 				pt.unconfirmed = 0;
 			if (neg_chan_io(&pt.chan, p + 1, n - 1) < 0) {
 				neg_log(LOG_DEBUG, "port: revents %#x, errno %d", p[1].revents, errno);
-				if (errno != 0 && errno != EPIPE && errno != ECONNRESET) {
-					port_close(&pt, now);
-				} else if (port_still_up(&pt)) {
-					/* a hang-up the port itself does not confirm: stay */
-				} else if (pt.unconfirmed && now < pt.unconfirmed) {
-					/* away, its requests kept, until the kernel marks the host connected */
-					pt.state = PORT_AWAY;
-					port_async(&pt, 1);
-					pt.probe_ms = GUEST_PROBE_MIN_MS;
-					pt.probe_at = now + GUEST_PROBE_MIN_MS;
-				} else {
-					port_away(&pt, now);
-				}
+				if (errno != 0 && errno != EPIPE && errno != ECONNRESET)
+					port_event(&pt, EV_LOST, now);
+				else if (port_still_up(&pt))
+					;	/* a hang-up the port itself does not confirm: stay */
+				else if (pt.unconfirmed && now < pt.unconfirmed)
+					port_event(&pt, EV_EARLY_HANGUP, now);
+				else
+					port_event(&pt, pt.tty ? EV_LOST : EV_HANGUP, now);
 			}
 		} else {
 			for (i = 2; i < n; i++)

@@ -103,8 +103,8 @@
 #define GUEST_PORTS_DIR "/sys/class/virtio-ports"
 #define GUEST_FIND_PORT_MS 5000       /* the name file appears a moment after the node */
 #define GUEST_PROBE_MIN_MS 50         /* host away: the port is probed after this ... */
-#define GUEST_PROBE_MAX_MS 500        /* ... doubling up to this until a SIGIO has been seen */
-#define GUEST_PROBE_SAFETY_MS 5000    /* once SIGIO is known to work */
+#define GUEST_PROBE_MAX_MS 500        /* ... doubling up to this where SIGIO may never come ... */
+#define GUEST_PROBE_SAFETY_MS 60000   /* ... or this where SIGIO is known to come on host connect */
 #define GUEST_REOPEN_MS 1000          /* an unplugged port is looked for this often */
 #define GUEST_UNCONFIRMED_MS 2000     /* how long data may run ahead of the host's "port open" */
 

@@ -196,3 +196,20 @@ echo b
 EOS
 	chmod 755 "$d/ab"
 }
+
+# Starts the guest daemon in the VM of vm.bash (options in $@; GD_ENV, GD_BIN: its environment and
+# binary) and waits until it answers a call on $VM_H2G; shows its log if it does not. With
+# GD_NO_CALL=1 it waits for the daemon's start line instead: no host has connected yet.
+start_guest_daemon() {
+	vm_run "killall negotiator-guest negotiator-guest.i386 2>/dev/null; while pidof negotiator-guest negotiator-guest.i386 >/dev/null; do sleep 0.1; done; ${GD_ENV:-} ${GD_BIN:-negotiator-guest} -d -v $* >/tmp/gd.log 2>&1 &"
+	for _ in $(seq 1 50); do
+		if [ -n "${GD_NO_CALL:-}" ]; then
+			vm_run 'grep -q started /tmp/gd.log' && return 0
+		else
+			"$HOSTBIN" --socket "$VM_H2G" -t 2 -c >/dev/null 2>&1 && return 0
+		fi
+		sleep 0.2
+	done
+	vm_run 'cat /tmp/gd.log' >&2
+	return 1
+}

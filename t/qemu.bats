@@ -31,17 +31,6 @@ teardown_file() {
 	rm -rf "$D"
 }
 
-# Starts the guest daemon in the VM (options in $@) and waits until it answers a call.
-start_guest_daemon() {
-	vm_run "killall negotiator-guest negotiator-guest.i386 2>/dev/null; while pidof negotiator-guest negotiator-guest.i386 >/dev/null; do sleep 0.1; done; ${GD_ENV:-} ${GD_BIN:-negotiator-guest} -d -v $* >/tmp/gd.log 2>&1 &"
-	for _ in $(seq 1 50); do
-		"$HOSTBIN" --socket "$VM_H2G" -t 2 -c >/dev/null 2>&1 && return 0
-		sleep 0.2
-	done
-	vm_run 'cat /tmp/gd.log' >&2
-	return 1
-}
-
 gd_pid() {
 	vm_run "pidof ${GD_BIN:-negotiator-guest}"
 }
@@ -272,6 +261,85 @@ plug_port() {
 		sleep 2
 	done
 	start_guest_daemon
+}
+
+# quiet_wakeups PID SETTLE SECONDS LABEL: after SETTLE s, the guest process's wake-ups in the next
+# SECONDS (vm_wakeups); "LABEL: N" goes to the TAP output for the record
+quiet_wakeups() {
+	local n
+	sleep "$2"
+	n=$(vm_wakeups "$1" "$3") || return 1
+	echo "$4: $n" >&3
+	echo "$n"
+}
+
+@test "host away: the daemon sleeps on SIGIO (a few wake-ups in 20 s, not 40), and a host that comes is served" {
+	# a host that never came: no SIGIO seen yet, so only the kernel can say that one will come
+	GD_NO_CALL=1 start_guest_daemon
+	pid=$(gd_pid)
+	n=$(quiet_wakeups "$pid" 5 20 "wake-ups in 20 s, no host yet")
+	# probing every 500 ms would wake 40 times; the probes' backoff towards 60 s, a few
+	[ "$n" -lt 8 ]
+	run H -t 10 -e "show first"
+	assert_success
+	assert_output "$(printf 'args: 1\n[first]')"
+	# the host came and went: 15 s on, its probes are far apart
+	n=$(quiet_wakeups "$pid" 15 30 "wake-ups in 30 s, the host gone 15 s before")
+	# probing every 5 s would wake 6 times, every 500 ms 60
+	[ "$n" -lt 4 ]
+	run H -t 10 -e "show woken"
+	assert_success
+	assert_output "$(printf 'args: 1\n[woken]')"
+	run vm_run 'cat /tmp/gd.log'
+	assert_output --partial "SIGIO on host connect: expected (Linux"
+}
+
+@test "a kernel the release does not vouch for: probes twice a second until a SIGIO wakes the daemon to a host, then sleeps" {
+	# NEGOTIATOR_NO_RELEASE_HINT=1: as on a 2.6.32 whose driver may or may not have fasync
+	GD_NO_CALL=1 GD_ENV=NEGOTIATOR_NO_RELEASE_HINT=1 start_guest_daemon
+	pid=$(gd_pid)
+	n=$(quiet_wakeups "$pid" 3 10 "wake-ups in 10 s before any SIGIO")
+	[ "$n" -ge 10 ]
+	# the host's connect raises SIGIO, which wakes the daemon before its next probe (0.5 s)
+	for c in 1 2 3; do
+		run H -t 10 -e "show sigio$c"
+		assert_success
+		assert_output "$(printf 'args: 1\n[sigio%s]' "$c")"
+		vm_run 'grep -q "SIGIO on host connect: seen" /tmp/gd.log' && break
+		sleep 2
+	done
+	run vm_run 'cat /tmp/gd.log'
+	assert_line --partial "SIGIO on host connect: not known to come (Linux"
+	assert_line "negotiator-guest: SIGIO on host connect: seen; probing every 60 s at most"
+	n=$(quiet_wakeups "$pid" 15 20 "wake-ups in 20 s once a SIGIO was seen")
+	[ "$n" -lt 4 ]
+	run H -t 10 -e "show again"
+	assert_success
+	assert_output "$(printf 'args: 1\n[again]')"
+	start_guest_daemon
+}
+
+@test "host away without SIGIO (NEGOTIATOR_NO_SIGIO=1): the daemon keeps probing, twice a second" {
+	GD_ENV=NEGOTIATOR_NO_SIGIO=1 start_guest_daemon
+	pid=$(gd_pid)
+	n=$(quiet_wakeups "$pid" 3 10 "wake-ups in 10 s with the host away, no SIGIO")
+	[ "$n" -ge 10 ]
+	run H -t 10 -e "show probed"
+	assert_success
+	assert_output "$(printf 'args: 1\n[probed]')"
+	run vm_run 'cat /tmp/gd.log'
+	assert_output --partial "SIGIO on host connect: not used (NEGOTIATOR_NO_SIGIO)"
+	start_guest_daemon
+}
+
+@test "a port whose node and name appear while the guest CLI waits is found and used" {
+	unplug_port g2h-port
+	vm_run "{ negotiator-guest -t 20 -e whoami; echo \"status=\$?\"; } >/tmp/late.out 2>&1 &"
+	sleep 2
+	plug_port g2h-port g2h0 negotiator-guest-to-host.0
+	for _ in $(seq 1 100); do vm_run 'grep -q status= /tmp/late.out' && break; sleep 0.2; done
+	run vm_run 'cat /tmp/late.out'
+	assert_output "$(printf 'testvm\nstatus=0')"
 }
 
 @test "i386: the static i386 guest binary serves and calls the same way" {

@@ -74,10 +74,12 @@ tree_of() {
 		/usr/local/share/man/man8/negotiator-guest.8 /usr/local/share/man/man8/negotiator-host.8 | sort)"
 	[ -d "$D/root/usr/lib/negotiator/commands" ]
 	# the service files name the programs where PREFIX put them
-	grep -qx 'ExecStart=/usr/local/sbin/negotiator-host --daemon' "$D/root/usr/local/lib/systemd/system/negotiator-host.service"
+	grep -qx 'ExecStart=/usr/local/sbin/negotiator-host --daemon $NEGOTIATOR_HOST_OPTS' "$D/root/usr/local/lib/systemd/system/negotiator-host.service"
 	grep -qx 'DAEMON=/usr/local/sbin/$NAME' "$D/root/etc/init.d/negotiator-host"
 	grep -qx 'NAME=negotiator-host' "$D/root/etc/init.d/negotiator-host"
-	grep -qx 'exec /usr/local/sbin/negotiator-guest --daemon --syslog' "$D/root/etc/init/negotiator-guest.conf"
+	grep -qx '	exec /usr/local/sbin/negotiator-guest --daemon --syslog $NEGOTIATOR_GUEST_OPTS' "$D/root/etc/init/negotiator-guest.conf"
+	grep -qx 'ExecStart=/usr/local/sbin/negotiator-guest --daemon $NEGOTIATOR_GUEST_OPTS' "$D/root/usr/local/lib/systemd/system/negotiator-guest.service"
+	grep -q 'syslog $NEGOTIATOR_HOST_OPTS$' "$D/root/etc/init.d/negotiator-host"
 	grep -qx 'command = /usr/local/sbin/negotiator-host --daemon' "$D/root/usr/local/share/doc/negotiator/examples/negotiator-host.supervisord.conf"
 	cmp "$ROOT/negotiator-host" "$D/root/usr/local/sbin/negotiator-host"
 	run "$D/root/usr/local/sbin/negotiator-guest" --version
@@ -95,7 +97,7 @@ tree_of() {
 	assert_success
 	[ -x "$D/usr/usr/sbin/negotiator-host" ]
 	[ -f "$D/usr/usr/share/man/man8/negotiator-host.8" ]
-	grep -qx 'ExecStart=/usr/sbin/negotiator-host --daemon' "$D/usr/usr/lib/systemd/system/negotiator-host.service"
+	grep -qx 'ExecStart=/usr/sbin/negotiator-host --daemon $NEGOTIATOR_HOST_OPTS' "$D/usr/usr/lib/systemd/system/negotiator-host.service"
 	[ ! -e "$D/usr/usr/sbin/negotiator-guest" ]
 }
 
@@ -159,7 +161,7 @@ fs_list() {
 	mkdir -p "$D/pchan"
 	fs_list > "$D/before"
 	# the operator's own options for the packaged daemon (its init script reads them)
-	echo "OPTIONS=\"--channel-directory $D/pchan\"" > /etc/default/negotiator-host
+	echo "NEGOTIATOR_HOST_OPTS=\"--channel-directory $D/pchan\"" > /etc/default/negotiator-host
 	run dpkg -i "$ROOT/pkg/out/negotiator-host_${V}_amd64.deb"
 	assert_success
 	run negotiator-host --version

@@ -11,6 +11,9 @@
 #                                   reached.
 #   vm_qmp JSON                     send one QMP command (e.g. '{"execute": "device_del", ...}') to the
 #                                   VM's monitor; print its reply; 0 if it is a "return", 1 if not.
+#   vm_wakeups PID SECONDS          print how often guest process PID was switched out (voluntary and
+#                                   not, from /proc/PID/status) in the next SECONDS: each poll() that
+#                                   sleeps and returns counts once.
 #   vm_shutdown                     power the guest off, kill QEMU if it lingers; leaves DIR alone.
 #   vm_initrd DIR [GUEST_BINARY...] only build DIR/initrd.gz (what vm_boot boots), for a VM started by
 #                                   something else (libvirt); exports VM_KERNEL (the cache's kernel),
@@ -26,14 +29,20 @@
 # Channels: the negotiator ports are a virtio-serial-pci device with exactly two virtserialports,
 # negotiator-host-to-guest.0 and negotiator-guest-to-host.0 (device ids h2g-port and g2h-port, for
 # unplugging them over QMP), each a QEMU-listening UNIX socket on chardevs h2g0 and g2h0
-# ($VM_H2G, $VM_G2H). Nothing else uses them. The console (ttyS0) is logged to DIR/console.log;
+# ($VM_H2G, $VM_G2H). Nothing else uses them. With VM_PORTS=hvc the same two sockets are instead two
+# virtconsoles, each alone on a virtio-serial-pci device with max_ports=1 (vser0 and vser1): QEMU
+# then offers no named ports, so even a current kernel shows only ttys, /dev/hvc0 (host-to-guest)
+# and /dev/hvc1 (guest-to-host), as Linux 2.6.32 does. With VM_CHANNEL_NAME=NAME the two sockets are
+# DIR/channel/NAME.negotiator-host-to-guest.0 and DIR/channel/NAME.negotiator-guest-to-host.0 instead,
+# as libvirt names them when the domain XML gives those paths (the host daemon's and -g's layout). The console (ttyS0) is logged to DIR/console.log;
 # the control channel is a second UART (ttyS1) on DIR/ctl.sock; a QMP monitor is on DIR/qmp.sock.
 #
 # Control protocol on ttyS1 (raw mode): the host sends one line "@@VMREQ ID TIMEOUT BASE64(CMD)";
 # the guest answers "@@VMRUN-BEGIN ID", the output in base64, "@@VMRUN-END ID STATUS". The guest
 # captures output in a file, not a pipe, so `cmd &` returns at once even if cmd keeps its stdout.
 #
-# Environment: NEG_CACHE (mkimage's cache), VM_COMMANDS_DIR, VM_INIT_COMMAND, VM_EXTRA_QEMU_ARGS
+# Environment: NEG_CACHE (mkimage's cache), VM_COMMANDS_DIR, VM_INIT_COMMAND, VM_PORTS, VM_CHANNEL_NAME,
+# VM_EXTRA_QEMU_ARGS
 # (split on white space and appended to QEMU's command line), VM_EXTRA_APPEND (added to the kernel
 # command line),
 # VM_MEMORY (default 256), VM_BOOT_TIMEOUT (default 120 s), VM_RUN_TIMEOUT (default 60 s).
@@ -231,14 +240,15 @@ vm_boot() {
 		return 2
 	fi
 	local dir=$1 boot_tmo=${VM_BOOT_TIMEOUT:-120}
-	local t0 pid append extra=() sock
+	local t0 pid append extra=() sock ports
 	shift
 	_vm_now_us
 	t0=$REPLY
 	mkdir -p "$dir" && dir=$(cd "$dir" && pwd) || { _vm_err "vm_boot: cannot use directory $dir"; return 1; }
 	"$VM_LIB_DIR/mkimage" || { _vm_err "vm_boot: t/mkimage failed"; return 1; }
-	# sun_path holds 107 characters; the longest socket name is host-to-guest.sock.
+	# sun_path holds 107 characters; the longest socket name is host-to-guest.sock (or the channel's).
 	sock=$dir/host-to-guest.sock
+	[[ -z ${VM_CHANNEL_NAME:-} ]] || sock=$dir/channel/$VM_CHANNEL_NAME.negotiator-host-to-guest.0
 	if ((${#sock} > 107)); then
 		_vm_err "vm_boot: $dir is too long for UNIX socket paths ($sock: ${#sock} > 107 characters)"
 		return 1
@@ -254,8 +264,28 @@ vm_boot() {
 	vm_initrd "$dir" "$@" || return 1
 
 	export VM_H2G=$dir/host-to-guest.sock VM_G2H=$dir/guest-to-host.sock
+	if [[ -n ${VM_CHANNEL_NAME:-} ]]; then
+		mkdir -p "$dir/channel" || { _vm_err "vm_boot: cannot create $dir/channel"; return 1; }
+		VM_H2G=$dir/channel/$VM_CHANNEL_NAME.negotiator-host-to-guest.0
+		VM_G2H=$dir/channel/$VM_CHANNEL_NAME.negotiator-guest-to-host.0
+		rm -f "$VM_H2G" "$VM_G2H"
+	fi
 	export VM_CTL=$dir/ctl.sock VM_QMP=$dir/qmp.sock
 	append=$VM_APPEND
+	case ${VM_PORTS:-named} in
+	named)
+		ports=(-device virtio-serial-pci,id=vser0
+			-device virtserialport,bus=vser0.0,chardev=h2g0,name=negotiator-host-to-guest.0,id=h2g-port
+			-device virtserialport,bus=vser0.0,chardev=g2h0,name=negotiator-guest-to-host.0,id=g2h-port) ;;
+	hvc)
+		ports=(-device virtio-serial-pci,id=vser0,max_ports=1
+			-device virtconsole,bus=vser0.0,chardev=h2g0,id=h2g-port
+			-device virtio-serial-pci,id=vser1,max_ports=1
+			-device virtconsole,bus=vser1.0,chardev=g2h0,id=g2h-port) ;;
+	*)
+		_vm_err "vm_boot: VM_PORTS must be named or hvc, not '$VM_PORTS'"
+		return 1 ;;
+	esac
 	if [[ -n ${VM_EXTRA_QEMU_ARGS:-} ]]; then
 		read -r -a extra <<<"$VM_EXTRA_QEMU_ARGS"
 	fi
@@ -268,11 +298,9 @@ vm_boot() {
 		-chardev "file,id=con0,path=$dir/console.log" -serial chardev:con0 \
 		-chardev "socket,id=ctl0,path=$VM_CTL,server=on,wait=off" -serial chardev:ctl0 \
 		-qmp "unix:$VM_QMP,server=on,wait=off" \
-		-device virtio-serial-pci,id=vser0 \
 		-chardev "socket,id=h2g0,path=$VM_H2G,server=on,wait=off" \
-		-device virtserialport,bus=vser0.0,chardev=h2g0,name=negotiator-host-to-guest.0,id=h2g-port \
 		-chardev "socket,id=g2h0,path=$VM_G2H,server=on,wait=off" \
-		-device virtserialport,bus=vser0.0,chardev=g2h0,name=negotiator-guest-to-host.0,id=g2h-port \
+		"${ports[@]}" \
 		${extra[@]+"${extra[@]}"} \
 		</dev/null >"$dir/qemu.log" 2>&1 3>&- &
 	pid=$!
@@ -390,6 +418,14 @@ vm_qmp() {
 	fi
 	printf '%s\n' "$reply"
 	[[ $reply == *'"return"'* ]]
+}
+
+vm_wakeups() {
+	local a b
+	a=$(vm_run "cat /proc/$1/status" | awk '/ctxt_switches:/ {n += $2} END {print n + 0}') || return 1
+	sleep "$2"
+	b=$(vm_run "cat /proc/$1/status" | awk '/ctxt_switches:/ {n += $2} END {print n + 0}') || return 1
+	echo $((b - a))
 }
 
 vm_shutdown() {
