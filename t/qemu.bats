@@ -454,15 +454,9 @@ chmod 755 /usr/lib/negotiator/commands/$1"
 }
 
 @test "streamed: a line from the guest command arrives while it still runs" {
-	guest_command ab '#!/bin/sh
-echo a
-i=0
-while [ ! -e "$1" ]; do
-	i=$((i + 1))
-	[ $i -gt 600 ] && { echo "ab: $1 never came" >&2; exit 9; }
-	sleep 0.05
-done
-echo b'
+	mkdir -p "$D/ab"
+	make_ab_command "$D/ab"
+	guest_command ab "$(cat "$D/ab/ab")"
 	vm_run 'rm -f /tmp/ab.flag'
 	rm -f "$D/ab.fifo" "$D/ab.rc"
 	mkfifo "$D/ab.fifo"
