@@ -34,15 +34,21 @@ _negotiator()
 			COMPREPLY=($(compgen -f -- "$cur"))
 			return
 		fi ;;
-	-t|--timeout|--max-frame)
+	-t|--timeout|--max-frame|--parallel)
 		return ;;
 	-e|--execute)
 		# the first word of the command: what the other side offers
 		if [ "$name" = negotiator-host ]; then
 			guest=
 			for ((i = 1; i < COMP_CWORD; i++)); do
-				case ${COMP_WORDS[i - 1]} in -e|--execute|-t|--timeout|--input|--max-frame|--channel-directory|--commands-directory|--socket) continue ;; esac
-				case ${COMP_WORDS[i]} in -*) ;; *) guest=${COMP_WORDS[i]} ;; esac
+				case ${COMP_WORDS[i - 1]} in -e|--execute|-t|--timeout|--input|--max-frame|--parallel|--channel-directory|--commands-directory|--socket) continue ;; esac
+				case ${COMP_WORDS[i]} in
+				--all) guest= ; break ;;
+				-*) ;;
+				# a pattern or a second guest: their commands may differ, so offer none
+				*[*?[]*) guest= ; break ;;
+				*) [ -z "$guest" ] || { guest= ; break; }; guest=${COMP_WORDS[i]} ;;
+				esac
 			done
 			[ -n "$guest" ] && COMPREPLY=($(compgen -W "$("$prog" "${look[@]}" -c "$guest" 2>/dev/null)" -- "$cur"))
 		else

@@ -416,6 +416,15 @@ quiet_wakeups() {
 	for _ in $(seq 1 50); do H -t 2 -e "show again" >/dev/null 2>&1 && break; sleep 0.2; done
 	run H -e "show again"
 	assert_success
+	# its binary replaced while it runs (an upgrade): still ours, and restart leaves one daemon
+	run vm_run 'cp /usr/sbin/negotiator-guest /tmp/ng.new && mv /tmp/ng.new /usr/sbin/negotiator-guest; readlink /proc/$(pidof negotiator-guest)/exe; negotiator-guest.init status; echo "status=$?"'
+	assert_line --index 0 "/usr/sbin/negotiator-guest (deleted)"
+	assert_line --index 2 "status=0"
+	run vm_run 'negotiator-guest.init restart; echo "status=$?"; pidof negotiator-guest'
+	assert_line --index 0 "status=0"
+	[[ ${lines[1]} =~ ^[0-9]+$ ]]
+	[ "${lines[1]}" != "$second" ]
+	for _ in $(seq 1 50); do H -t 2 -e "show upgraded" >/dev/null 2>&1 && break; sleep 0.2; done
 	# killed with SIGKILL: its pid file is left, status says so (LSB's 1), start starts anew
 	run vm_run 'kill -9 $(pidof negotiator-guest); while pidof negotiator-guest >/dev/null; do sleep 0.1; done; negotiator-guest.init status; echo "status=$?"'
 	assert_output "$(printf '%s\n%s' "negotiator-guest is not running, but /var/run/negotiator-guest.pid is left" "status=1")"

@@ -328,6 +328,15 @@ complete_line() {
 	assert_output "$(printf '%s\n' show slow)"
 	run complete_line "$BIN/negotiator-host" --channel-directory "$c/chan" web1 -e find-distribution-r
 	assert_output find-distribution-release
+	# a value of --parallel is no guest; a pattern, --all or two guests may offer different
+	# commands, so none are offered
+	run complete_line "$BIN/negotiator-host" --channel-directory "$c/chan" web1 --parallel 4 -e s
+	assert_output "$(printf '%s\n' show slow)"
+	for sel in "web*" --all "web1 db1"; do
+		# shellcheck disable=SC2086
+		run complete_line "$BIN/negotiator-host" --channel-directory "$c/chan" $sel -e s
+		assert_output ""
+	done
 	# file names after --input
 	touch "$c/input-file"
 	run complete_line "$BIN/negotiator-host" --input "$c/input-f"
