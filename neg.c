@@ -3040,7 +3040,9 @@ run_send(struct neg_run *c, short revents)
 		run_fail(c, "cannot send: %s", strerror(errno));
 		return;
 	}
+	/* the host is here: away's past deadline would be every turn's wake, a spin */
 	c->sent = 1;
+	c->away = 0;
 	c->wqoff += (size_t)n;
 	if (c->wqoff == c->wq.len)
 		c->wq.len = c->wqoff = 0;
