@@ -671,6 +671,7 @@ struct fleet {
 	size_t n;
 	int out;               /* OUT_* */
 	int out_failed;        /* our own output failed: no more calls */
+	const char *method;    /* execute or list_commands, for members that never ran too */
 	struct buf wb;         /* what one emit writes */
 };
 
@@ -711,6 +712,15 @@ fleet_emit(struct neg_run *c, int fd, const char *s, size_t len)
 	const char *nl;
 	size_t take, room;
 
+	/* what comes after our output failed has nowhere to go (the calls are being cancelled) */
+	if (fl.out_failed)
+		return 0;
+	if (fl.out == OUT_RAW) {
+		/* through fleet_write, so that a failure is said once and stops the fleet, as prefixed */
+		buf_add(&fl.wb, s, len);
+		fleet_write(fd);
+		return 0;
+	}
 	if (fl.out == OUT_JSON) {
 		room = HOST_FLEET_KEEP - m->keep[fd].len;
 		buf_add(&m->keep[fd], s, len < room ? len : room);
@@ -765,12 +775,14 @@ fleet_json(const struct member *m, const struct neg_run *c)
 {
 	size_t i;
 
+	/* fl.method, not c's: a member that never started (c NULL) was still asked for -c */
+
 	buf_adds(&fl.wb, "{\"guest\": ");
 	proto_put_string(&fl.wb, m->g->name, strlen(m->g->name));
 	buf_addf(&fl.wb, ", \"status\": %d", m->status);
-	if (c && strcmp(c->method, "execute") != 0) {
+	if (strcmp(fl.method, "execute") != 0) {
 		buf_adds(&fl.wb, ", \"commands\": [");
-		for (i = 0; c->have_resp && m->status == 0 && i < c->resp.nlist; i++) {
+		for (i = 0; c && c->have_resp && m->status == 0 && i < c->resp.nlist; i++) {
 			buf_adds(&fl.wb, i ? ", " : "");
 			proto_put_string(&fl.wb, c->resp.list[i], strlen(c->resp.list[i]));
 		}
@@ -827,9 +839,26 @@ fleet_done(struct member *m, struct neg_run *c)
 		if (fl.wb.len)
 			fleet_write(1);
 	} else {
-		for (i = 0; c && c->have_resp && m->status == 0 && i < c->resp.nlist; i++)
-			printf("%s\n", c->resp.list[i]);
-		fflush(stdout);
+		for (i = 0; !fl.out_failed && c && c->have_resp && m->status == 0 &&
+		    i < c->resp.nlist; i++) {
+			buf_addf(&fl.wb, "%s\n", c->resp.list[i]);
+			if (fl.wb.len > NEG_READ_CHUNK)
+				fleet_write(1);
+		}
+		if (fl.wb.len)
+			fleet_write(1);
+	}
+	/*
+	 * A call under way (or whose output we were writing) when our output
+	 * failed: what it said is lost and the fleet cancelled it; neither a
+	 * success nor the signal our cancel sent.
+	 */
+	if (c && fl.out_failed) {
+		m->status = 255;
+		m->self_failed = 1;
+		m->timed_out = m->signal = 0;
+		m->exit_code = -1;
+		snprintf(m->err, sizeof(m->err), "cancelled (our output failed)");
 	}
 	for (fd = 0; fd < 3; fd++) {
 		buf_free(&m->line[fd]);
@@ -889,7 +918,7 @@ fleet_start(struct member *m, struct neg_cli *o, const char *method, long fd_max
 	if ((m->run = calloc(1, sizeof(*m->run))) == NULL)
 		neg_die("out of memory");
 	neg_run_start(m->run, m->fd, 0, o, m->g->name, method);
-	m->run->emit = fl.out == OUT_RAW ? NULL : fleet_emit;
+	m->run->emit = fleet_emit;
 	m->run->ctx = m;
 	m->run->keep_quiet = quiet;
 	m->state = M_RUNNING;
@@ -954,6 +983,7 @@ fleet_run(struct neg_cli *o, const char *method, size_t parallel)
 	    fd_limit - (fd_limit / 2 < HOST_FD_RESERVE ? fd_limit / 2 : HOST_FD_RESERVE) - 1;
 	if ((v = calloc(parallel, sizeof(*v))) == NULL)
 		neg_die("out of memory");
+	fl.method = method;
 	neg_cli_signals(1);
 	while (next < fl.n || running > 0) {
 		/* waiting members start in order, as slots free up; a signal or our output failing stops that */
@@ -963,7 +993,8 @@ fleet_run(struct neg_cli *o, const char *method, size_t parallel)
 			if (m->state != M_WAITING)
 				continue;
 			if (neg_cli_signalled() || fl.out_failed) {
-				fleet_fail(m, 1, "cancelled");
+				fleet_fail(m, 1, fl.out_failed ? "cancelled (our output failed)" :
+				    "cancelled");
 				continue;
 			}
 			if (m->retry_at > neg_now()) {

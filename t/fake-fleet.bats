@@ -413,3 +413,37 @@ print("ok")' "$D/in.out" "$D/in.bin"
 	# the calls under way when it failed, at most --parallel, said their stderr; no others ran
 	[ "$(grep -c ': warn ' <<<"$stderr")" -le 5 ]
 }
+
+@test "--no-prefix, our stdout failing: said once, no more calls started, exit 255 (-c too)" {
+	run --separate-stderr bash -c 'NEGOTIATOR_NO_VIRSH=1 "$1" --channel-directory "$2" --all --no-prefix -c > /dev/full' -- "$HOSTBIN" "$D/chan"
+	assert_failure 255
+	assert_equal "$(grep -c 'cannot write to standard output: No space left on device' <<<"$stderr")" 1
+	run --separate-stderr bash -c 'NEGOTIATOR_NO_VIRSH=1 "$1" --channel-directory "$2" --all --parallel 1 --no-prefix -e hello > /dev/full' -- "$HOSTBIN" "$D/chan"
+	assert_failure 255
+	assert_equal "$(grep -c 'cannot write to standard output: No space left on device' <<<"$stderr")" 1
+	# one call was under way when it failed: its stderr is all that came (no prefix on it)
+	[ "$(grep -c '^warn ' <<<"$stderr")" -le 1 ]
+}
+
+@test "our stdout failing with prefixes: the summary says cancelled (our output failed), no success" {
+	run --separate-stderr bash -c 'NEGOTIATOR_NO_VIRSH=1 "$1" --channel-directory "$2" --parallel 5 --all -e hello > /dev/full' -- "$HOSTBIN" "$D/chan"
+	assert_failure 255
+	summary=$(grep 'guests failed' <<<"$stderr")
+	[[ $summary == *"50 of 50 guests failed: "* ]] || { echo "$summary"; false; }
+	refute [ "$(grep -c 'killed by signal' <<<"$summary")" -gt 0 ]
+	[[ $summary == *"(cancelled (our output failed))"* ]]
+}
+
+@test "-c --json after SIGINT: the guests that never started carry commands, not -e's fields" {
+	( env --default-signal=INT,TERM,HUP NEGOTIATOR_NO_VIRSH=1 "$HOSTBIN" --channel-directory "$D/chan" \
+		--parallel 1 --json --all -c > "$D/cj.out" 2> "$D/cj.err" 3>&- & echo $! > "$D/bg.cj.pid"; st=0; wait $! || st=$?; echo $st > "$D/cj.rc" ) 3>&- &
+	kill -STOP "$(cat "$D/db-1.pid")"
+	# db-1 comes first and does not answer: the call under way when the signal comes
+	sleep 0.5
+	kill -INT "$(cat "$D/bg.cj.pid")"
+	kill -CONT "$(cat "$D/db-1.pid")"
+	wait_until 10 test -e "$D/cj.rc"
+	[ "$(wc -l < "$D/cj.out")" -eq 50 ]
+	refute grep -q '"exit_code"' "$D/cj.out"
+	[ "$(grep -c '"commands": \[' "$D/cj.out")" -eq 50 ]
+}
