@@ -2778,8 +2778,12 @@ neg_cli_signalled(void)
  *   CALL    one request (list_commands) --reply--> DONE
  *   any     --deadline, channel failure, second signal--> DONE (status 255)
  *
- * A frame half sent when a call ends is sent out (at most 1 s): it would
- * swallow the next caller's first one.
+ * A frame half sent when a call ends on a port is sent out (at most 1 s): it
+ * would swallow the next caller's first one; the guest CLI has one call, so
+ * nothing else waits meanwhile.  A socket (the host's calls, a fleet's in one
+ * loop) is closed right after, which tells the other side to drop the half
+ * frame: what leaves now without blocking (a cancel frame, mostly) is sent,
+ * the rest dropped, so that a guest that stopped reading stalls no other call.
  */
 static int
 run_put(struct neg_run *c, int fd, const char *s, size_t len)
@@ -2791,10 +2795,17 @@ static void
 run_flush(struct neg_run *c, int ms)
 {
 	char err[256];
+	ssize_t n;
 
-	if (c->wq.len > c->wqoff)
+	if (c->wq.len > c->wqoff && (c->flags & NEG_CALL_PORT)) {
 		neg_write_all(c->fd, c->flags, c->wq.p + c->wqoff, c->wq.len - c->wqoff,
 		    neg_now() + ms, err, sizeof(err));
+	} else {
+		/* the fd is non-blocking (neg_run_start) */
+		while (c->wq.len > c->wqoff && ((n = write(c->fd, c->wq.p + c->wqoff,
+		    c->wq.len - c->wqoff)) > 0 || (n < 0 && errno == EINTR)))
+			c->wqoff += n > 0 ? (size_t)n : 0;
+	}
 	c->wq.len = c->wqoff = 0;
 }
 

@@ -447,3 +447,51 @@ print("ok")' "$D/in.out" "$D/in.bin"
 	refute grep -q '"exit_code"' "$D/cj.out"
 	[ "$(grep -c '"commands": \[' "$D/cj.out")" -eq 50 ]
 }
+
+# stuck_guests DIR N: N guests (DIR/stuck-I.negotiator-host-to-guest.0) that answer the version
+# call as 0.8 does (no streaming) and then read nothing more; pid in $D/bg.stuck.pid.
+stuck_guests() {
+	python3 - "$1" "$2" <<'EOS' 3>&- &
+import json, os, socket, sys, threading, time
+d, n = sys.argv[1], int(sys.argv[2])
+def serve(ls):
+	c, _ = ls.accept()
+	b = b""
+	while b"\n" not in b:
+		b += c.recv(1)
+	want = int(b)
+	body = b""
+	while len(body) < want:
+		body += c.recv(want - len(body))
+	rid = json.loads(body)["id"]
+	r = json.dumps({"id": rid, "success": False, "error": "no such method"}).encode()
+	c.sendall(b"%d\n%s" % (len(r), r))
+	time.sleep(60)
+ls = []
+for i in range(n):
+	s = socket.socket(socket.AF_UNIX)
+	p = "%s/stuck-%d.negotiator-host-to-guest.0" % (d, i)
+	s.bind(p); s.listen(1)
+	ls.append(s)
+for s in ls:
+	threading.Thread(target=serve, args=(s,), daemon=True).start()
+time.sleep(60)
+EOS
+	echo $! > "$D/bg.stuck.pid"
+}
+
+@test "calls ending with a frame half sent to guests that stopped reading do not stall the others" {
+	mkdir -p "$D/chan-stuck"
+	stuck_guests "$D/chan-stuck" 12
+	wait_until 10 grep -q stuck-11 /proc/net/unix
+	head -c 8000000 /dev/zero > "$D/big.in"
+	# each call's request cannot leave (the guest reads nothing); -t 1 ends each after 5 s (the
+	# timeout, the kill's grace, the reply's margin), all at once.  The loop must not then block
+	# on the rest of each frame, 1 s each one after another: 17 s and more, against 5.
+	local t0=$SECONDS
+	run --separate-stderr env NEGOTIATOR_NO_VIRSH=1 "$HOSTBIN" --channel-directory "$D/chan-stuck" \
+		--all --parallel 12 -t 1 --input "$D/big.in" -e cat
+	assert_failure 255
+	[[ $stderr == *"12 of 12 guests failed"* ]] || { echo "$stderr"; false; }
+	[ $((SECONDS - t0)) -le 10 ] || { echo "took $((SECONDS - t0)) s"; false; }
+}
