@@ -406,33 +406,67 @@ out:
 	buf_free(&xml);
 }
 
+/* A socket path as the kernel would have it (realpath of its directory), and its guest. */
+struct lkey {
+	char *key;
+	struct found *g;
+};
+
 static int
-cmp_path(const void *a, const void *b)
+cmp_lkey(const void *a, const void *b)
 {
-	return strcmp((*(struct found *const *)a)->path, (*(struct found *const *)b)->path);
+	return strcmp(((const struct lkey *)a)->key, ((const struct lkey *)b)->key);
 }
 
 static int
-cmp_key_path(const void *key, const void *b)
+cmp_key_lkey(const void *key, const void *b)
 {
-	return strcmp(key, (*(struct found *const *)b)->path);
+	return strcmp(key, ((const struct lkey *)b)->key);
 }
+
+/* path with its directory resolved (DIR/, a link, relative: as a listener bound it); malloc'ed */
+static char *
+canon_path(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+	char dir[PATH_MAX], real[PATH_MAX], *r;
+	struct buf b = {0};
+
+	if (slash == NULL)
+		snprintf(dir, sizeof(dir), ".");
+	else
+		snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), slash == path ? "/" : path);
+	if (realpath(dir, real) == NULL)
+		snprintf(real, sizeof(real), "%s", dir);
+	buf_adds(&b, strcmp(real, "/") == 0 ? "" : real);
+	buf_adds(&b, "/");
+	buf_adds(&b, slash ? slash + 1 : path);
+	if ((r = strdup(b.p)) == NULL)
+		neg_die("out of memory");
+	buf_free(&b);
+	return r;
+}
+
+static int host_connect(const char *, long);
 
 /*
  * Marks the sockets of s a process listens on (up), from one read of
  * /proc/net/unix (no connect; once for all, not once per guest: a thousand
- * guests would read it a thousand times).  Without /proc every one is up.
+ * guests would read it a thousand times).  Paths are compared with their
+ * directories resolved, as the kernel shows the path a listener bound.  One
+ * no line names (bound relative, or through another link) is probed with a
+ * non-blocking connect: a stale socket refuses it.  Without /proc every one
+ * is up.
  */
 static void
 host_listening(struct scan *s)
 {
 	FILE *f = fopen("/proc/net/unix", "re");
 	char line[PATH_MAX + 128], *p;
-	struct found **by, **hit;
+	struct lkey *by, *hit;
 	unsigned long flags;
-	char *f3;
 	size_t k;
-	int i;
+	int i, fd;
 
 	for (k = 0; k < s->n; k++)
 		s->v[k].up = f == NULL;
@@ -441,20 +475,38 @@ host_listening(struct scan *s)
 			fclose(f);
 		return;
 	}
-	for (k = 0; k < s->n; k++)
-		by[k] = &s->v[k];
-	qsort(by, s->n, sizeof(*by), cmp_path);
+	for (k = 0; k < s->n; k++) {
+		by[k].key = canon_path(s->v[k].path);
+		by[k].g = &s->v[k];
+	}
+	qsort(by, s->n, sizeof(*by), cmp_lkey);
 	while (fgets(line, sizeof(line), f)) {
 		line[strcspn(line, "\n")] = '\0';
-		/* Num RefCount Protocol Flags Type St Inode Path */
-		for (f3 = line, i = 0; i < 3 && f3; i++)
-			if ((f3 = strchr(f3, ' ')) != NULL)
-				f3 += strspn(f3, " ");
-		if (f3 == NULL || (flags = strtoul(f3, NULL, 16)) == 0 || !(flags & 0x10000))
+		/*
+		 * Num RefCount Protocol Flags Type St Inode Path: seven fields, runs
+		 * of spaces between them (Inode is padded), then one space and the
+		 * path, which may hold spaces of its own
+		 */
+		for (p = line, i = 0; i < 7 && *p; i++) {
+			p += strspn(p, " ");
+			if (i == 3 && ((flags = strtoul(p, NULL, 16)) == 0 || !(flags & 0x10000)))
+				break;	/* not listening */
+			p += strcspn(p, " ");
+		}
+		if (i < 7 || *p != ' ')
 			continue;
-		if ((p = strrchr(line, ' ')) != NULL &&
-		    (hit = bsearch(p + 1, by, s->n, sizeof(*by), cmp_key_path)) != NULL)
-			(*hit)->up = 1;
+		if ((hit = bsearch(p + 1, by, s->n, sizeof(*by), cmp_key_lkey)) != NULL)
+			hit->g->up = 1;
+	}
+	for (k = 0; k < s->n; k++) {
+		free(by[k].key);
+		if (by[k].g->up)
+			continue;
+		/* a listener shows up as connectable (or its backlog full); a stale file refuses */
+		if ((fd = host_connect(by[k].g->path, LONG_MAX)) >= 0 || errno == EAGAIN)
+			by[k].g->up = 1;
+		if (fd >= 0)
+			close(fd);
 	}
 	free(by);
 	fclose(f);

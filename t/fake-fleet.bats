@@ -495,3 +495,33 @@ EOS
 	[[ $stderr == *"12 of 12 guests failed"* ]] || { echo "$stderr"; false; }
 	[ $((SECONDS - t0)) -le 10 ] || { echo "took $((SECONDS - t0)) s"; false; }
 }
+
+@test "--all and -g find guests whose socket path has a space, or a directory given as DIR/, a link or relative" {
+	local odd=$D/chan-odd s1 s2
+	s1="$odd/domain-7-my vm/$H2G"
+	s2="$odd/plain.$H2G"
+	mkdir -p "$odd/domain-7-my vm"
+	"$FAKEPORT" "$D/ports/myvm" "$s1" </dev/null >/dev/null 3>&- & echo $! > "$D/bg.odd1.pid"
+	"$FAKEPORT" "$D/ports/plain" "$s2" </dev/null >/dev/null 3>&- & echo $! > "$D/bg.odd2.pid"
+	wait_for "$s1"
+	wait_for "$s2"
+	"$GUESTBIN" -d -c "$D/ports/myvm" --commands-directory "$D/g/web-01" </dev/null >/dev/null 2>&1 3>&- &
+	echo $! > "$D/bg.odd3.pid"
+	"$GUESTBIN" -d -c "$D/ports/plain" --commands-directory "$D/g/web-02" </dev/null >/dev/null 2>&1 3>&- &
+	echo $! > "$D/bg.odd4.pid"
+	ln -sfn chan-odd "$D/chan-link"
+	wait_until 10 env NEGOTIATOR_NO_VIRSH=1 "$HOSTBIN" --channel-directory "$odd" -t 2 -e hello "my vm" >/dev/null 2>&1
+	local dir
+	for dir in "$odd" "$odd/" "$D/chan-link" chan-odd; do
+		run --separate-stderr bash -c 'cd "$1" && NEGOTIATOR_NO_VIRSH=1 "$2" --channel-directory "$3" -g --json' -- "$D" "$HOSTBIN" "$dir"
+		assert_success
+		[ "$(grep -c '"state": "running"' <<<"$output")" -eq 2 ] || { echo "$dir: $output"; false; }
+		run --separate-stderr bash -c 'cd "$1" && NEGOTIATOR_NO_VIRSH=1 "$2" --channel-directory "$3" -g' -- "$D" "$HOSTBIN" "$dir"
+		assert_success
+		[[ $output == *"my vm"* ]] || { echo "$dir: $output"; false; }
+		run --separate-stderr bash -c 'cd "$1" && NEGOTIATOR_NO_VIRSH=1 "$2" --channel-directory "$3" --all -e hello' -- "$D" "$HOSTBIN" "$dir"
+		assert_success
+		[[ $output == *"my vm: hello from web-01"* && $output == *"plain: hello from web-02"* ]] ||
+			{ echo "$dir: $output $stderr"; false; }
+	done
+}
