@@ -435,7 +435,7 @@ canon_path(const char *path)
 	if (slash == NULL)
 		snprintf(dir, sizeof(dir), ".");
 	else
-		snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), slash == path ? "/" : path);
+		snprintf(dir, sizeof(dir), "%.*s", slash == path ? 1 : (int)(slash - path), path);
 	if (realpath(dir, real) == NULL)
 		snprintf(real, sizeof(real), "%s", dir);
 	buf_adds(&b, strcmp(real, "/") == 0 ? "" : real);
