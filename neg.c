@@ -2681,6 +2681,8 @@ out:
  * we go.  No SA_RESTART: a write to a stdout nobody reads must not hide them.
  */
 static volatile sig_atomic_t cli_sig, cli_nsig;
+/* the CLI's self-pipe: the handler's byte wakes the poll even if it came just before it */
+static int cli_pipe[2] = { -1, -1 };
 
 /*
  * Writes all of s to fd; -1 with errno on failure.  A signal that cancels a
@@ -2721,8 +2723,15 @@ status_from_text(const char *e)
 static void
 on_cli_sig(int sig)
 {
+	int saved = errno;
+	char b = (char)sig;
+
 	cli_sig = sig;
 	cli_nsig++;
+	if (write(cli_pipe[1], &b, 1) < 0) {
+		/* full pipe: a wake-up is already pending */
+	}
+	errno = saved;
 }
 
 /*
@@ -2744,6 +2753,8 @@ neg_cli_signals(int on)
 		sa.sa_handler = on_cli_sig;
 		sigemptyset(&sa.sa_mask);
 		cli_sig = cli_nsig = 0;
+		if (cli_pipe[0] < 0 && pipe2(cli_pipe, O_CLOEXEC | O_NONBLOCK) < 0)
+			neg_die("cannot make a pipe: %s", strerror(errno));
 		for (i = 0; i < 3; i++) {
 			sigaction(sigs[i], NULL, &old[i]);
 			if (old[i].sa_handler != SIG_IGN)
@@ -2753,6 +2764,11 @@ neg_cli_signals(int on)
 	}
 	for (i = 0; i < 3; i++)
 		sigaction(sigs[i], &old[i], NULL);
+	if (cli_pipe[0] >= 0) {
+		close(cli_pipe[0]);
+		close(cli_pipe[1]);
+		cli_pipe[0] = cli_pipe[1] = -1;
+	}
 	if (cli_nsig > 0) {
 		fflush(NULL);
 		raise(cli_sig);
@@ -2778,8 +2794,12 @@ neg_cli_signalled(void)
  *   CALL    one request (list_commands) --reply--> DONE
  *   any     --deadline, channel failure, second signal--> DONE (status 255)
  *
- * A frame half sent when a call ends is sent out (at most 1 s): it would
- * swallow the next caller's first one.
+ * A frame half sent when a call ends on a port is sent out (at most 1 s): it
+ * would swallow the next caller's first one; the guest CLI has one call, so
+ * nothing else waits meanwhile.  A socket (the host's calls, a fleet's in one
+ * loop) is closed right after, which tells the other side to drop the half
+ * frame: what leaves now without blocking (a cancel frame, mostly) is sent,
+ * the rest dropped, so that a guest that stopped reading stalls no other call.
  */
 static int
 run_put(struct neg_run *c, int fd, const char *s, size_t len)
@@ -2791,10 +2811,17 @@ static void
 run_flush(struct neg_run *c, int ms)
 {
 	char err[256];
+	ssize_t n;
 
-	if (c->wq.len > c->wqoff)
+	if (c->wq.len > c->wqoff && (c->flags & NEG_CALL_PORT)) {
 		neg_write_all(c->fd, c->flags, c->wq.p + c->wqoff, c->wq.len - c->wqoff,
 		    neg_now() + ms, err, sizeof(err));
+	} else {
+		/* the fd is non-blocking (neg_run_start) */
+		while (c->wq.len > c->wqoff && ((n = write(c->fd, c->wq.p + c->wqoff,
+		    c->wq.len - c->wqoff)) > 0 || (n < 0 && errno == EINTR)))
+			c->wqoff += n > 0 ? (size_t)n : 0;
+	}
 	c->wq.len = c->wqoff = 0;
 }
 
@@ -3040,7 +3067,9 @@ run_send(struct neg_run *c, short revents)
 		run_fail(c, "cannot send: %s", strerror(errno));
 		return;
 	}
+	/* the host is here: away's past deadline would be every turn's wake, a spin */
 	c->sent = 1;
+	c->away = 0;
 	c->wqoff += (size_t)n;
 	if (c->wqoff == c->wq.len)
 		c->wq.len = c->wqoff = 0;
@@ -3328,7 +3357,17 @@ neg_runs_turn(struct neg_run **v, size_t n, int64_t wake)
 	static size_t cap;
 	int64_t now = neg_now();
 	size_t i, np = 0, live = 0;
-	int nsig = cli_nsig;
+	char tmp[64];
+	int nsig;
+
+	/*
+	 * emptied before cli_nsig is read: a signal after the read leaves its
+	 * byte, and the poll below returns at once instead of sleeping on it
+	 */
+	if (cli_pipe[0] >= 0)
+		while (read(cli_pipe[0], tmp, sizeof(tmp)) > 0)
+			;
+	nsig = cli_nsig;
 
 	for (i = 0; i < n; i++) {
 		if (nsig > 0)
@@ -3338,7 +3377,7 @@ neg_runs_turn(struct neg_run **v, size_t n, int64_t wake)
 	/* a signal may have ended the last of them: nothing to wait for but the caller's wake */
 	if (live == 0 && wake == 0)
 		return;
-	if (2 * n + 1 > cap) {
+	if (2 * n + 2 > cap) {
 		cap = 2 * n + 16;
 		if ((p = realloc(p, cap * sizeof(*p))) == NULL ||
 		    (first = realloc(first, cap * sizeof(*first))) == NULL)
@@ -3351,6 +3390,11 @@ neg_runs_turn(struct neg_run **v, size_t n, int64_t wake)
 			wake = neg_min_deadline(wake, run_wake(v[i], now));
 	}
 	first[n] = (int)np;
+	if (cli_pipe[0] >= 0) {
+		p[np].fd = cli_pipe[0];
+		p[np].events = POLLIN;
+		p[np++].revents = 0;
+	}
 	if (poll(p, (nfds_t)np, neg_poll_timeout(wake, now)) < 0) {
 		if (errno != EINTR)
 			for (i = 0; i < n; i++)

@@ -406,33 +406,67 @@ out:
 	buf_free(&xml);
 }
 
+/* A socket path as the kernel would have it (realpath of its directory), and its guest. */
+struct lkey {
+	char *key;
+	struct found *g;
+};
+
 static int
-cmp_path(const void *a, const void *b)
+cmp_lkey(const void *a, const void *b)
 {
-	return strcmp((*(struct found *const *)a)->path, (*(struct found *const *)b)->path);
+	return strcmp(((const struct lkey *)a)->key, ((const struct lkey *)b)->key);
 }
 
 static int
-cmp_key_path(const void *key, const void *b)
+cmp_key_lkey(const void *key, const void *b)
 {
-	return strcmp(key, (*(struct found *const *)b)->path);
+	return strcmp(key, ((const struct lkey *)b)->key);
 }
+
+/* path with its directory resolved (DIR/, a link, relative: as a listener bound it); malloc'ed */
+static char *
+canon_path(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+	char dir[PATH_MAX], real[PATH_MAX], *r;
+	struct buf b = {0};
+
+	if (slash == NULL)
+		snprintf(dir, sizeof(dir), ".");
+	else
+		snprintf(dir, sizeof(dir), "%.*s", slash == path ? 1 : (int)(slash - path), path);
+	if (realpath(dir, real) == NULL)
+		snprintf(real, sizeof(real), "%s", dir);
+	buf_adds(&b, strcmp(real, "/") == 0 ? "" : real);
+	buf_adds(&b, "/");
+	buf_adds(&b, slash ? slash + 1 : path);
+	if ((r = strdup(b.p)) == NULL)
+		neg_die("out of memory");
+	buf_free(&b);
+	return r;
+}
+
+static int host_connect(const char *, long);
 
 /*
  * Marks the sockets of s a process listens on (up), from one read of
  * /proc/net/unix (no connect; once for all, not once per guest: a thousand
- * guests would read it a thousand times).  Without /proc every one is up.
+ * guests would read it a thousand times).  Paths are compared with their
+ * directories resolved, as the kernel shows the path a listener bound.  One
+ * no line names (bound relative, or through another link) is probed with a
+ * non-blocking connect: a stale socket refuses it.  Without /proc every one
+ * is up.
  */
 static void
 host_listening(struct scan *s)
 {
 	FILE *f = fopen("/proc/net/unix", "re");
 	char line[PATH_MAX + 128], *p;
-	struct found **by, **hit;
+	struct lkey *by, *hit;
 	unsigned long flags;
-	char *f3;
 	size_t k;
-	int i;
+	int i, fd;
 
 	for (k = 0; k < s->n; k++)
 		s->v[k].up = f == NULL;
@@ -441,20 +475,38 @@ host_listening(struct scan *s)
 			fclose(f);
 		return;
 	}
-	for (k = 0; k < s->n; k++)
-		by[k] = &s->v[k];
-	qsort(by, s->n, sizeof(*by), cmp_path);
+	for (k = 0; k < s->n; k++) {
+		by[k].key = canon_path(s->v[k].path);
+		by[k].g = &s->v[k];
+	}
+	qsort(by, s->n, sizeof(*by), cmp_lkey);
 	while (fgets(line, sizeof(line), f)) {
 		line[strcspn(line, "\n")] = '\0';
-		/* Num RefCount Protocol Flags Type St Inode Path */
-		for (f3 = line, i = 0; i < 3 && f3; i++)
-			if ((f3 = strchr(f3, ' ')) != NULL)
-				f3 += strspn(f3, " ");
-		if (f3 == NULL || (flags = strtoul(f3, NULL, 16)) == 0 || !(flags & 0x10000))
+		/*
+		 * Num RefCount Protocol Flags Type St Inode Path: seven fields, runs
+		 * of spaces between them (Inode is padded), then one space and the
+		 * path, which may hold spaces of its own
+		 */
+		for (p = line, i = 0; i < 7 && *p; i++) {
+			p += strspn(p, " ");
+			if (i == 3 && ((flags = strtoul(p, NULL, 16)) == 0 || !(flags & 0x10000)))
+				break;	/* not listening */
+			p += strcspn(p, " ");
+		}
+		if (i < 7 || *p != ' ')
 			continue;
-		if ((p = strrchr(line, ' ')) != NULL &&
-		    (hit = bsearch(p + 1, by, s->n, sizeof(*by), cmp_key_path)) != NULL)
-			(*hit)->up = 1;
+		if ((hit = bsearch(p + 1, by, s->n, sizeof(*by), cmp_key_lkey)) != NULL)
+			hit->g->up = 1;
+	}
+	for (k = 0; k < s->n; k++) {
+		free(by[k].key);
+		if (by[k].g->up)
+			continue;
+		/* a listener shows up as connectable (or its backlog full); a stale file refuses */
+		if ((fd = host_connect(by[k].g->path, LONG_MAX)) >= 0 || errno == EAGAIN)
+			by[k].g->up = 1;
+		if (fd >= 0)
+			close(fd);
 	}
 	free(by);
 	fclose(f);
@@ -671,6 +723,7 @@ struct fleet {
 	size_t n;
 	int out;               /* OUT_* */
 	int out_failed;        /* our own output failed: no more calls */
+	const char *method;    /* execute or list_commands, for members that never ran too */
 	struct buf wb;         /* what one emit writes */
 };
 
@@ -711,6 +764,15 @@ fleet_emit(struct neg_run *c, int fd, const char *s, size_t len)
 	const char *nl;
 	size_t take, room;
 
+	/* what comes after our output failed has nowhere to go (the calls are being cancelled) */
+	if (fl.out_failed)
+		return 0;
+	if (fl.out == OUT_RAW) {
+		/* through fleet_write, so that a failure is said once and stops the fleet, as prefixed */
+		buf_add(&fl.wb, s, len);
+		fleet_write(fd);
+		return 0;
+	}
 	if (fl.out == OUT_JSON) {
 		room = HOST_FLEET_KEEP - m->keep[fd].len;
 		buf_add(&m->keep[fd], s, len < room ? len : room);
@@ -765,12 +827,14 @@ fleet_json(const struct member *m, const struct neg_run *c)
 {
 	size_t i;
 
+	/* fl.method, not c's: a member that never started (c NULL) was still asked for -c */
+
 	buf_adds(&fl.wb, "{\"guest\": ");
 	proto_put_string(&fl.wb, m->g->name, strlen(m->g->name));
 	buf_addf(&fl.wb, ", \"status\": %d", m->status);
-	if (c && strcmp(c->method, "execute") != 0) {
+	if (strcmp(fl.method, "execute") != 0) {
 		buf_adds(&fl.wb, ", \"commands\": [");
-		for (i = 0; c->have_resp && m->status == 0 && i < c->resp.nlist; i++) {
+		for (i = 0; c && c->have_resp && m->status == 0 && i < c->resp.nlist; i++) {
 			buf_adds(&fl.wb, i ? ", " : "");
 			proto_put_string(&fl.wb, c->resp.list[i], strlen(c->resp.list[i]));
 		}
@@ -827,9 +891,26 @@ fleet_done(struct member *m, struct neg_run *c)
 		if (fl.wb.len)
 			fleet_write(1);
 	} else {
-		for (i = 0; c && c->have_resp && m->status == 0 && i < c->resp.nlist; i++)
-			printf("%s\n", c->resp.list[i]);
-		fflush(stdout);
+		for (i = 0; !fl.out_failed && c && c->have_resp && m->status == 0 &&
+		    i < c->resp.nlist; i++) {
+			buf_addf(&fl.wb, "%s\n", c->resp.list[i]);
+			if (fl.wb.len > NEG_READ_CHUNK)
+				fleet_write(1);
+		}
+		if (fl.wb.len)
+			fleet_write(1);
+	}
+	/*
+	 * A call under way (or whose output we were writing) when our output
+	 * failed: what it said is lost and the fleet cancelled it; neither a
+	 * success nor the signal our cancel sent.
+	 */
+	if (c && fl.out_failed) {
+		m->status = 255;
+		m->self_failed = 1;
+		m->timed_out = m->signal = 0;
+		m->exit_code = -1;
+		snprintf(m->err, sizeof(m->err), "cancelled (our output failed)");
 	}
 	for (fd = 0; fd < 3; fd++) {
 		buf_free(&m->line[fd]);
@@ -889,7 +970,7 @@ fleet_start(struct member *m, struct neg_cli *o, const char *method, long fd_max
 	if ((m->run = calloc(1, sizeof(*m->run))) == NULL)
 		neg_die("out of memory");
 	neg_run_start(m->run, m->fd, 0, o, m->g->name, method);
-	m->run->emit = fl.out == OUT_RAW ? NULL : fleet_emit;
+	m->run->emit = fleet_emit;
 	m->run->ctx = m;
 	m->run->keep_quiet = quiet;
 	m->state = M_RUNNING;
@@ -954,6 +1035,7 @@ fleet_run(struct neg_cli *o, const char *method, size_t parallel)
 	    fd_limit - (fd_limit / 2 < HOST_FD_RESERVE ? fd_limit / 2 : HOST_FD_RESERVE) - 1;
 	if ((v = calloc(parallel, sizeof(*v))) == NULL)
 		neg_die("out of memory");
+	fl.method = method;
 	neg_cli_signals(1);
 	while (next < fl.n || running > 0) {
 		/* waiting members start in order, as slots free up; a signal or our output failing stops that */
@@ -963,7 +1045,8 @@ fleet_run(struct neg_cli *o, const char *method, size_t parallel)
 			if (m->state != M_WAITING)
 				continue;
 			if (neg_cli_signalled() || fl.out_failed) {
-				fleet_fail(m, 1, "cancelled");
+				fleet_fail(m, 1, fl.out_failed ? "cancelled (our output failed)" :
+				    "cancelled");
 				continue;
 			}
 			if (m->retry_at > neg_now()) {

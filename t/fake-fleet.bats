@@ -406,10 +406,119 @@ print("ok")' "$D/in.out" "$D/in.bin"
 	assert_output ok
 }
 
-@test "our stdout failing (a full disk): said once, no more calls started, exit 255" {
-	run --separate-stderr bash -c 'NEGOTIATOR_NO_VIRSH=1 "$1" --channel-directory "$2" --parallel 5 --all -e hello > /dev/full' -- "$HOSTBIN" "$D/chan"
+# full_stdout ARGS...: the fleet CLI with ARGS, its stdout a full disk; it must fail with 255,
+# having said so once.  $stderr is kept.
+full_stdout() {
+	run --separate-stderr bash -c 'NEGOTIATOR_NO_VIRSH=1 "$1" --channel-directory "$2" "${@:3}" > /dev/full' -- "$HOSTBIN" "$D/chan" "$@"
 	assert_failure 255
 	assert_equal "$(grep -c 'cannot write to standard output: No space left on device' <<<"$stderr")" 1
+}
+
+@test "our stdout failing (a full disk): said once, no more calls started, exit 255, the cancelled named so" {
+	full_stdout --parallel 5 --all -e hello
 	# the calls under way when it failed, at most --parallel, said their stderr; no others ran
 	[ "$(grep -c ': warn ' <<<"$stderr")" -le 5 ]
+	# none a success, none "killed by signal 15" (our cancel's TERM)
+	summary=$(grep 'guests failed' <<<"$stderr")
+	[[ $summary == *"50 of 50 guests failed: "* ]] || { echo "$summary"; false; }
+	[[ $summary != *"killed by signal"* && $summary == *"(cancelled (our output failed))"* ]]
+}
+
+@test "--no-prefix, our stdout failing: said once, no more calls started, exit 255 (-c too)" {
+	full_stdout --all --no-prefix -c
+	full_stdout --all --parallel 1 --no-prefix -e hello
+	# one call was under way when it failed: its stderr is all that came (no prefix on it)
+	[ "$(grep -c '^warn ' <<<"$stderr")" -le 1 ]
+}
+
+@test "-c --json after SIGINT: the guests that never started carry commands, not -e's fields" {
+	( env --default-signal=INT,TERM,HUP NEGOTIATOR_NO_VIRSH=1 "$HOSTBIN" --channel-directory "$D/chan" \
+		--parallel 1 --json --all -c > "$D/cj.out" 2> "$D/cj.err" 3>&- & echo $! > "$D/bg.cj.pid"; st=0; wait $! || st=$?; echo $st > "$D/cj.rc" ) 3>&- &
+	kill -STOP "$(cat "$D/db-1.pid")"
+	# db-1 comes first and does not answer: the call under way when the signal comes
+	sleep 0.5
+	kill -INT "$(cat "$D/bg.cj.pid")"
+	kill -CONT "$(cat "$D/db-1.pid")"
+	wait_until 10 test -e "$D/cj.rc"
+	[ "$(wc -l < "$D/cj.out")" -eq 50 ]
+	refute grep -q '"exit_code"' "$D/cj.out"
+	[ "$(grep -c '"commands": \[' "$D/cj.out")" -eq 50 ]
+}
+
+# stuck_guests DIR N: N guests (DIR/stuck-I.negotiator-host-to-guest.0) that answer the version
+# call as 0.8 does (no streaming) and then read nothing more; pid in $D/bg.stuck.pid.
+stuck_guests() {
+	python3 - "$1" "$2" <<'EOS' 3>&- &
+import json, os, socket, sys, threading, time
+d, n = sys.argv[1], int(sys.argv[2])
+def serve(ls):
+	c, _ = ls.accept()
+	b = b""
+	while b"\n" not in b:
+		b += c.recv(1)
+	want = int(b)
+	body = b""
+	while len(body) < want:
+		body += c.recv(want - len(body))
+	rid = json.loads(body)["id"]
+	r = json.dumps({"id": rid, "success": False, "error": "no such method"}).encode()
+	c.sendall(b"%d\n%s" % (len(r), r))
+	time.sleep(60)
+ls = []
+for i in range(n):
+	s = socket.socket(socket.AF_UNIX)
+	p = "%s/stuck-%d.negotiator-host-to-guest.0" % (d, i)
+	s.bind(p); s.listen(1)
+	ls.append(s)
+for s in ls:
+	threading.Thread(target=serve, args=(s,), daemon=True).start()
+time.sleep(60)
+EOS
+	echo $! > "$D/bg.stuck.pid"
+}
+
+@test "calls ending with a frame half sent to guests that stopped reading do not stall the others" {
+	mkdir -p "$D/chan-stuck"
+	stuck_guests "$D/chan-stuck" 12
+	wait_until 10 grep -q stuck-11 /proc/net/unix
+	head -c 8000000 /dev/zero > "$D/big.in"
+	# each call's request cannot leave (the guest reads nothing); -t 1 ends each after 5 s (the
+	# timeout, the kill's grace, the reply's margin), all at once.  The loop must not then block
+	# on the rest of each frame, 1 s each one after another: 17 s and more, against 5.
+	local t0=$SECONDS
+	run --separate-stderr env NEGOTIATOR_NO_VIRSH=1 "$HOSTBIN" --channel-directory "$D/chan-stuck" \
+		--all --parallel 12 -t 1 --input "$D/big.in" -e cat
+	assert_failure 255
+	[[ $stderr == *"12 of 12 guests failed"* ]] || { echo "$stderr"; false; }
+	[ $((SECONDS - t0)) -le 10 ] || { echo "took $((SECONDS - t0)) s"; false; }
+}
+
+@test "--all and -g find guests whose socket path has a space, or a directory given as DIR/, a link or relative" {
+	local odd=$D/chan-odd s1 s2
+	s1="$odd/domain-7-my vm/$H2G"
+	s2="$odd/plain.$H2G"
+	mkdir -p "$odd/domain-7-my vm"
+	"$FAKEPORT" "$D/ports/myvm" "$s1" </dev/null >/dev/null 3>&- & echo $! > "$D/bg.odd1.pid"
+	"$FAKEPORT" "$D/ports/plain" "$s2" </dev/null >/dev/null 3>&- & echo $! > "$D/bg.odd2.pid"
+	wait_for "$s1"
+	wait_for "$s2"
+	"$GUESTBIN" -d -c "$D/ports/myvm" --commands-directory "$D/g/web-01" </dev/null >/dev/null 2>&1 3>&- &
+	echo $! > "$D/bg.odd3.pid"
+	"$GUESTBIN" -d -c "$D/ports/plain" --commands-directory "$D/g/web-02" </dev/null >/dev/null 2>&1 3>&- &
+	echo $! > "$D/bg.odd4.pid"
+	ln -sfn chan-odd "$D/chan-link"
+	wait_until 10 env NEGOTIATOR_NO_VIRSH=1 "$HOSTBIN" --channel-directory "$odd" -t 2 -e hello "my vm" >/dev/null 2>&1
+	local dir
+	for dir in "$odd" "$odd/" "$D/chan-link" chan-odd; do
+		run --separate-stderr bash -c 'cd "$1" && NEGOTIATOR_NO_VIRSH=1 "$2" --channel-directory "$3" -g --json' -- "$D" "$HOSTBIN" "$dir"
+		assert_success
+		[ "$(grep -c '"state": "running"' <<<"$output")" -eq 2 ] || { echo "$dir: $output"; false; }
+		run --separate-stderr bash -c 'cd "$1" && NEGOTIATOR_NO_VIRSH=1 "$2" --channel-directory "$3" -g' -- "$D" "$HOSTBIN" "$dir"
+		assert_success
+		[[ $output == *"my vm"* ]] || { echo "$dir: $output"; false; }
+		run --separate-stderr bash -c 'cd "$1" && NEGOTIATOR_NO_VIRSH=1 "$2" --channel-directory "$3" --all -e hello' -- "$D" "$HOSTBIN" "$dir"
+		assert_success
+		[[ $output == *"my vm: hello from web-01"* && $output == *"plain: hello from web-02"* ]] ||
+			{ echo "$dir: $output $stderr"; false; }
+	done
 }

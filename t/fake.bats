@@ -544,3 +544,83 @@ EOS
 	# the frame's size depends on the id's digits
 	[[ $stderr =~ ^"negotiator-host: $D/small2.sock: the other side could not read the request: Protocol error: frame of "54[0-9][0-9]" bytes exceeds the limit of 4096 bytes"$ ]]
 }
+
+# A real port reports POLLHUP while its host is away, which t/fakeport does not imitate; a pty
+# master whose slave is closed does, until the slave is opened.  The guest CLI opens its port by
+# path, and no path reopens a given master, so a dynamic build (the sanitizer's) is run with an
+# open() that hands it the master for the path $NEG_SHIM_PATH.  x86_64 (poll is system call 7).
+@test "a call begun while the host is away: no busy loop once the host came, for the whole call" {
+	local guest=$ROOT/asan/negotiator-guest
+	[ -x "$guest" ] && file -L "$guest" | grep -q dynamic || skip "needs the dynamic build asan/"
+	cat > "$D/shim.c" <<'EOS'
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+static int take(const char *p) { const char *w = getenv("NEG_SHIM_PATH");
+	return w && strcmp(p, w) == 0 ? dup(atoi(getenv("NEG_SHIM_FD"))) : -2; }
+#define WRAP(name) int name(const char *p, int fl, ...) { \
+	static int (*real)(const char *, int, ...); va_list ap; mode_t m; int fd = take(p); \
+	if (fd != -2) return fd; va_start(ap, fl); m = va_arg(ap, mode_t); va_end(ap); \
+	if (!real) real = (int (*)(const char *, int, ...))dlsym(RTLD_NEXT, #name); \
+	return real(p, fl, m); }
+WRAP(open)
+WRAP(open64)
+EOS
+	cc -shared -fPIC -o "$D/shim.so" "$D/shim.c" -ldl
+	run python3 - "$guest" "$D/shim.so" <<'EOS'
+import json, os, pty, subprocess, sys, time
+guest, shim = sys.argv[1], sys.argv[2]
+m, s = pty.openpty()
+slave = os.ttyname(s)
+os.close(s)    # the host is away: the master polls POLLHUP
+asan = subprocess.run(["sh", "-c", "ldd %s | awk '/libasan/ {print $3}'" % guest],
+	capture_output=True, text=True).stdout.strip()
+env = dict(os.environ, NEG_SHIM_PATH="/nonexistent/port", NEG_SHIM_FD=str(m),
+	LD_PRELOAD=shim + (" " + asan if asan else ""), ASAN_OPTIONS="verify_asan_link_order=0")
+p = subprocess.Popen([guest, "-c", "/nonexistent/port", "-t", "20", "-e", "x"], env=env,
+	pass_fds=[m], stdout=subprocess.PIPE)
+os.close(m)
+# the host comes while the CLI waits out its 50 ms after a POLLHUP (poll's timeout 50): had it
+# come before, no POLLHUP; after, the CLI would write into the pty, which unlike a port takes it
+t0 = time.time()
+while time.time() < t0 + 10:
+	try:
+		f = open("/proc/%d/syscall" % p.pid).read().split()
+	except OSError:
+		f = []
+	if len(f) > 3 and f[0] == "7" and int(f[3], 16) == 50:
+		break
+h = os.open(slave, os.O_RDWR | os.O_NOCTTY)
+buf = b""
+def frame():
+	global buf
+	while b"\n" not in buf:
+		buf += os.read(h, 65536)
+	n, _, rest = buf.partition(b"\n")
+	while len(rest) < int(n):
+		rest += os.read(h, 65536)
+	buf = rest[int(n):]
+	return json.loads(rest[:int(n)])
+def reply(d):
+	b = json.dumps(d).encode()
+	os.write(h, b"%d\n%s" % (len(b), b))
+r = frame()
+if r.get("method") == "version":
+	reply({"id": r["id"], "success": False, "error": "unknown method"})   # a 0.8 host
+	r = frame()
+time.sleep(2)    # the command runs
+reply({"id": r["id"], "success": True, "result": "done"})
+out = p.stdout.read()
+_, st, ru = os.wait4(p.pid, 0)
+cpu = ru.ru_utime + ru.ru_stime
+print("status %d output %r cpu %.2f" % (os.waitstatus_to_exitcode(st), out, cpu))
+sys.exit(0 if cpu < 0.5 else 1)
+EOS
+	echo "$output"
+	assert_success
+	assert_line --partial "status 0 output b'done\\n'"
+}

@@ -211,6 +211,7 @@ on_term(int sig)
 static int
 serve_all(const char *dir, int n, int procs)
 {
+	sigset_t term, old;
 	pid_t *pid;
 	int w;
 
@@ -218,14 +219,20 @@ serve_all(const char *dir, int n, int procs)
 		return serve(dir, n, 0, 1);
 	if ((pid = calloc((size_t)procs, sizeof(*pid))) == NULL)
 		return 1;
+	/* blocked outside sigsuspend: a TERM between the test and the wait is not lost (pause's race) */
+	sigemptyset(&term);
+	sigaddset(&term, SIGTERM);
+	sigprocmask(SIG_BLOCK, &term, &old);
 	signal(SIGTERM, on_term);
 	for (w = 0; w < procs; w++)
 		if ((pid[w] = fork()) == 0) {
 			signal(SIGTERM, SIG_DFL);
+			sigprocmask(SIG_SETMASK, &old, NULL);
 			_exit(serve(dir, n, w, procs));
 		}
 	while (!stop_all)
-		pause();
+		sigsuspend(&old);
+	sigprocmask(SIG_SETMASK, &old, NULL);
 	for (w = 0; w < procs; w++)
 		if (pid[w] > 0)
 			kill(pid[w], SIGTERM);
