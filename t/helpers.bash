@@ -197,6 +197,15 @@ EOS
 	chmod 755 "$d/ab"
 }
 
+# The QEMU files' teardown: their host daemon ($D/host.pid), the VM, and $D; the logs are kept
+# in NEG_KEEP_LOGS when it names a directory.
+stop_host_and_vm() {
+	stop_pid "$(cat "$D/host.pid")"
+	vm_shutdown || true
+	[ -z "${NEG_KEEP_LOGS:-}" ] || cp "$D/host.log" "$D/vm/console.log" "$NEG_KEEP_LOGS"/
+	rm -rf "$D"
+}
+
 # Starts the guest daemon in the VM of vm.bash (options in $@; GD_ENV, GD_BIN: its environment and
 # binary) and waits until it answers a call on $VM_H2G; shows its log if it does not. With
 # GD_NO_CALL=1 it waits for the daemon's start line instead: no host has connected yet.

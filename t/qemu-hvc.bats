@@ -24,10 +24,7 @@ setup_file() {
 }
 
 teardown_file() {
-	stop_pid "$(cat "$D/host.pid")"
-	vm_shutdown || true
-	[ -z "${NEG_KEEP_LOGS:-}" ] || cp "$D/host.log" "$D/vm/console.log" "$NEG_KEEP_LOGS"/
-	rm -rf "$D"
+	stop_host_and_vm
 }
 
 start_host_daemon() {
