@@ -45,9 +45,9 @@
  *                               bytes (32 KiB writes, as a virtio port takes) and reads BYTES back
  *                               at the same time, one poll loop, non-blocking; checks what comes
  *                               back; prints bytes, seconds and MB/s (10^6 bytes, each way)
- *   neg-test pull SOCKET BYTES  the one-way floor: writes "BYTES\n" to SOCKET and reads BYTES
- *                               back (a bare cat at the far end answers it); prints bytes,
- *                               seconds from the request to the last byte, and MB/s
+ *   neg-test sink SOCKET BYTES  the one-way floor: reads BYTES from SOCKET (a bare cat writing
+ *                               at the far end); prints bytes, seconds from the first byte to
+ *                               the last, and MB/s
  *   neg-test stamp N MS         N lines, each the time it is written (CLOCK_MONOTONIC, ns), one
  *                               every MS ms, each in one write (no buffering)
  *   neg-test latency            reads such lines on stdin and prints how long each took to arrive
@@ -748,25 +748,24 @@ do_rtt(const char *sock, int n, int size)
 	return 0;
 }
 
-/* The one-way floor: how fast BYTES come from a bare cat at the far end, asked for by a line. */
+/* The one-way floor: BYTES from whatever the far end sends (a bare cat), first byte to last. */
 static int
-do_pull(const char *sock, long long bytes)
+do_sink(const char *sock, long long bytes)
 {
-	char req[32], b[1 << 16];
+	char b[1 << 16];
 	long long got = 0;
-	int64_t start, t;
+	int64_t start = 0, t;
 	ssize_t n;
 	int fd = connect_unix(sock);
 
 	if (fd < 0)
 		return 1;
-	snprintf(req, sizeof(req), "%lld\n", bytes);
-	start = now_us();
-	if (full_write(fd, req, strlen(req)) < 0)
-		return 1;
-	while (got < bytes && (n = read(fd, b, sizeof(b))) > 0)
+	while (got < bytes && (n = read(fd, b, sizeof(b))) > 0) {
+		if (got == 0)
+			start = now_us();
 		got += n;
-	t = now_us() - start;
+	}
+	t = got ? now_us() - start : 0;
 	printf("bytes=%lld seconds=%.3f mb_s=%.1f\n", got, (double)t / 1e6,
 	    t ? (double)got / (double)t : 0.0);
 	close(fd);
@@ -1227,8 +1226,8 @@ main(int argc, char **argv)
 		return do_latency();
 	if (strcmp(argv[1], "rtt") == 0 && argc == 5)
 		return do_rtt(argv[2], atoi(argv[3]), atoi(argv[4]));
-	if (strcmp(argv[1], "pull") == 0 && argc == 4)
-		return do_pull(argv[2], atoll(argv[3]));
+	if (strcmp(argv[1], "sink") == 0 && argc == 4)
+		return do_sink(argv[2], atoll(argv[3]));
 	if (strcmp(argv[1], "qga-ping") == 0 && argc == 4)
 		return do_qga_ping(argv[2], atoi(argv[3]));
 	if (strcmp(argv[1], "qga-exec") == 0 && argc >= 5)
