@@ -5,7 +5,7 @@
 #   make asan       the same programs under AddressSanitizer/UBSan (glibc) in asan/
 #   make glibc      the two programs static against glibc in glibc/ (make LIBC=glibc: in place)
 #   make demo       boot a test VM and call both ways
-#   make bench      measurements, printed as numbers
+#   make bench      measurements beside the floors and qemu-ga: a table and PNGs in bench/
 #   make fuzz       libFuzzer harnesses (clang) in t/fuzz-bin/; make fuzz-run runs each FUZZ_SECONDS
 #   make dist       a release tarball that builds with a C compiler and musl alone
 #   make install    programs, man pages, service files, completion (PREFIX, DESTDIR); make uninstall

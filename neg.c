@@ -34,8 +34,10 @@
  *                               many), and -e / -l as ssh would behave
  *
  * Both daemons' loop turn: build the pollfds (signal pipe, channels, jobs),
- * poll until the earliest deadline, drain the signal pipe, neg_chan_io,
- * neg_chan_reap on SIGCHLD, neg_chan_tick (timeouts, kills, partial frames).
+ * poll until the earliest deadline, drain the signal pipe, neg_chan_io
+ * (write what is queued, read, run or answer, and write an answer to what was
+ * just read at once), neg_chan_reap on SIGCHLD, neg_chan_tick (timeouts,
+ * kills, partial frames).
  * A CLI's turn (neg_runs_turn): signals become cancels, the pollfds of every
  * call not done, poll until the earliest deadline, each call's io and tick.
  */
@@ -1995,6 +1997,43 @@ chan_jobs_finished(struct neg_chan *c)
 		chan_job_finished(c, &c->slot[i]);
 }
 
+/*
+ * Writes queued output, a few write units at most (streamed output keeps the
+ * port busy, others get a turn); 1 when the peer is gone, its errno in *why.
+ */
+static int
+chan_write(struct neg_chan *c, int *why)
+{
+	ssize_t r;
+	int rounds;
+
+	for (rounds = 0; c->outoff < c->out.len && rounds < NEG_READS_PER_WAKE; rounds++) {
+		size_t len = c->out.len - c->outoff;
+
+		r = write(c->fd, c->out.p + c->outoff, len < NEG_WRITE_CHUNK ? len : NEG_WRITE_CHUNK);
+		if (r > 0) {
+			c->outoff += (size_t)r;
+			if (c->outoff == c->out.len) {
+				c->out.len = c->outoff = 0;
+				if (c->out.cap > NEG_KEEP_BUF)
+					buf_free(&c->out);
+			} else if (c->outoff >= c->out.len - c->outoff) {
+				/* streamed output may never let the queue run dry: sent bytes go */
+				memmove(c->out.p, c->out.p + c->outoff, c->out.len - c->outoff);
+				c->out.len -= c->outoff;
+				c->outoff = 0;
+			}
+			continue;
+		}
+		if (r < 0 && errno != EAGAIN && errno != EINTR) {
+			*why = errno;
+			return 1;
+		}
+		break;
+	}
+	return 0;
+}
+
 /* Handles poll results; returns -1 when the peer is gone (errno says how, 0 for EOF). */
 int
 neg_chan_io(struct neg_chan *c, const struct pollfd *p, int n)
@@ -2016,32 +2055,8 @@ neg_chan_io(struct neg_chan *c, const struct pollfd *p, int n)
 		}
 		k += s->nfds;
 	}
-	/* a few write units per wake-up: streamed output keeps the port busy, others get a turn */
-	for (rounds = 0; (p[0].revents & POLLOUT) && c->outoff < c->out.len &&
-	    rounds < NEG_READS_PER_WAKE; rounds++) {
-		size_t len = c->out.len - c->outoff;
-
-		r = write(c->fd, c->out.p + c->outoff, len < NEG_WRITE_CHUNK ? len : NEG_WRITE_CHUNK);
-		if (r > 0) {
-			c->outoff += (size_t)r;
-			if (c->outoff == c->out.len) {
-				c->out.len = c->outoff = 0;
-				if (c->out.cap > NEG_KEEP_BUF)
-					buf_free(&c->out);
-			} else if (c->outoff >= c->out.len - c->outoff) {
-				/* streamed output may never let the queue run dry: sent bytes go */
-				memmove(c->out.p, c->out.p + c->outoff, c->out.len - c->outoff);
-				c->out.len -= c->outoff;
-				c->outoff = 0;
-			}
-			continue;
-		}
-		if (r < 0 && errno != EAGAIN && errno != EINTR) {
-			gone = 1;
-			why = errno;
-		}
-		break;
-	}
+	if (p[0].revents & POLLOUT)
+		gone = chan_write(c, &why);
 	if (!gone && (p[0].revents & POLLIN)) {
 		for (rounds = 0; rounds < NEG_READS_PER_WAKE; rounds++) {
 			buf_reserve(&c->in, sizeof(tmp));
@@ -2064,6 +2079,9 @@ neg_chan_io(struct neg_chan *c, const struct pollfd *p, int n)
 		gone = 1;
 	chan_jobs_finished(c);
 	chan_process(c);
+	/* the peer just spoke: what answers it goes now, not after one more poll() per call */
+	if (!gone && (p[0].revents & POLLIN) && c->outoff < c->out.len)
+		gone = chan_write(c, &why);
 	/* what happened to the peer, not whatever the commands' start-up left in errno */
 	errno = why;
 	return gone ? -1 : 0;

@@ -31,10 +31,23 @@
  *                               held, writes of at most 32 KiB); what it holds when the other side
  *                               hangs up (a virtio port's host closing) is dropped
  *   neg-test rtt SOCKET N SIZE  the physical floor: N round trips of SIZE bytes through an echo
+ *                               (calls and rtt write every latency, in us, one a line, sorted,
+ *                               to the file $NEG_TEST_LATENCIES when it is set: the bench's plots)
+ *   neg-test qga-ping SOCKET N  QEMU's guest agent for the bench: one guest-sync, then N
+ *                               guest-ping one after another on one connection; prints what
+ *                               calls prints
+ *   neg-test qga-exec SOCKET MS PATH [ARG...]   a command run through QEMU's guest agent as its
+ *                               clients run one: connect, guest-sync, guest-exec with
+ *                               capture-output, guest-exec-status at once and then every MS ms
+ *                               until it exited; its output (out-data, base64) decoded on stdout,
+ *                               its err-data on stderr; exits with its exit code
  *   neg-test floor SOCKET BYTES the bulk floor: through an echo at SOCKET's far end, writes BYTES
  *                               bytes (32 KiB writes, as a virtio port takes) and reads BYTES back
  *                               at the same time, one poll loop, non-blocking; checks what comes
  *                               back; prints bytes, seconds and MB/s (10^6 bytes, each way)
+ *   neg-test sink SOCKET BYTES  the one-way floor: reads BYTES from SOCKET (a bare cat writing
+ *                               at the far end); prints bytes, seconds from the first byte to
+ *                               the last, and MB/s
  *   neg-test stamp N MS         N lines, each the time it is written (CLOCK_MONOTONIC, ns), one
  *                               every MS ms, each in one write (no buffering)
  *   neg-test latency            reads such lines on stdin and prints how long each took to arrive
@@ -402,6 +415,31 @@ connect_unix(const char *path)
 	return fd;
 }
 
+/* lat[0..n), sorted, to $NEG_TEST_LATENCIES if set: one latency (us) a line. */
+static void
+dump_latencies(const int64_t *lat, int n)
+{
+	const char *path = getenv("NEG_TEST_LATENCIES");
+	FILE *f;
+	int i;
+
+	if (path == NULL || (f = fopen(path, "w")) == NULL)
+		return;
+	for (i = 0; i < n; i++)
+		fprintf(f, "%lld\n", (long long)lat[i]);
+	fclose(f);
+}
+
+/* The stats line of calls and qga-ping: n calls, ok good ones, t us in all, lat[0..i) sorted. */
+static void
+print_calls(int n, int ok, int64_t t, const int64_t *lat, int i)
+{
+	printf("calls=%d ok=%d seconds=%.3f calls_per_second=%.0f p50_us=%lld p99_us=%lld\n", n, ok,
+	    (double)t / 1e6, t ? (double)ok * 1e6 / (double)t : 0.0,
+	    i ? (long long)lat[i / 2] : 0LL, i ? (long long)lat[i * 99 / 100] : 0LL);
+	dump_latencies(lat, i);
+}
+
 /* The round trip of a call on a persistent connection, as a benchmark and a soak. */
 static int
 do_calls(const char *sock, int n, const char *method, char **args, int nargs)
@@ -434,9 +472,7 @@ do_calls(const char *sock, int n, const char *method, char **args, int nargs)
 	}
 	t = now_us() - start;
 	qsort(lat, (size_t)i, sizeof(int64_t), cmp_i64);
-	printf("calls=%d ok=%d seconds=%.3f calls_per_second=%.0f p50_us=%lld p99_us=%lld\n", n, ok,
-	    (double)t / 1e6, t ? (double)ok * 1e6 / (double)t : 0.0,
-	    i ? (long long)lat[i / 2] : 0LL, i ? (long long)lat[i * 99 / 100] : 0LL);
+	print_calls(n, ok, t, lat, i);
 	free(lat);
 	close(fd);
 	return ok == n ? 0 : 1;
@@ -708,7 +744,240 @@ do_rtt(const char *sock, int n, int size)
 	printf("round_trips=%d bytes=%d seconds=%.3f per_second=%.0f p50_us=%lld p99_us=%lld\n", n, size,
 	    (double)t / 1e6, (double)n * 1e6 / (double)t, (long long)lat[n / 2],
 	    (long long)lat[n * 99 / 100]);
+	dump_latencies(lat, n);
 	return 0;
+}
+
+/* The one-way floor: BYTES from whatever the far end sends (a bare cat), first byte to last. */
+static int
+do_sink(const char *sock, long long bytes)
+{
+	char b[1 << 16];
+	long long got = 0;
+	int64_t start = 0, t;
+	ssize_t n;
+	int fd = connect_unix(sock);
+
+	if (fd < 0)
+		return 1;
+	while (got < bytes && (n = read(fd, b, sizeof(b))) > 0) {
+		if (got == 0)
+			start = now_us();
+		got += n;
+	}
+	t = got ? now_us() - start : 0;
+	printf("bytes=%lld seconds=%.3f mb_s=%.1f\n", got, (double)t / 1e6,
+	    t ? (double)got / (double)t : 0.0);
+	close(fd);
+	return got == bytes ? 0 : 1;
+}
+
+/* ---- qga: QEMU's guest agent (a JSON value a line each way), for the bench alone ---- */
+
+#define QGA_CALL_MS 60000	/* one answer from the agent may take this long */
+
+/*
+ * The next line from fd, without its newline, in line; in holds what was read
+ * past it.  -1 on EOF, error or after QGA_CALL_MS.
+ */
+static int
+qga_line(int fd, struct buf *in, struct buf *line)
+{
+	int64_t deadline = now_ns() / 1000000 + QGA_CALL_MS, left;
+	size_t scanned = 0;
+	char *nl;
+	ssize_t n;
+
+	while ((nl = memchr(in->p + scanned, '\n', in->len - scanned)) == NULL) {
+		scanned = in->len;
+		if ((left = deadline - now_ns() / 1000000) <= 0 ||
+		    poll(&(struct pollfd){ .fd = fd, .events = POLLIN }, 1, (int)left) <= 0)
+			return -1;
+		buf_reserve(in, 1 << 16);
+		if ((n = read(fd, in->p + in->len, 1 << 16)) <= 0)
+			return -1;
+		in->len += (size_t)n;
+		in->p[in->len] = '\0';
+	}
+	line->len = 0;
+	buf_add(line, in->p, (size_t)(nl - in->p));
+	in->len -= (size_t)(nl + 1 - in->p);
+	memmove(in->p, nl + 1, in->len + 1);
+	return 0;
+}
+
+/* The member key of the object at tok, or -1 (tok no object, or no such member). */
+static int
+qga_member(const struct proto_json *j, int tok, const char *key)
+{
+	return proto_json_type(j, tok) == PROTO_J_OBJECT ? proto_json_get(j, tok, key) : -1;
+}
+
+/* The number member key of the object at tok; -1 if there is none. */
+static double
+qga_number(const struct proto_json *j, int tok, const char *key)
+{
+	int m = qga_member(j, tok, key);
+	double v;
+
+	return m >= 0 && proto_json_number(j, m, &v) == 0 ? v : -1;
+}
+
+/*
+ * Sends req and parses the answer into j (its text in line); the token of
+ * its "return", or -1 with the reason on stderr.
+ */
+static int
+qga_call(int fd, struct buf *in, struct buf *line, const char *req, struct proto_json *j)
+{
+	char err[256];
+	int r;
+
+	if (full_write(fd, req, strlen(req)) < 0 || full_write(fd, "\n", 1) < 0 ||
+	    qga_line(fd, in, line) < 0) {
+		fprintf(stderr, "neg-test: qga: no answer to %s\n", req);
+		return -1;
+	}
+	if (proto_json_parse(j, line->p, line->len, err, sizeof(err)) < 0) {
+		fprintf(stderr, "neg-test: qga: %s\n", err);
+		return -1;
+	}
+	if ((r = qga_member(j, 0, "return")) < 0) {
+		fprintf(stderr, "neg-test: qga: %.200s\n", line->p);
+		proto_json_free(j);
+		return -1;
+	}
+	return r;
+}
+
+/*
+ * Connects and syncs as the agent's clients do: a reply left over from an
+ * earlier client may still be on the way, so lines are read until the one
+ * that returns this sync's id.  The socket, or -1.
+ */
+static int
+qga_connect(const char *sock, struct buf *in, struct buf *line)
+{
+	struct proto_json j;
+	char req[128];
+	double v;
+	int fd, r, id = (int)(now_ns() / 1000 % 1000000000);
+
+	if ((fd = connect_unix(sock)) < 0)
+		return -1;
+	snprintf(req, sizeof(req), "{\"execute\": \"guest-sync\", \"arguments\": {\"id\": %d}}", id);
+	if ((r = qga_call(fd, in, line, req, &j)) < 0) {
+		close(fd);
+		return -1;
+	}
+	for (;;) {
+		if (proto_json_number(&j, r, &v) == 0 && v == id) {
+			proto_json_free(&j);
+			return fd;
+		}
+		proto_json_free(&j);
+		if (qga_line(fd, in, line) < 0 ||
+		    proto_json_parse(&j, line->p, line->len, req, sizeof(req)) < 0 ||
+		    (r = qga_member(&j, 0, "return")) < 0) {
+			fprintf(stderr, "neg-test: qga: guest-sync %d: no answer\n", id);
+			close(fd);
+			return -1;
+		}
+	}
+}
+
+static int
+do_qga_ping(const char *sock, int n)
+{
+	struct buf in = {0}, line = {0};
+	struct proto_json j;
+	int64_t start, t, *lat = calloc((size_t)n + 1, sizeof(int64_t));
+	int fd, i, ok = 0;
+
+	if ((fd = qga_connect(sock, &in, &line)) < 0)
+		return 1;
+	start = now_us();
+	for (i = 0; i < n; i++) {
+		t = now_us();
+		if (qga_call(fd, &in, &line, "{\"execute\": \"guest-ping\"}", &j) < 0)
+			break;
+		lat[i] = now_us() - t;
+		ok++;
+		proto_json_free(&j);
+	}
+	t = now_us() - start;
+	qsort(lat, (size_t)i, sizeof(int64_t), cmp_i64);
+	print_calls(n, ok, t, lat, i);
+	free(lat);
+	buf_free(&in);
+	buf_free(&line);
+	close(fd);
+	return ok == n ? 0 : 1;
+}
+
+/* A base64 string member of the object at tok, decoded onto fd; -1 if it is not base64. */
+static int
+qga_data(const struct proto_json *j, int tok, const char *key, int fd)
+{
+	struct buf s = {0}, d = {0};
+	int m = qga_member(j, tok, key), rc = 0;
+
+	if (m < 0)
+		return 0;
+	if (proto_json_string(j, m, &s) < 0 || proto_b64_decode(&d, s.p, s.len) < 0 ||
+	    full_write(fd, d.p, d.len) < 0)
+		rc = -1;
+	buf_free(&s);
+	buf_free(&d);
+	return rc;
+}
+
+static int
+do_qga_exec(const char *sock, int ms, char **argv, int argc)
+{
+	struct buf in = {0}, line = {0}, req = {0};
+	struct proto_json j;
+	double pid, code = -1;
+	int fd, r, m, i, exited = 0;
+
+	if ((fd = qga_connect(sock, &in, &line)) < 0)
+		return 125;
+	buf_adds(&req, "{\"execute\": \"guest-exec\", \"arguments\": {\"path\": ");
+	proto_put_string(&req, argv[0], strlen(argv[0]));
+	buf_adds(&req, ", \"arg\": [");
+	for (i = 1; i < argc; i++) {
+		if (i > 1)
+			buf_adds(&req, ", ");
+		proto_put_string(&req, argv[i], strlen(argv[i]));
+	}
+	buf_adds(&req, "], \"capture-output\": true}}");
+	if ((r = qga_call(fd, &in, &line, req.p, &j)) < 0)
+		return 125;
+	pid = qga_number(&j, r, "pid");
+	proto_json_free(&j);
+	req.len = 0;
+	buf_addf(&req, "{\"execute\": \"guest-exec-status\", \"arguments\": {\"pid\": %.0f}}", pid);
+	for (i = 0; !exited; i++) {
+		if (i > 0)
+			poll(NULL, 0, ms);
+		if ((r = qga_call(fd, &in, &line, req.p, &j)) < 0)
+			return 125;
+		m = qga_member(&j, r, "exited");
+		exited = m >= 0 && proto_json_is(&j, m, "true");
+		if (exited) {
+			code = qga_number(&j, r, "exitcode");
+			if (qga_data(&j, r, "out-data", 1) < 0 || qga_data(&j, r, "err-data", 2) < 0) {
+				fprintf(stderr, "neg-test: qga: bad out-data or err-data\n");
+				code = 125;
+			}
+		}
+		proto_json_free(&j);
+	}
+	buf_free(&in);
+	buf_free(&line);
+	buf_free(&req);
+	close(fd);
+	return code < 0 || code > 255 ? 125 : (int)code;
 }
 
 /* ---- peer08: the Python negotiator 0.8 daemon, as far as the fallback tests need it ---- */
@@ -957,6 +1226,12 @@ main(int argc, char **argv)
 		return do_latency();
 	if (strcmp(argv[1], "rtt") == 0 && argc == 5)
 		return do_rtt(argv[2], atoi(argv[3]), atoi(argv[4]));
+	if (strcmp(argv[1], "sink") == 0 && argc == 4)
+		return do_sink(argv[2], atoll(argv[3]));
+	if (strcmp(argv[1], "qga-ping") == 0 && argc == 4)
+		return do_qga_ping(argv[2], atoi(argv[3]));
+	if (strcmp(argv[1], "qga-exec") == 0 && argc >= 5)
+		return do_qga_exec(argv[2], atoi(argv[3]), argv + 4, argc - 4);
 	if (strcmp(argv[1], "calls") == 0 && argc >= 5)
 		return do_calls(argv[2], atoi(argv[3]), argv[4], argv + 5, argc - 5);
 	if (strcmp(argv[1], "frames") == 0)

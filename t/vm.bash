@@ -22,6 +22,8 @@
 # Guest layout: busybox applets in /bin, /sbin, /usr/bin, /usr/sbin; GUEST_BINARYs in /usr/sbin under
 # their basename; the files of $VM_COMMANDS_DIR (if set) in /usr/lib/negotiator/commands; /etc/os-release
 # says ID=negtest, VERSION_ID="1.0", VERSION_CODENAME=testy; hostname negtest; lo is up.
+# With $VM_EXTRA_ROOT set, that directory's tree is copied over the guest's root (e.g. another
+# program and the shared libraries it needs, at the paths it loads them from).
 # With $VM_INIT_COMMAND set, /init runs that shell command line in the background once the guest is
 # set up, before the control loop starts, on every boot (e.g. 'negotiator-guest -d'); its output
 # goes to /var/log/init-command.log in the guest.
@@ -41,7 +43,8 @@
 # the guest answers "@@VMRUN-BEGIN ID", the output in base64, "@@VMRUN-END ID STATUS". The guest
 # captures output in a file, not a pipe, so `cmd &` returns at once even if cmd keeps its stdout.
 #
-# Environment: NEG_CACHE (mkimage's cache), VM_COMMANDS_DIR, VM_INIT_COMMAND, VM_PORTS, VM_CHANNEL_NAME,
+# Environment: NEG_CACHE (mkimage's cache), VM_COMMANDS_DIR, VM_EXTRA_ROOT, VM_INIT_COMMAND, VM_PORTS,
+# VM_CHANNEL_NAME,
 # VM_EXTRA_QEMU_ARGS
 # (split on white space and appended to QEMU's command line), VM_EXTRA_APPEND (added to the kernel
 # command line),
@@ -202,6 +205,10 @@ _vm_build_initrd() {
 		cp -R "$VM_COMMANDS_DIR/." "$root/usr/lib/negotiator/commands/" ||
 			{ _vm_err "vm_boot: cannot copy $VM_COMMANDS_DIR"; return 1; }
 		find "$root/usr/lib/negotiator/commands" -type f -exec chmod a+rx {} +
+	fi
+	if [[ -n ${VM_EXTRA_ROOT:-} ]]; then
+		cp -R "$VM_EXTRA_ROOT/." "$root/" ||
+			{ _vm_err "vm_boot: cannot copy VM_EXTRA_ROOT $VM_EXTRA_ROOT"; return 1; }
 	fi
 	if [[ -n ${VM_INIT_COMMAND:-} ]]; then
 		mkdir -p "$root/etc" && printf '%s\n' "$VM_INIT_COMMAND" >"$root/etc/vm-init-command" ||
