@@ -477,7 +477,8 @@ chmod 755 /usr/lib/negotiator/commands/$1"
 	vm_run 'touch /tmp/ab.flag'
 	read -r -t 30 line <&"$fd" || line="(nothing within 30 s)"
 	assert_equal "$line" "b"
-	! read -r -t 30 line <&"$fd"
+	# then the end of the output, nothing more
+	if read -r -t 30 line <&"$fd"; then fail "a line after b: $line"; fi
 	exec {fd}<&-
 	for _ in $(seq 1 100); do [ -e "$D/ab.rc" ] && break; sleep 0.1; done
 	run cat "$D/ab.rc" "$D/ab.err"

@@ -17,8 +17,9 @@ teardown_file() {
 		dpkg-query -W "$p" >/dev/null 2>&1 && dpkg -P "$p" >/dev/null 2>&1
 	done
 	rm -f /etc/default/negotiator-host /etc/default/negotiator-guest
-	[ -e "$D/supervisord.pid" ] && stop_pid "$(cat "$D/supervisord.pid")"
-	pkill -f "negship.*fakeport" 2>/dev/null
+	# whatever a failed test left running: supervisord, daemons, fake ports (all name a path in $D)
+	[ -e "$D/sup/supervisord.pid" ] && stop_pid "$(cat "$D/sup/supervisord.pid")"
+	pkill -f "$D/" 2>/dev/null || true
 	rm -rf "$D"
 }
 
@@ -197,7 +198,8 @@ fs_list() {
 	run dpkg -r negotiator-host
 	assert_success
 	# removed: the daemon stopped, the program gone, the init script (a conffile) kept
-	! kill -0 "$pid" 2>/dev/null
+	run kill -0 "$pid"
+	assert_failure
 	[ ! -e /usr/sbin/negotiator-host ]
 	[ ! -e /var/run/negotiator-host.pid ]
 	[ -x /etc/init.d/negotiator-host ]
@@ -257,7 +259,9 @@ files = $s/program.conf
 EOF
 	"$FAKEPORT" "$s/port" "$s/chan/supguest.negotiator-guest-to-host.0" 3>&- & echo $! > "$s/fp.pid"
 	wait_for "$s/chan/supguest.negotiator-guest-to-host.0"
-	NEGOTIATOR_NO_VIRSH=1 detached supervisord -c "$s/supervisord.conf" & echo $! > "$D/supervisord.pid"
+	# supervisord's own pid comes from its pidfile: $! would be the subshell around it
+	NEGOTIATOR_NO_VIRSH=1 detached supervisord -c "$s/supervisord.conf" &
+	wait_for "$s/supervisord.pid"
 	first=
 	for _ in $(seq 1 100); do
 		first=$(supervisorctl -c "$s/supervisord.conf" pid negotiator-host 2>/dev/null) || true
@@ -281,11 +285,14 @@ EOF
 	assert_success
 	assert_output "$(printf 'args: 1\n[again]')"
 	# supervisord stops its program when it stops
-	kill "$(cat "$D/supervisord.pid")"
+	sup=$(cat "$s/supervisord.pid")
+	kill "$sup"
 	for _ in $(seq 1 100); do kill -0 "$second" 2>/dev/null || break; sleep 0.1; done
-	! kill -0 "$second" 2>/dev/null
-	stop_pid "$(cat "$D/supervisord.pid")"
-	rm -f "$D/supervisord.pid"
+	run kill -0 "$second"
+	assert_failure
+	for _ in $(seq 1 100); do kill -0 "$sup" 2>/dev/null || break; sleep 0.1; done
+	run kill -0 "$sup"
+	assert_failure
 	stop_pid "$(cat "$s/fp.pid")"
 }
 
