@@ -33,6 +33,13 @@
 #define PROTO_MAX_TOKENS 131072
 #define PROTO_MAX_ARGS 4096                 /* argv entries of execute */
 #define PROTO_MAX_ID 64                     /* bytes of the JSON text of a request id */
+/*
+ * A failure reply's "exit_code" (an exit status, 0-255) and "signal" (Linux's
+ * signals, 1-64): a value outside, or not an integer, is read as absent, so
+ * that an exit status of 256 or 128 + 128 never wraps to 0 (success).
+ */
+#define PROTO_MAX_EXIT_CODE 255
+#define PROTO_MAX_SIGNAL 64
 /* \udc80-\udcff without a high surrogate: a raw byte 0x80-0xff, as Python's surrogateescape */
 #define PROTO_RAW_BYTE_ESCAPE(cp) ((cp) >= 0xdc80 && (cp) <= 0xdcff)
 #define PROTO_PARTIAL_MS 5000               /* a frame left incomplete this long is dropped */
