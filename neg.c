@@ -118,14 +118,94 @@ send_syslog(int prio, const char *msg)
 	fprintf(stderr, "%s: %s\n", neg_progname, msg);
 }
 
+/*
+ * The printable form of the character at s (len > 0 bytes left): a byte or
+ * character a terminal may take for a control (C0, DEL, C1 as UTF-8 or as a
+ * raw byte 0x80-0x9f) becomes \n, \r, \t or \xHH, C-style (tab is kept when
+ * tab_ok); anything else, a backslash and bytes that are no UTF-8 included,
+ * is copied.  What a peer sent then cannot start a line of its own, move the
+ * cursor or clear a terminal.  Writes at most NEG_ESCAPE_MAX bytes to out;
+ * returns their count, and in *used the bytes of s taken.
+ */
+static size_t
+escape_char(const char *s, size_t len, int tab_ok, char *out, size_t *used)
+{
+	const unsigned char *u = (const unsigned char *)s;
+	size_t n = u[0] >= 0xf0 ? 4 : u[0] >= 0xe0 ? 3 : 2;
+
+	*used = 1;
+	if ((u[0] >= 0x20 && u[0] < 0x7f) || (u[0] == '\t' && tab_ok)) {
+		out[0] = s[0];
+		return 1;
+	}
+	if (u[0] == '\n' || u[0] == '\r' || u[0] == '\t') {
+		out[0] = '\\';
+		out[1] = u[0] == '\n' ? 'n' : u[0] == '\r' ? 'r' : 't';
+		return 2;
+	}
+	if (u[0] >= 0x80 && n <= len && proto_utf8_valid(s, n)) {
+		*used = n;
+		if (u[0] == 0xc2 && u[1] < 0xa0) {
+			snprintf(out, NEG_ESCAPE_MAX + 1, "\\x%02x\\x%02x", u[0], u[1]);
+			return 8;
+		}
+		memcpy(out, s, n);
+		return n;
+	}
+	if (u[0] >= 0xa0) {
+		out[0] = s[0];
+		return 1;
+	}
+	snprintf(out, NEG_ESCAPE_MAX + 1, "\\x%02x", u[0]);
+	return 4;
+}
+
+/* Appends s[0..len) to b in its printable form (escape_char). */
+void
+neg_escape(struct buf *b, const char *s, size_t len, int tab_ok)
+{
+	char tmp[NEG_ESCAPE_MAX + 1];
+	size_t used, off = 0, n;
+
+	buf_reserve(b, len);
+	while (off < len) {
+		n = escape_char(s + off, len - off, tab_ok, tmp, &used);
+		buf_add(b, tmp, n);
+		off += used;
+	}
+}
+
+/*
+ * A log line as it goes out: what a peer put in it (an error text, a name)
+ * printed as escape_char does, so that it can never add a line of its own.
+ * Cut at outlen - 1 bytes, always NUL-terminated.
+ */
+static void
+escape_line(char *out, size_t outlen, const char *s)
+{
+	char tmp[NEG_ESCAPE_MAX + 1];
+	size_t used, len = strlen(s), off = 0, at = 0, n;
+
+	while (off < len) {
+		n = escape_char(s + off, len - off, 1, tmp, &used);
+		if (at + n >= outlen)
+			break;
+		memcpy(out + at, tmp, n);
+		at += n;
+		off += used;
+	}
+	out[at] = '\0';
+}
+
 static void
 vlog(int prio, const char *fmt, va_list ap)
 {
-	char msg[1024];
+	char raw[1024], msg[1024];
 
 	if (prio > neg_verbosity)
 		return;
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	vsnprintf(raw, sizeof(raw), fmt, ap);
+	escape_line(msg, sizeof(msg), raw);
 	if (neg_syslog)
 		send_syslog(prio, msg);
 	else
@@ -3463,6 +3543,7 @@ int
 neg_cli_list(int fd, int flags, const struct neg_cli *o, const char *peer)
 {
 	struct proto_response resp;
+	struct buf line = {0};
 	char err[512];
 	size_t i;
 
@@ -3477,8 +3558,13 @@ neg_cli_list(int fd, int flags, const struct neg_cli *o, const char *peer)
 		return 255;
 	}
 	sort_strings(resp.list, resp.nlist);
-	for (i = 0; i < resp.nlist; i++)
-		printf("%s\n", resp.list[i]);
+	for (i = 0; i < resp.nlist; i++) {
+		/* a name is one line: its control bytes escaped */
+		line.len = 0;
+		neg_escape(&line, resp.list[i], strlen(resp.list[i]), 0);
+		printf("%s\n", line.p);
+	}
+	buf_free(&line);
 	proto_response_free(&resp);
 	return fflush(stdout) == 0 ? 0 : stdout_failed();
 }

@@ -594,8 +594,11 @@ list_guests(const char *dir, int64_t deadline, int json)
 	for (i = 0; i < s.n; i++) {
 		up = s.v[i].up;
 		if (!json) {
-			if (up)
-				printf("%s\n", s.v[i].name);
+			if (up) {
+				b.len = 0;
+				neg_escape(&b, s.v[i].name, strlen(s.v[i].name), 0);
+				printf("%s\n", b.p);
+			}
 			continue;
 		}
 		b.len = 0;
@@ -706,6 +709,7 @@ enum { OUT_PREFIX, OUT_RAW, OUT_JSON };
 
 struct member {
 	const struct found *g;
+	struct buf shown;      /* its name as printed (neg_escape): a name can forge no line */
 	int state;
 	int fd;
 	struct neg_run *run;   /* while RUNNING */
@@ -744,13 +748,17 @@ fleet_write(int fd)
 	return rc;
 }
 
-/* Queues "NAME: LINE\n" of the member's unfinished line of fd, which it empties. */
+/*
+ * Queues "NAME: LINE\n" of the member's unfinished line of fd, which it
+ * empties; the line's control bytes escaped (tabs kept), so that a CR or a
+ * terminal's escape sequence cannot make it look like another guest's.
+ */
 static void
 fleet_line(struct member *m, int fd)
 {
-	buf_adds(&fl.wb, m->g->name);
+	buf_add(&fl.wb, m->shown.p, m->shown.len);
 	buf_add(&fl.wb, ": ", 2);
-	buf_add(&fl.wb, m->line[fd].p ? m->line[fd].p : "", m->line[fd].len);
+	neg_escape(&fl.wb, m->line[fd].p ? m->line[fd].p : "", m->line[fd].len, 1);
 	buf_add(&fl.wb, "\n", 1);
 	m->line[fd].len = 0;
 }
@@ -884,7 +892,10 @@ fleet_done(struct member *m, struct neg_run *c)
 				fleet_write(fd);
 			}
 		for (i = 0; c && c->have_resp && m->status == 0 && i < c->resp.nlist; i++) {
-			buf_addf(&fl.wb, "%s: %s\n", m->g->name, c->resp.list[i]);
+			buf_add(&fl.wb, m->shown.p, m->shown.len);
+			buf_add(&fl.wb, ": ", 2);
+			neg_escape(&fl.wb, c->resp.list[i], strlen(c->resp.list[i]), 0);
+			buf_add(&fl.wb, "\n", 1);
 			if (fl.wb.len > NEG_READ_CHUNK)
 				fleet_write(1);
 		}
@@ -893,7 +904,8 @@ fleet_done(struct member *m, struct neg_run *c)
 	} else {
 		for (i = 0; !fl.out_failed && c && c->have_resp && m->status == 0 &&
 		    i < c->resp.nlist; i++) {
-			buf_addf(&fl.wb, "%s\n", c->resp.list[i]);
+			neg_escape(&fl.wb, c->resp.list[i], strlen(c->resp.list[i]), 0);
+			buf_add(&fl.wb, "\n", 1);
 			if (fl.wb.len > NEG_READ_CHUNK)
 				fleet_write(1);
 		}
@@ -931,7 +943,7 @@ fleet_fail(struct member *m, int quiet, const char *fmt, ...)
 	vsnprintf(m->err, sizeof(m->err), fmt, ap);
 	va_end(ap);
 	if (!quiet)
-		neg_log(LOG_ERR, "%s: %s", m->g->name, m->err);
+		neg_log(LOG_ERR, "%s: %s", m->shown.p, m->err);
 	m->status = 255;
 	m->self_failed = 1;
 	m->exit_code = -1;
@@ -969,7 +981,7 @@ fleet_start(struct member *m, struct neg_cli *o, const char *method, long fd_max
 	}
 	if ((m->run = calloc(1, sizeof(*m->run))) == NULL)
 		neg_die("out of memory");
-	neg_run_start(m->run, m->fd, 0, o, m->g->name, method);
+	neg_run_start(m->run, m->fd, 0, o, m->shown.p, method);
 	m->run->emit = fleet_emit;
 	m->run->ctx = m;
 	m->run->keep_quiet = quiet;
@@ -995,7 +1007,7 @@ fleet_status(void)
 		if (b.len > HOST_FLEET_SUMMARY)
 			continue;
 		named++;
-		buf_addf(&b, "%s%s (", named > 1 ? ", " : "", m->g->name);
+		buf_addf(&b, "%s%s (", named > 1 ? ", " : "", m->shown.p);
 		if (m->timed_out)
 			buf_adds(&b, "timed out");
 		else if (m->self_failed)
@@ -1140,6 +1152,7 @@ fleet_select(struct scan *s, const char *dir, int all, char **sel, int nsel, int
 	for (i = 0; i < s->n; i++) {
 		fl.m[i].g = &s->v[i];
 		fl.m[i].fd = -1;
+		neg_escape(&fl.m[i].shown, s->v[i].name, strlen(s->v[i].name), 0);
 	}
 	fl.n = s->n;
 }
@@ -1779,6 +1792,7 @@ main(int argc, char **argv)
 	struct stat st;
 	const char *socket_path = NULL, *guest = NULL, *dir = HOST_CHANNEL_DIR;
 	int c, fd, rc, all = 0, json = 0, raw = 0, nsel, fleet;
+	size_t i;
 	long parallel = HOST_FLEET_PARALLEL;
 	char **sel, *end;
 	int64_t deadline;
@@ -1841,6 +1855,8 @@ main(int argc, char **argv)
 		fleet_select(&s, dir, all, sel, nsel, deadline);
 		fl.out = json ? OUT_JSON : raw ? OUT_RAW : OUT_PREFIX;
 		rc = fleet_run(&o, o.mode == 'c' ? "list_commands" : "execute", (size_t)parallel);
+		for (i = 0; i < fl.n; i++)
+			buf_free(&fl.m[i].shown);
 		free(fl.m);
 		free(s.v);
 		neg_cli_free(&o);

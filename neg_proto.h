@@ -332,6 +332,8 @@ int neg_sigpipe_fd(void);
 int neg_signal_drain(void);
 extern volatile int neg_got_sigterm, neg_got_sighup, neg_got_sigio;
 void neg_set_nonblock(int);
+#define NEG_ESCAPE_MAX 8    /* bytes of one character's printable form: \xc2\x9b */
+void neg_escape(struct buf *, const char *, size_t, int tab_ok);
 
 /* Commands: a directory of executables plus the built-ins. */
 struct neg_cmdenv {

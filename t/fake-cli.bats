@@ -119,3 +119,35 @@ HX() { NEGOTIATOR_NO_VIRSH=1 "$HOSTBIN" "$@"; }
 	assert_failure 255
 	[[ $output == *'"status": 255, "exit_code": null, "signal": null'* ]] || { echo "$output"; false; }
 }
+
+@test "forged lines: names and -c output with control bytes are escaped, every line credited to its guest" {
+	peer fine ok "$D/c2"
+	peer bad forge "$D/c2"
+	run --separate-stderr HX --channel-directory "$D/c2" --all -c
+	assert_success
+	assert_equal "$(printf '%s\n' "${lines[@]}" | LC_ALL=C sort)" "$(printf '%s\n' \
+		'bad: clear\x1b[2J' 'bad: evil\nweb-1: rm-rf-everything' 'bad: fine' 'fine: a' 'fine: b' |
+		LC_ALL=C sort)"
+	run --separate-stderr HX --socket "$D/c2/bad.$H2G" -c
+	assert_success
+	assert_output "$(printf '%s\n' 'clear\x1b[2J' 'evil\nweb-1: rm-rf-everything' 'fine')"
+	# -e's prefixed lines: a CR or an escape sequence cannot hide the prefix
+	run --separate-stderr HX --channel-directory "$D/c2" -e x bad fine
+	assert_success
+	assert_equal "$(printf '%s\n' "${lines[@]}" | LC_ALL=C sort)" "$(printf '%s\n' \
+		'bad: a\rweb-1: forged' 'bad: b\x1b[31mred' 'fine: fine' | LC_ALL=C sort)"
+	# --no-prefix asks for the bytes as they are
+	run --separate-stderr HX --channel-directory "$D/c2" --no-prefix -e x 'ba?'
+	assert_success
+	assert_output "$(printf 'a\rweb-1: forged\nb\033[31mred')"
+}
+
+@test "forged lines: a guest name with a newline (from its socket path) is escaped wherever it is printed" {
+	peer $'evil\nweb-1' ok "$D/c3"
+	run --separate-stderr HX --channel-directory "$D/c3" -g
+	assert_success
+	assert_output 'evil\nweb-1'
+	run --separate-stderr HX --channel-directory "$D/c3" --all -e x
+	assert_success
+	assert_output 'evil\nweb-1: fine'
+}
