@@ -810,16 +810,42 @@ fleet_emit(struct neg_run *c, int fd, const char *s, size_t len)
 	return 0;
 }
 
-/* A kept stream as two JSON fields: text when it is UTF-8, else base64 (the _encoding says). */
+/*
+ * The length of s without the character HOST_FLEET_KEEP may have cut in two:
+ * a UTF-8 lead byte in the last 3 bytes whose sequence needs more than is there.
+ */
+static size_t
+utf8_whole(const char *s, size_t len)
+{
+	size_t i, need;
+	unsigned char c;
+
+	for (i = 1; i <= 3 && i <= len; i++) {
+		c = (unsigned char)s[len - i];
+		if ((c & 0xc0) == 0x80)
+			continue;	/* a continuation byte: its lead is further back */
+		need = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 1;
+		return need > i ? len - i : len;
+	}
+	return len;
+}
+
+/*
+ * A kept stream as two JSON fields: text when it is UTF-8, else base64 (the
+ * _encoding says).  A cut stream is text when it is UTF-8 up to the cut, the
+ * character cut in two left out.
+ */
 static void
 json_stream(struct buf *b, const char *key, const struct buf *k, int cut)
 {
 	struct buf enc = {0};
-	int text = proto_utf8_valid(k->p ? k->p : "", k->len);
+	const char *s = k->p ? k->p : "";
+	size_t len = cut ? utf8_whole(s, k->len) : k->len;
+	int text = proto_utf8_valid(s, len);
 
 	buf_addf(b, ", \"%s\": ", key);
 	if (text) {
-		proto_put_string(b, k->p ? k->p : "", k->len);
+		proto_put_string(b, s, len);
 	} else {
 		proto_b64_encode(&enc, k->p, k->len);
 		proto_put_string(b, enc.p, enc.len);

@@ -151,3 +151,18 @@ HX() { NEGOTIATOR_NO_VIRSH=1 "$HOSTBIN" "$@"; }
 	assert_success
 	assert_output 'evil\nweb-1: fine'
 }
+
+@test "--json: more than 1 MiB of UTF-8 is cut at a character's boundary and stays text" {
+	peer big utf8 "$D/c4"
+	run --separate-stderr HX --channel-directory "$D/c4" --json -e x big
+	assert_success
+	printf '%s\n' "$output" > "$D/big.json"
+	run python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["stdout_encoding"] == "text", d["stdout_encoding"]
+assert d["stdout_truncated"] is True
+assert d["stdout"] == "x" + "\u00e9" * 524287, len(d["stdout"])
+' "$D/big.json"
+	assert_success
+}
