@@ -11,7 +11,8 @@ setup_file() {
 	export D=$(mktemp -d "${BATS_FILE_TMPDIR:-/tmp}/cli.XXXXXX")
 	export H2G=negotiator-host-to-guest.0
 	# rawpeer SOCKET MODE DIR: serves SOCKET, one client after another, until killed; writes
-	# DIR/ready once it listens and DIR/got.METHOD when a request of METHOD arrives.  MODE:
+	# DIR/ready once it listens, DIR/got.METHOD when a request of METHOD arrives and DIR/sent.METHOD
+	# once its answer (if any) is sent.  MODE:
 	#   ok        version as 0.8 (no streaming); execute: "fine"; list_commands: a, b
 	#   exit256   execute fails with "exit_code": 256
 	#   signal128 streams; execute fails with "signal": 128
@@ -38,6 +39,8 @@ def read_frame(f):
 	return json.loads(f.read(int(line)))
 streams = mode in ("signal128", "hang")
 ls = socket.socket(socket.AF_UNIX)
+if os.path.exists(path):
+	os.unlink(path)	# a killed peer's socket
 ls.bind(path)
 ls.listen(8)
 open(os.path.join(d, "ready"), "w").close()
@@ -77,6 +80,7 @@ while True:
 		elif m == "execute":
 			out = frame({"success": True, "result": "fine", "id": rid})
 		c.sendall(out)
+		open(os.path.join(d, "sent." + m), "w").close()
 	c.close()
 EOS
 }
@@ -165,4 +169,43 @@ assert d["stdout_truncated"] is True
 assert d["stdout"] == "x" + "\u00e9" * 524287, len(d["stdout"])
 ' "$D/big.json"
 	assert_success
+}
+
+# in_background NAME CMD...: runs CMD with stdout and stderr in $D/NAME.out and .err, its exit
+# status in $D/NAME.rc once it ends, its pid in $D/bg.NAME.pid (for teardown).
+in_background() {
+	local name=$1; shift
+	rm -f "$D/$name".*
+	( "$@" > "$D/$name.out" 2> "$D/$name.err" 3>&- & echo $! > "$D/bg.$name.pid"
+	  st=0; wait $! || st=$?; echo $st > "$D/$name.rc" ) 3>&- &
+}
+
+@test "a peer that goes away mid-call (-t 0): one line, exit 255, for -e, -c and a fleet" {
+	local sock=$D/c5/hang.$H2G
+	peer hang hang "$D/c5"
+	in_background e HX --socket "$sock" -t 0 -e x
+	wait_for "$D/hang/sent.execute"
+	kill -9 "$(cat "$D/bg.hang.pid")"
+	wait_until 10 test -e "$D/e.rc"
+	assert_equal "$(cat "$D/e.rc")" 255
+	assert_equal "$(cat "$D/e.out")" started
+	assert_equal "$(cat "$D/e.err")" "negotiator-host: $sock: the other side closed the connection before replying"
+	peer hang hang "$D/c5"
+	in_background c HX --socket "$sock" -t 0 -c
+	wait_for "$D/hang/sent.list_commands"
+	kill -9 "$(cat "$D/bg.hang.pid")"
+	wait_until 10 test -e "$D/c.rc"
+	assert_equal "$(cat "$D/c.rc")" 255
+	assert_equal "$(cat "$D/c.err")" "negotiator-host: $sock: the other side closed the connection before replying"
+	peer hang hang "$D/c5"
+	peer fine ok "$D/c5"
+	in_background f HX --channel-directory "$D/c5" --all -t 0 -e x
+	wait_for "$D/hang/sent.execute"
+	kill -9 "$(cat "$D/bg.hang.pid")"
+	wait_until 10 test -e "$D/f.rc"
+	assert_equal "$(cat "$D/f.rc")" 255
+	assert_equal "$(sort "$D/f.out")" "$(printf 'fine: fine\nhang: started')"
+	assert_equal "$(cat "$D/f.err")" "$(printf '%s\n' \
+		"negotiator-host: hang: the other side closed the connection before replying" \
+		"negotiator-host: 1 of 2 guests failed: hang (the other side closed the connection before replying)")"
 }
