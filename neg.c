@@ -29,7 +29,7 @@
  *   serving one request         per-peer log lines, dispatch, the fair job cap
  *   a served channel            neg_chan_*: read, queue, run, reply, time out
  *   the options                 neg_cli_*: what both programs take, --input
- *   the client side of a call   neg_call; neg_run, a CLI's call as a state
+ *   the client side of a call   neg_run, every CLI call as a state
  *                               machine (one guest's -e, or a host fleet's
  *                               many), and -e / -l as ssh would behave
  *
@@ -2540,8 +2540,8 @@ neg_cli_free(struct neg_cli *o)
  * limit), waiting for POLLOUT in short slices because old guest kernels lose
  * that wake-up.  On a port, POLLHUP means the host is not there yet: wait.
  */
-int
-neg_write_all(int fd, int flags, const char *s, size_t len, int64_t deadline,
+static int
+write_all(int fd, int flags, const char *s, size_t len, int64_t deadline,
     char *err, size_t errlen)
 {
 	struct pollfd p;
@@ -2690,90 +2690,6 @@ call_overdue(const char *refused, int64_t quiet, int64_t deadline, const char *s
 }
 
 /*
- * One call: sends the request (with a fresh id) and waits for the reply with
- * that id until deadline (< 0: no limit).  Bytes of no frame, frames that do
- * not parse and replies to other calls are skipped, not fatal: they are what
- * an earlier caller left behind, and the reader finds the next frame.  A
- * failure about a frame that could not be read ("id": null) may be about our
- * request: it is the answer once the channel has been quiet for
- * NEG_NULL_QUIET_MS, or when the deadline comes without a better one.
- */
-int
-neg_call(int fd, int flags, const struct proto_request *kw, const char *method,
-    int64_t deadline, size_t max_frame, struct proto_response *resp,
-    char *err, size_t errlen)
-{
-	struct proto_reader r;
-	struct buf frame = {0};
-	struct pollfd p;
-	char tmp[NEG_READ_CHUNK], id[PROTO_MAX_ID + 1], skipped[256] = "", refused[512] = "";
-	size_t used, off;
-	int64_t quiet = -1, until;
-	ssize_t n;
-	int rc = -1;
-	enum proto_event ev;
-
-	if (request_frame(&frame, method, kw, id, max_frame, err, errlen) < 0) {
-		buf_free(&frame);
-		return -1;
-	}
-	drop_pending(fd);
-	if (neg_write_all(fd, flags, frame.p, frame.len, deadline, err, errlen) < 0) {
-		buf_free(&frame);
-		return -1;
-	}
-	buf_free(&frame);
-	proto_reader_init(&r, max_frame);
-	while (!call_overdue(refused, quiet, deadline, skipped, err, errlen)) {
-		until = quiet >= 0 && (deadline < 0 || quiet < deadline) ? quiet : deadline;
-		p.fd = fd;
-		p.events = POLLIN;
-		p.revents = 0;
-		if (poll(&p, 1, wait_ms(until, 1000)) < 0 && errno != EINTR) {
-			snprintf(err, errlen, "poll failed: %s", strerror(errno));
-			break;
-		}
-		if (p.revents == 0)
-			continue;
-		n = read(fd, tmp, sizeof(tmp));
-		if (n < 0 && (errno == EAGAIN || errno == EINTR))
-			continue;
-		if (n < 0) {
-			snprintf(err, errlen, "cannot receive: %s", strerror(errno));
-			break;
-		}
-		if (n == 0) {
-			snprintf(err, errlen, "the other side closed the connection before replying");
-			break;
-		}
-		if (refused[0])
-			quiet = neg_now() + NEG_NULL_QUIET_MS;
-		for (off = 0; off < (size_t)n; off += used) {
-			ev = proto_reader_feed(&r, tmp + off, (size_t)n - off, &used);
-			if (ev == PROTO_ERROR) {
-				neg_log(LOG_INFO, "skipping data that is no frame: %s", r.err);
-				snprintf(skipped, sizeof(skipped), "%s", r.err);
-				continue;
-			}
-			if (ev != PROTO_FRAME)
-				continue;
-			if (proto_response_parse(resp, r.body.p, r.body.len, skipped,
-			    sizeof(skipped)) < 0) {
-				neg_log(LOG_INFO, "skipping a reply that does not parse: %s", skipped);
-				continue;
-			}
-			if (call_reply(id, resp, refused, sizeof(refused), &quiet)) {
-				rc = 0;
-				goto out;
-			}
-		}
-	}
-out:
-	proto_reader_free(&r);
-	return rc;
-}
-
-/*
  * SIGINT, SIGTERM and SIGHUP during a CLI's calls: the first cancels every
  * remote command (TERM, its grace period), the second kills them at once and
  * we go.  No SA_RESTART: a write to a stdout nobody reads must not hide them.
@@ -2912,7 +2828,7 @@ run_flush(struct neg_run *c, int ms)
 	ssize_t n;
 
 	if (c->wq.len > c->wqoff && (c->flags & NEG_CALL_PORT)) {
-		neg_write_all(c->fd, c->flags, c->wq.p + c->wqoff, c->wq.len - c->wqoff,
+		write_all(c->fd, c->flags, c->wq.p + c->wqoff, c->wq.len - c->wqoff,
 		    neg_now() + ms, err, sizeof(err));
 	} else {
 		/* the fd is non-blocking (neg_run_start) */
@@ -3069,10 +2985,17 @@ run_stream(struct neg_run *c)
 	run_request(c, NEG_RUN_STREAM, "execute", &kw);
 }
 
+/*
+ * Starts a call of method on fd.  With call, one request of method with
+ * call's words and options, and one reply (a test's calls); without, execute
+ * runs o's words as -e does (the handshake, then streamed or one-shot), and
+ * any other method is one request without words.
+ */
 void
 neg_run_start(struct neg_run *c, int fd, int flags, struct neg_cli *o, const char *peer,
-    const char *method)
+    const char *method, const struct proto_request *call)
 {
+
 	struct proto_request kw;
 
 	memset(c, 0, sizeof(*c));
@@ -3092,8 +3015,8 @@ neg_run_start(struct neg_run *c, int fd, int flags, struct neg_cli *o, const cha
 	neg_set_nonblock(fd);
 	memset(&kw, 0, sizeof(kw));
 	kw.new_caller = 1;
-	if (strcmp(method, "execute") != 0)
-		run_request(c, NEG_RUN_CALL, method, NULL);
+	if (call != NULL || strcmp(method, "execute") != 0)
+		run_request(c, NEG_RUN_CALL, method, call);
 	else if (o->srv.max_frame >= NEG_STREAM_MIN_FRAME)
 		/* says we are the channel's caller now, and asks whether the callee streams */
 		run_request(c, NEG_RUN_HELLO, "version", &kw);
@@ -3290,6 +3213,9 @@ run_frame(struct neg_run *c)
 	c->have_resp = 1;
 	if (c->phase == NEG_RUN_ONESHOT) {
 		oneshot_reply(c);
+	} else if (strcmp(c->method, "list_commands") != 0) {
+		/* a call of another method (a test's): its reply is the caller's to read */
+		run_done(c, c->resp.success ? 0 : 255);
 	} else if (!c->resp.success || c->resp.result_kind != PROTO_J_ARRAY) {
 		run_fail(c, "%s", c->resp.success ? "the reply is not a list" : c->resp.error);
 	} else {
@@ -3519,52 +3445,65 @@ neg_run_free(struct neg_run *c)
 }
 
 /*
+ * One call of a CLI to its end (method's reply in c, which the caller frees),
+ * turned by the same loop as a fleet's (neg_runs_turn); wait, unless 0, is its
+ * deadline instead of -t from its start.
+ */
+static int
+cli_call(struct neg_run *c, int fd, int flags, struct neg_cli *o, const char *peer,
+    const char *method, int64_t wait)
+{
+	struct neg_run *v = c;
+
+	neg_run_start(c, fd, flags, o, peer, method, NULL);
+	if (wait != 0)
+		c->wait = wait;
+	while (c->phase != NEG_RUN_DONE)
+		neg_runs_turn(&v, 1, 0);
+	return c->status;
+}
+
+/*
  * -e: runs o->argv on the other side and behaves like ssh: the command's stdout
- * and stderr on ours, its exit status as ours, 255 when negotiator failed.  A
- * call of one, turned by the same loop as a fleet's (neg_runs_turn).
+ * and stderr on ours, its exit status as ours, 255 when negotiator failed.
  */
 int
 neg_cli_execute(int fd, int flags, struct neg_cli *o, const char *peer)
 {
-	struct neg_run c, *v = &c;
+	struct neg_run c;
 	int rc;
 
 	neg_cli_signals(1);
-	neg_run_start(&c, fd, flags, o, peer, "execute");
-	while (c.phase != NEG_RUN_DONE)
-		neg_runs_turn(&v, 1, 0);
-	rc = c.status;
+	rc = cli_call(&c, fd, flags, o, peer, "execute", 0);
 	neg_run_free(&c);
 	neg_cli_signals(0);
 	return rc;
 }
 
+/*
+ * -c, -l: the other side's commands, sorted, one a line (control bytes
+ * escaped: a name is one line); -t counts from the program's start, the
+ * channel's discovery included.
+ */
 int
-neg_cli_list(int fd, int flags, const struct neg_cli *o, const char *peer)
+neg_cli_list(int fd, int flags, struct neg_cli *o, const char *peer)
 {
-	struct proto_response resp;
+	struct neg_run c;
 	struct buf line = {0};
-	char err[512];
 	size_t i;
+	int rc;
 
-	if (neg_call(fd, flags, NULL, "list_commands", o->deadline, o->srv.max_frame, &resp,
-	    err, sizeof(err)) < 0) {
-		neg_log(LOG_ERR, "%s: %s", peer, err);
-		return 255;
-	}
-	if (!resp.success || resp.result_kind != PROTO_J_ARRAY) {
-		neg_log(LOG_ERR, "%s: %s", peer, resp.success ? "the reply is not a list" : resp.error);
-		proto_response_free(&resp);
-		return 255;
-	}
-	sort_strings(resp.list, resp.nlist);
-	for (i = 0; i < resp.nlist; i++) {
-		/* a name is one line: its control bytes escaped */
+	neg_cli_signals(1);
+	rc = cli_call(&c, fd, flags, o, peer, "list_commands", o->deadline);
+	for (i = 0; rc == 0 && i < c.resp.nlist; i++) {
 		line.len = 0;
-		neg_escape(&line, resp.list[i], strlen(resp.list[i]), 0);
+		neg_escape(&line, c.resp.list[i], strlen(c.resp.list[i]), 0);
 		printf("%s\n", line.p);
 	}
 	buf_free(&line);
-	proto_response_free(&resp);
-	return fflush(stdout) == 0 ? 0 : stdout_failed();
+	neg_run_free(&c);
+	if (rc == 0 && fflush(stdout) != 0)
+		rc = stdout_failed();
+	neg_cli_signals(0);
+	return rc;
 }

@@ -1007,7 +1007,7 @@ fleet_start(struct member *m, struct neg_cli *o, const char *method, long fd_max
 	}
 	if ((m->run = calloc(1, sizeof(*m->run))) == NULL)
 		neg_die("out of memory");
-	neg_run_start(m->run, m->fd, 0, o, m->shown.p, method);
+	neg_run_start(m->run, m->fd, 0, o, m->shown.p, method, NULL);
 	m->run->emit = fleet_emit;
 	m->run->ctx = m;
 	m->run->keep_quiet = quiet;

@@ -536,13 +536,13 @@ void neg_cli_prepare(struct neg_cli *);
 void neg_cli_free(struct neg_cli *);
 
 /* The client side of one call. */
-enum { NEG_CALL_PORT = 1 };    /* fd is a virtio port: read()==0 means "host away", wait */
+/*
+ * fd is a virtio port: a hang-up before the request began to leave means the
+ * host is not there yet (wait for it, to the deadline), and a POLLOUT wake-up
+ * may be lost (writes are retried in short slices).
+ */
+enum { NEG_CALL_PORT = 1 };
 
-int neg_call(int fd, int flags, const struct proto_request *req, const char *method,
-    int64_t deadline, size_t max_frame, struct proto_response *resp,
-    char *err, size_t errlen);
-int neg_write_all(int fd, int flags, const char *, size_t, int64_t deadline,
-    char *err, size_t errlen);
 void neg_new_id(char *id, size_t idlen);
 int neg_write_out(int fd, const char *, size_t);
 int neg_cli_execute(int fd, int flags, struct neg_cli *, const char *peer);
@@ -588,12 +588,12 @@ struct neg_run {
 };
 
 void neg_run_start(struct neg_run *, int fd, int flags, struct neg_cli *, const char *peer,
-    const char *method);
+    const char *method, const struct proto_request *call);
 void neg_run_cancel(struct neg_run *, int level);
 void neg_run_free(struct neg_run *);
 void neg_runs_turn(struct neg_run **, size_t n, int64_t wake);
 void neg_cli_signals(int on);
 int neg_cli_signalled(void);
-int neg_cli_list(int fd, int flags, const struct neg_cli *, const char *peer);
+int neg_cli_list(int fd, int flags, struct neg_cli *, const char *peer);
 
 #endif
