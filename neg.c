@@ -22,7 +22,7 @@
  *
  * Contents, in reading order:
  *   logging and small helpers   neg_log, neg_die, sizes and seconds, neg_split
- *   signals                     the self-pipe the daemons poll
+ *   signals                     the self-pipe every loop polls
  *   built-in commands           find-* in C, the reference's formats
  *   the commands directory      names, lookup, list_commands
  *   the command runner          neg_job_spawn and the job a poll loop drives
@@ -402,30 +402,63 @@ neg_set_nonblock(int fd)
 		fcntl(fd, F_SETFL, fl | O_NONBLOCK);
 }
 
-/* ---- signals: handlers only set a flag and write a byte to the self-pipe ---- */
+/* ---- signals: the one handler writes the signal's number to the self-pipe ---- */
 
+/*
+ * Every loop (both daemons, a CLI's calls, its wait for virsh) polls the
+ * pipe's read end and acts on the numbers it reads (neg_signal_drain): the
+ * byte is the message, so no signal is lost between a check and a poll.  A
+ * full pipe drops a byte, when 64 KiB of signals wait unread: a wake-up is
+ * pending then anyway.  One flag stays, for the one place that cannot poll:
+ * a write to our stdout blocked on a reader that went away (neg_write_out).
+ */
 static int selfpipe[2] = { -1, -1 };
-volatile int neg_got_sigterm, neg_got_sighup, neg_got_sigio;
-static volatile sig_atomic_t got_sigchld;
+static volatile sig_atomic_t cancel_pending;
+static unsigned sig_seen;     /* read from the pipe, not yet taken by neg_signal_drain */
+static int sig_cancels;       /* SIGINT, SIGTERM, SIGHUP read since neg_cli_signals(1) ... */
+static int sig_last;          /* ... and the latest of them */
+
+static int
+cancelling(int sig)
+{
+	return sig == SIGINT || sig == SIGTERM || sig == SIGHUP;
+}
 
 static void
 on_signal(int sig)
 {
 	int saved = errno;
-	char c = (char)sig;
+	unsigned char c = (unsigned char)sig;
 
-	switch (sig) {
-	case SIGTERM: case SIGINT: neg_got_sigterm = 1; break;
-	case SIGHUP: neg_got_sighup = 1; break;
-	case SIGIO: neg_got_sigio = 1; break;
-	case SIGCHLD: got_sigchld = 1; break;
-	}
+	if (cancelling(sig))
+		cancel_pending = 1;
 	if (write(selfpipe[1], &c, 1) < 0) {
 		/* full pipe: a wake-up is already pending */
 	}
 	errno = saved;
 }
 
+/* Reads what the pipe holds into sig_seen and the count of cancelling signals. */
+static void
+signal_read(void)
+{
+	unsigned char tmp[64];
+	ssize_t n, i;
+
+	if (selfpipe[0] < 0)
+		return;
+	while ((n = read(selfpipe[0], tmp, sizeof(tmp))) > 0)
+		for (i = 0; i < n; i++) {
+			if (tmp[i] < NEG_SIG_MAX)
+				sig_seen |= NEG_SIG(tmp[i]);
+			if (cancelling(tmp[i])) {
+				sig_cancels++;
+				sig_last = tmp[i];
+			}
+		}
+}
+
+/* The daemons': SIGTERM, SIGINT, SIGHUP, SIGIO and SIGCHLD to the self-pipe, system calls restarted. */
 int
 neg_signals_init(void)
 {
@@ -458,26 +491,22 @@ neg_sigpipe_fd(void)
 	return selfpipe[0];
 }
 
-/* Empties the self-pipe; returns whether SIGCHLD arrived since the last call. */
-int
+/*
+ * Empties the self-pipe; returns the signals that arrived since the last
+ * call, NEG_SIG(number) each.  The caller acts on them after this (reaps on
+ * SIGCHLD): one that lands later leaves its byte, and the next poll wakes.
+ * A CLI calls it after every poll, whatever poll said of the pipe:
+ * neg_cli_signalled reads the pipe too, and keeps what it read for this.
+ */
+unsigned
 neg_signal_drain(void)
 {
-	char tmp[64];
-	int chld;
+	unsigned seen;
 
-	while (read(selfpipe[0], tmp, sizeof(tmp)) > 0)
-		;
-	/*
-	 * Cleared only when seen set, and the caller reaps after this: a SIGCHLD
-	 * landing between a load that saw 0 and an unconditional store of 0 would
-	 * be lost, and its job never reaped.
-	 */
-	chld = 0;
-	if (got_sigchld) {
-		got_sigchld = 0;
-		chld = 1;
-	}
-	return chld;
+	signal_read();
+	seen = sig_seen;
+	sig_seen = 0;
+	return seen;
 }
 
 /* ---- built-in commands ---- */
@@ -2690,15 +2719,6 @@ call_overdue(const char *refused, int64_t quiet, int64_t deadline, const char *s
 }
 
 /*
- * SIGINT, SIGTERM and SIGHUP during a CLI's calls: the first cancels every
- * remote command (TERM, its grace period), the second kills them at once and
- * we go.  No SA_RESTART: a write to a stdout nobody reads must not hide them.
- */
-static volatile sig_atomic_t cli_sig, cli_nsig;
-/* the CLI's self-pipe: the handler's byte wakes the poll even if it came just before it */
-static int cli_pipe[2] = { -1, -1 };
-
-/*
  * Writes all of s to fd; -1 with errno on failure.  A signal that cancels a
  * streamed call ends a write blocked on a stdout nobody reads: the rest does
  * not matter then.
@@ -2710,7 +2730,7 @@ neg_write_out(int fd, const char *s, size_t len)
 
 	while (len > 0) {
 		n = write(fd, s, len);
-		if (n < 0 && errno == EINTR && cli_nsig > 0)
+		if (n < 0 && errno == EINTR && cancel_pending)
 			return 0;
 		if (n < 0 && errno == EINTR)
 			continue;
@@ -2734,58 +2754,47 @@ status_from_text(const char *e)
 	return 255;
 }
 
-static void
-on_cli_sig(int sig)
-{
-	int saved = errno;
-	char b = (char)sig;
-
-	cli_sig = sig;
-	cli_nsig++;
-	if (write(cli_pipe[1], &b, 1) < 0) {
-		/* full pipe: a wake-up is already pending */
-	}
-	errno = saved;
-}
-
 /*
- * on: catches SIGINT, SIGTERM and SIGHUP for the calls to come (an inherited
- * ignore, as nohup's, stays).  Off: the old dispositions back, and a signal
+ * SIGINT, SIGTERM and SIGHUP during a CLI's calls (and SIGCHLD, its wait for
+ * virsh), to the self-pipe: the first cancels every remote command (TERM, its
+ * grace period), the second kills them at once and we go.  No SA_RESTART: a
+ * write to a stdout nobody reads must not hide them.  An inherited ignore, as
+ * nohup's, stays.  Off: the old dispositions back, and a cancelling signal
  * that came is raised again, so that we die of it as a shell expects of a
  * program it interrupted.
  */
 void
 neg_cli_signals(int on)
 {
-	static const int sigs[] = { SIGINT, SIGTERM, SIGHUP };
-	static struct sigaction old[3];
+	static const int sigs[] = { SIGINT, SIGTERM, SIGHUP, SIGCHLD };
+	static struct sigaction old[4];
 	struct sigaction sa;
 	int i;
 
 	if (on) {
-		memset(&sa, 0, sizeof(sa));
-		sa.sa_handler = on_cli_sig;
-		sigemptyset(&sa.sa_mask);
-		cli_sig = cli_nsig = 0;
-		if (cli_pipe[0] < 0 && pipe2(cli_pipe, O_CLOEXEC | O_NONBLOCK) < 0)
+		if (selfpipe[0] < 0 && pipe2(selfpipe, O_CLOEXEC | O_NONBLOCK) < 0)
 			neg_die("cannot make a pipe: %s", strerror(errno));
-		for (i = 0; i < 3; i++) {
+		signal_read();
+		sig_seen = 0;
+		sig_cancels = 0;
+		cancel_pending = 0;
+		memset(&sa, 0, sizeof(sa));
+		sa.sa_handler = on_signal;
+		sigemptyset(&sa.sa_mask);
+		for (i = 0; i < 4; i++) {
 			sigaction(sigs[i], NULL, &old[i]);
-			if (old[i].sa_handler != SIG_IGN)
+			sa.sa_flags = sigs[i] == SIGCHLD ? SA_NOCLDSTOP : 0;
+			/* SIGCHLD whatever was inherited: an ignored one would reap virsh behind our back */
+			if (old[i].sa_handler != SIG_IGN || sigs[i] == SIGCHLD)
 				sigaction(sigs[i], &sa, NULL);
 		}
 		return;
 	}
-	for (i = 0; i < 3; i++)
+	for (i = 0; i < 4; i++)
 		sigaction(sigs[i], &old[i], NULL);
-	if (cli_pipe[0] >= 0) {
-		close(cli_pipe[0]);
-		close(cli_pipe[1]);
-		cli_pipe[0] = cli_pipe[1] = -1;
-	}
-	if (cli_nsig > 0) {
+	if (neg_cli_signalled() > 0) {
 		fflush(NULL);
-		raise(cli_sig);
+		raise(sig_last);
 	}
 }
 
@@ -2793,7 +2802,8 @@ neg_cli_signals(int on)
 int
 neg_cli_signalled(void)
 {
-	return cli_nsig;
+	signal_read();
+	return sig_cancels;
 }
 
 /*
@@ -2995,7 +3005,6 @@ void
 neg_run_start(struct neg_run *c, int fd, int flags, struct neg_cli *o, const char *peer,
     const char *method, const struct proto_request *call)
 {
-
 	struct proto_request kw;
 
 	memset(c, 0, sizeof(*c));
@@ -3381,17 +3390,8 @@ neg_runs_turn(struct neg_run **v, size_t n, int64_t wake)
 	static size_t cap;
 	int64_t now = neg_now();
 	size_t i, np = 0, live = 0;
-	char tmp[64];
-	int nsig;
-
-	/*
-	 * emptied before cli_nsig is read: a signal after the read leaves its
-	 * byte, and the poll below returns at once instead of sleeping on it
-	 */
-	if (cli_pipe[0] >= 0)
-		while (read(cli_pipe[0], tmp, sizeof(tmp)) > 0)
-			;
-	nsig = cli_nsig;
+	/* the pipe emptied first: a signal after this leaves its byte, and the poll returns at once */
+	int nsig = neg_cli_signalled();
 
 	for (i = 0; i < n; i++) {
 		if (nsig > 0)
@@ -3414,8 +3414,8 @@ neg_runs_turn(struct neg_run **v, size_t n, int64_t wake)
 			wake = neg_min_deadline(wake, run_wake(v[i], now));
 	}
 	first[n] = (int)np;
-	if (cli_pipe[0] >= 0) {
-		p[np].fd = cli_pipe[0];
+	if (selfpipe[0] >= 0) {
+		p[np].fd = selfpipe[0];
 		p[np].events = POLLIN;
 		p[np++].revents = 0;
 	}

@@ -288,62 +288,53 @@ xml_channel_path(const char *xml, const char *channel, char *src, size_t srclen)
 }
 
 /*
- * The CLI's SIGINT, SIGTERM and SIGHUP while it waits for virsh: virsh runs in a
- * session of its own, where the terminal's signals do not reach it, so it is
- * killed first and the signal then acts as it would have.
- */
-static volatile sig_atomic_t cli_signal;
-
-static void
-on_cli_signal(int sig)
-{
-	cli_signal = sig;
-}
-
-/*
  * Runs virsh VERB [NAME] to its end or the deadline (the CLI's lookups, before
  * any call): its stdout in b; its exit status, -1 when it failed or could not
- * run, -2 when the deadline came first (it is killed then).
+ * run, -2 when the deadline came first (it is killed then).  One poll loop
+ * over its pipes and the self-pipe: SIGCHLD reaps it; SIGINT, SIGTERM or
+ * SIGHUP kill it first (it runs in a session of its own, where the terminal's
+ * signals do not reach it), and the signal then acts as it would have.
  */
+enum { PFD_VIRSH_SIG, PFD_VIRSH_JOB, PFD_VIRSH_COUNT = PFD_VIRSH_JOB + 3 };
+
 static int
 run_virsh(const char *verb, const char *name, struct buf *b, int64_t deadline)
 {
-	static const int sigs[] = { SIGINT, SIGTERM, SIGHUP };
-	struct sigaction sa, old[3];
 	struct neg_job j;
-	struct pollfd p[3];
-	int64_t now = neg_now();
-	int n, rc, st;
-	size_t i;
+	struct pollfd p[PFD_VIRSH_COUNT];
+	int64_t now = neg_now(), wake;
+	unsigned sigs;
+	int n, rc;
 
 	if (now + HOST_VIRSH_TIMEOUT_MS < deadline)
 		deadline = now + HOST_VIRSH_TIMEOUT_MS;
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_cli_signal;
-	sigemptyset(&sa.sa_mask);
-	cli_signal = 0;
-	for (i = 0; i < 3; i++) {
-		sigaction(sigs[i], NULL, &old[i]);
-		/* an ignored signal (nohup) stays ignored */
-		if (old[i].sa_handler != SIG_IGN)
-			sigaction(sigs[i], &sa, NULL);
-	}
+	neg_cli_signals(1);
 	if (virsh_start(&j, verb, name, deadline) < 0) {
-		rc = -1;
-		goto out;
+		neg_cli_signals(0);
+		return -1;
 	}
-	/* no SIGCHLD handler here: reaped by polling, at most 50 ms late */
 	while (!neg_job_done(&j)) {
 		now = neg_now();
-		if (cli_signal)
-			neg_job_kill(&j, now);
 		/* killed at the deadline; a process stuck in the kernel is not waited for */
 		if (j.signalled && now >= deadline + HOST_VIRSH_REAP_MS)
 			break;
-		n = neg_job_pollfds(&j, p);
-		poll(p, (nfds_t)n, 50);
-		neg_job_io(&j, p, n);
-		neg_job_reap(&j);
+		p[PFD_VIRSH_SIG].fd = neg_sigpipe_fd();
+		p[PFD_VIRSH_SIG].events = POLLIN;
+		p[PFD_VIRSH_SIG].revents = 0;
+		n = neg_job_pollfds(&j, p + PFD_VIRSH_JOB);
+		wake = neg_job_wake(&j);
+		if (j.signalled)
+			wake = neg_min_deadline(wake, deadline + HOST_VIRSH_REAP_MS);
+		if (poll(p, (nfds_t)(PFD_VIRSH_JOB + n), neg_poll_timeout(wake, now)) < 0 &&
+		    errno != EINTR)
+			break;
+		/* whatever poll said: neg_cli_signalled may have read the byte already */
+		sigs = neg_signal_drain();
+		if (neg_cli_signalled())
+			neg_job_kill(&j, neg_now());
+		neg_job_io(&j, p + PFD_VIRSH_JOB, n);
+		if (sigs & NEG_SIG(SIGCHLD))
+			neg_job_reap(&j);
 		neg_job_tick(&j, neg_now());
 	}
 	buf_add(b, j.out.p ? j.out.p : "", j.out.len);
@@ -351,11 +342,7 @@ run_virsh(const char *verb, const char *name, struct buf *b, int64_t deadline)
 	if (j.err.len > 0 && rc > 0)
 		neg_log(LOG_DEBUG, "virsh %s %s: %.*s", verb, name ? name : "", (int)j.err.len, j.err.p);
 	neg_job_free(&j);
-out:
-	for (i = 0; i < 3; i++)
-		sigaction(sigs[i], &old[i], NULL);
-	if ((st = cli_signal) != 0)
-		raise(st);
+	neg_cli_signals(0);
 	return rc;
 }
 
@@ -1688,10 +1675,32 @@ table_free(struct table *t)
 }
 
 /*
- * Each turn: signals (SIGTERM: stop taking requests, kill virsh; SIGHUP: rescan),
- * a rescan when due, freeing removed guests, the naming's next step, the stop
+ * What the daemon does on the signals the self-pipe brought (SIGCHLD aside:
+ * the loop reaps): SIGTERM or SIGINT stop taking requests and kill virsh,
+ * running commands get HOST_STOP_GRACE_MS (stop_at); SIGHUP rescans.
+ */
+static void
+hostd_signals(struct hostd *h, unsigned sigs, int64_t now, int64_t *stop_at)
+{
+	if ((sigs & (NEG_SIG(SIGTERM) | NEG_SIG(SIGINT))) && !h->stopping) {
+		neg_log(LOG_INFO, "terminating: no new requests, %d commands running",
+		    h->srv.running);
+		h->stopping = 1;
+		*stop_at = now + HOST_STOP_GRACE_MS;
+		if (h->nm.busy)
+			neg_job_kill(&h->nm.job, now);
+	}
+	if (sigs & NEG_SIG(SIGHUP)) {
+		neg_log(LOG_INFO, "SIGHUP: rescanning %s", h->dir);
+		h->rescan_at = now;
+	}
+}
+
+/*
+ * Each turn: a rescan when due, freeing removed guests, the naming's next step, the stop
  * when all is idle, connects due, the poll table; poll; then the self-pipe,
- * inotify, the naming job's pipes, every guest's io, reaping on SIGCHLD, ticks.
+ * and what its signals ask (hostd_signals), inotify, the naming job's pipes, every guest's io,
+ * reaping on SIGCHLD, ticks.
  */
 static int
 host_daemon(const char *dir, struct neg_server *srv)
@@ -1701,6 +1710,7 @@ host_daemon(const char *dir, struct neg_server *srv)
 	size_t k, n;
 	int64_t now, wake, stop_at = 0, poll_warned = 0;
 	struct hguest *g;
+	unsigned sigs;
 	int chld, nj;
 
 	memset(&h, 0, sizeof(h));
@@ -1725,19 +1735,6 @@ host_daemon(const char *dir, struct neg_server *srv)
 	hostd_rescan(&h, neg_now());
 	for (;;) {
 		now = neg_now();
-		if (neg_got_sigterm && !h.stopping) {
-			neg_log(LOG_INFO, "terminating: no new requests, %d commands running",
-			    h.srv.running);
-			h.stopping = 1;
-			stop_at = now + HOST_STOP_GRACE_MS;
-			if (h.nm.busy)
-				neg_job_kill(&h.nm.job, now);
-		}
-		if (neg_got_sighup) {
-			neg_got_sighup = 0;
-			neg_log(LOG_INFO, "SIGHUP: rescanning %s", dir);
-			h.rescan_at = now;
-		}
 		if (!h.stopping && now >= h.rescan_at)
 			hostd_rescan(&h, now);
 		hostd_collect(&h);
@@ -1788,7 +1785,9 @@ host_daemon(const char *dir, struct neg_server *srv)
 		t.n = n;
 		table_poll(&t, neg_poll_timeout(wake, now), &poll_warned);
 		now = neg_now();
-		chld = (t.all[0].revents & POLLIN) ? neg_signal_drain() : 0;
+		sigs = (t.all[0].revents & POLLIN) ? neg_signal_drain() : 0;
+		hostd_signals(&h, sigs, now, &stop_at);
+		chld = (sigs & NEG_SIG(SIGCHLD)) != 0;
 		if ((t.all[1].revents & POLLIN) && hostd_events(&h) &&
 		    h.rescan_at > now + HOST_RESCAN_DEBOUNCE_MS)
 			h.rescan_at = now + HOST_RESCAN_DEBOUNCE_MS;

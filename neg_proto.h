@@ -329,8 +329,9 @@ int neg_split(const char *, char ***argv, size_t *argc, char *err, size_t errlen
 void neg_strv_free(char **);
 int neg_signals_init(void);
 int neg_sigpipe_fd(void);
-int neg_signal_drain(void);
-extern volatile int neg_got_sigterm, neg_got_sighup, neg_got_sigio;
+#define NEG_SIG_MAX 32           /* signals a loop tells apart: the classic ones, below 32 */
+#define NEG_SIG(sig) (1u << (sig)) /* a signal's bit in what neg_signal_drain returns */
+unsigned neg_signal_drain(void);
 void neg_set_nonblock(int);
 #define NEG_ESCAPE_MAX 8    /* bytes of one character's printable form: \xc2\x9b */
 void neg_escape(struct buf *, const char *, size_t, int tab_ok);

@@ -209,3 +209,20 @@ in_background() {
 		"negotiator-host: hang: the other side closed the connection before replying" \
 		"negotiator-host: 1 of 2 guests failed: hang (the other side closed the connection before replying)")"
 }
+
+@test "SIGINT while the CLI waits for virsh: virsh is killed, the CLI dies of SIGINT" {
+	mkdir -p "$D/bin"
+	# a virsh that notes its pid and hangs (it runs in a session of its own)
+	printf '#!/bin/sh\necho $$ > "%s/virsh.pid.tmp" && mv "%s/virsh.pid.tmp" "%s/virsh.pid"\nexec sleep 300\n' \
+		"$D" "$D" "$D" > "$D/bin/virsh"
+	chmod 755 "$D/bin/virsh"
+	rm -f "$D/virsh.pid"
+	in_background v env --default-signal=INT,TERM,HUP PATH="$D/bin:$PATH" "$HOSTBIN" -t 0 \
+		--channel-directory "$D/none" -e x g1
+	wait_for "$D/virsh.pid"
+	kill -INT "$(cat "$D/bg.v.pid")"
+	wait_until 10 test -e "$D/v.rc"
+	assert_equal "$(cat "$D/v.rc")" 130
+	wait_until 10 bash -c '! kill -0 "$1" 2>/dev/null' -- "$(cat "$D/virsh.pid")"
+	assert_equal "$(cat "$D/v.err")" ""
+}
