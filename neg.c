@@ -3299,24 +3299,23 @@ run_input(struct neg_run *c)
 	}
 }
 
-/* The call's pollfds (at most 2: the channel, --input); how many. */
+/* A call's pollfds, each in its slot: the channel, and --input while it is read. */
+enum { RUN_PFD_CHAN, RUN_PFD_INPUT, RUN_PFD_COUNT };
+
+/* Fills the call's RUN_PFD_COUNT slots (fd -1: nothing awaited there); returns them, 0 once done. */
 static int
 run_pollfds(const struct neg_run *c, struct pollfd *p, int64_t now)
 {
-	int n = 0;
-
 	if (c->phase == NEG_RUN_DONE)
 		return 0;
-	p[n].fd = c->away && now < c->away_until ? -1 : c->fd;
-	p[n].events = POLLIN | (c->wq.len > c->wqoff ? POLLOUT : 0);
-	p[n++].revents = 0;
-	if (c->phase == NEG_RUN_STREAM && c->in_open && c->in_credit > 0 &&
-	    c->wq.len == c->wqoff) {
-		p[n].fd = c->o->infd;
-		p[n].events = POLLIN;
-		p[n++].revents = 0;
-	}
-	return n;
+	p[RUN_PFD_CHAN].fd = c->away && now < c->away_until ? -1 : c->fd;
+	p[RUN_PFD_CHAN].events = POLLIN | (c->wq.len > c->wqoff ? POLLOUT : 0);
+	p[RUN_PFD_CHAN].revents = 0;
+	p[RUN_PFD_INPUT].fd = c->phase == NEG_RUN_STREAM && c->in_open && c->in_credit > 0 &&
+	    c->wq.len == c->wqoff ? c->o->infd : -1;
+	p[RUN_PFD_INPUT].events = POLLIN;
+	p[RUN_PFD_INPUT].revents = 0;
+	return RUN_PFD_COUNT;
 }
 
 /* When the call must be looked at again without an event (0: only on one). */
@@ -3338,14 +3337,14 @@ run_wake(const struct neg_run *c, int64_t now)
 static void
 run_io(struct neg_run *c, const struct pollfd *p, int n)
 {
-	short rev = n > 0 && p[0].fd >= 0 ? p[0].revents : 0;
+	short rev = n > RUN_PFD_CHAN && p[RUN_PFD_CHAN].fd >= 0 ? p[RUN_PFD_CHAN].revents : 0;
 
 	if (c->away && rev == 0 && neg_now() >= c->away_until)
 		rev = POLLOUT;	/* try again: the host may be there now */
 	if (c->wq.len > c->wqoff && (rev & (POLLOUT | POLLHUP | POLLERR | POLLNVAL) ||
 	    (c->flags & NEG_CALL_PORT)))
 		run_send(c, rev);
-	if (c->phase != NEG_RUN_DONE && n > 1 && p[1].revents)
+	if (c->phase != NEG_RUN_DONE && n > RUN_PFD_INPUT && p[RUN_PFD_INPUT].revents)
 		run_input(c);
 	if (c->phase != NEG_RUN_DONE && !(c->away && !c->sent) && (rev & (POLLIN | POLLHUP | POLLERR)))
 		run_read(c);
@@ -3401,8 +3400,9 @@ neg_runs_turn(struct neg_run **v, size_t n, int64_t wake)
 	/* a signal may have ended the last of them: nothing to wait for but the caller's wake */
 	if (live == 0 && wake == 0)
 		return;
-	if (2 * n + 2 > cap) {
-		cap = 2 * n + 16;
+	/* every call's slots, then the self-pipe's */
+	if (RUN_PFD_COUNT * n + 1 > cap) {
+		cap = RUN_PFD_COUNT * n + 16;
 		if ((p = realloc(p, cap * sizeof(*p))) == NULL ||
 		    (first = realloc(first, cap * sizeof(*first))) == NULL)
 			neg_die("out of memory");
