@@ -22,14 +22,14 @@
  *
  * Contents, in reading order:
  *   logging and small helpers   neg_log, neg_die, sizes and seconds, neg_split
- *   signals                     the self-pipe the daemons poll
+ *   signals                     the self-pipe every loop polls
  *   built-in commands           find-* in C, the reference's formats
  *   the commands directory      names, lookup, list_commands
  *   the command runner          neg_job_spawn and the job a poll loop drives
  *   serving one request         per-peer log lines, dispatch, the fair job cap
  *   a served channel            neg_chan_*: read, queue, run, reply, time out
  *   the options                 neg_cli_*: what both programs take, --input
- *   the client side of a call   neg_call; neg_run, a CLI's call as a state
+ *   the client side of a call   neg_run, every CLI call as a state
  *                               machine (one guest's -e, or a host fleet's
  *                               many), and -e / -l as ssh would behave
  *
@@ -118,14 +118,94 @@ send_syslog(int prio, const char *msg)
 	fprintf(stderr, "%s: %s\n", neg_progname, msg);
 }
 
+/*
+ * The printable form of the character at s (len > 0 bytes left): a byte or
+ * character a terminal may take for a control (C0, DEL, C1 as UTF-8 or as a
+ * raw byte 0x80-0x9f) becomes \n, \r, \t or \xHH, C-style (tab is kept when
+ * tab_ok); anything else, a backslash and bytes that are no UTF-8 included,
+ * is copied.  What a peer sent then cannot start a line of its own, move the
+ * cursor or clear a terminal.  Writes at most NEG_ESCAPE_MAX bytes to out;
+ * returns their count, and in *used the bytes of s taken.
+ */
+static size_t
+escape_char(const char *s, size_t len, int tab_ok, char *out, size_t *used)
+{
+	const unsigned char *u = (const unsigned char *)s;
+	size_t n = u[0] >= 0xf0 ? 4 : u[0] >= 0xe0 ? 3 : 2;
+
+	*used = 1;
+	if ((u[0] >= 0x20 && u[0] < 0x7f) || (u[0] == '\t' && tab_ok)) {
+		out[0] = s[0];
+		return 1;
+	}
+	if (u[0] == '\n' || u[0] == '\r' || u[0] == '\t') {
+		out[0] = '\\';
+		out[1] = u[0] == '\n' ? 'n' : u[0] == '\r' ? 'r' : 't';
+		return 2;
+	}
+	if (u[0] >= 0x80 && n <= len && proto_utf8_valid(s, n)) {
+		*used = n;
+		if (u[0] == 0xc2 && u[1] < 0xa0) {
+			snprintf(out, NEG_ESCAPE_MAX + 1, "\\x%02x\\x%02x", u[0], u[1]);
+			return 8;
+		}
+		memcpy(out, s, n);
+		return n;
+	}
+	if (u[0] >= 0xa0) {
+		out[0] = s[0];
+		return 1;
+	}
+	snprintf(out, NEG_ESCAPE_MAX + 1, "\\x%02x", u[0]);
+	return 4;
+}
+
+/* Appends s[0..len) to b in its printable form (escape_char). */
+void
+neg_escape(struct buf *b, const char *s, size_t len, int tab_ok)
+{
+	char tmp[NEG_ESCAPE_MAX + 1];
+	size_t used, off = 0, n;
+
+	buf_reserve(b, len);
+	while (off < len) {
+		n = escape_char(s + off, len - off, tab_ok, tmp, &used);
+		buf_add(b, tmp, n);
+		off += used;
+	}
+}
+
+/*
+ * A log line as it goes out: what a peer put in it (an error text, a name)
+ * printed as escape_char does, so that it can never add a line of its own.
+ * Cut at outlen - 1 bytes, always NUL-terminated.
+ */
+static void
+escape_line(char *out, size_t outlen, const char *s)
+{
+	char tmp[NEG_ESCAPE_MAX + 1];
+	size_t used, len = strlen(s), off = 0, at = 0, n;
+
+	while (off < len) {
+		n = escape_char(s + off, len - off, 1, tmp, &used);
+		if (at + n >= outlen)
+			break;
+		memcpy(out + at, tmp, n);
+		at += n;
+		off += used;
+	}
+	out[at] = '\0';
+}
+
 static void
 vlog(int prio, const char *fmt, va_list ap)
 {
-	char msg[1024];
+	char raw[1024], msg[1024];
 
 	if (prio > neg_verbosity)
 		return;
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	vsnprintf(raw, sizeof(raw), fmt, ap);
+	escape_line(msg, sizeof(msg), raw);
 	if (neg_syslog)
 		send_syslog(prio, msg);
 	else
@@ -322,30 +402,63 @@ neg_set_nonblock(int fd)
 		fcntl(fd, F_SETFL, fl | O_NONBLOCK);
 }
 
-/* ---- signals: handlers only set a flag and write a byte to the self-pipe ---- */
+/* ---- signals: the one handler writes the signal's number to the self-pipe ---- */
 
+/*
+ * Every loop (both daemons, a CLI's calls, its wait for virsh) polls the
+ * pipe's read end and acts on the numbers it reads (neg_signal_drain): the
+ * byte is the message, so no signal is lost between a check and a poll.  A
+ * full pipe drops a byte, when 64 KiB of signals wait unread: a wake-up is
+ * pending then anyway.  One flag stays, for the one place that cannot poll:
+ * a write to our stdout blocked on a reader that went away (neg_write_out).
+ */
 static int selfpipe[2] = { -1, -1 };
-volatile int neg_got_sigterm, neg_got_sighup, neg_got_sigio;
-static volatile sig_atomic_t got_sigchld;
+static volatile sig_atomic_t cancel_pending;
+static unsigned sig_seen;     /* read from the pipe, not yet taken by neg_signal_drain */
+static int sig_cancels;       /* SIGINT, SIGTERM, SIGHUP read since neg_cli_signals(1) ... */
+static int sig_last;          /* ... and the latest of them */
+
+static int
+cancelling(int sig)
+{
+	return sig == SIGINT || sig == SIGTERM || sig == SIGHUP;
+}
 
 static void
 on_signal(int sig)
 {
 	int saved = errno;
-	char c = (char)sig;
+	unsigned char c = (unsigned char)sig;
 
-	switch (sig) {
-	case SIGTERM: case SIGINT: neg_got_sigterm = 1; break;
-	case SIGHUP: neg_got_sighup = 1; break;
-	case SIGIO: neg_got_sigio = 1; break;
-	case SIGCHLD: got_sigchld = 1; break;
-	}
+	if (cancelling(sig))
+		cancel_pending = 1;
 	if (write(selfpipe[1], &c, 1) < 0) {
 		/* full pipe: a wake-up is already pending */
 	}
 	errno = saved;
 }
 
+/* Reads what the pipe holds into sig_seen and the count of cancelling signals. */
+static void
+signal_read(void)
+{
+	unsigned char tmp[64];
+	ssize_t n, i;
+
+	if (selfpipe[0] < 0)
+		return;
+	while ((n = read(selfpipe[0], tmp, sizeof(tmp))) > 0)
+		for (i = 0; i < n; i++) {
+			if (tmp[i] < NEG_SIG_MAX)
+				sig_seen |= NEG_SIG(tmp[i]);
+			if (cancelling(tmp[i])) {
+				sig_cancels++;
+				sig_last = tmp[i];
+			}
+		}
+}
+
+/* The daemons': SIGTERM, SIGINT, SIGHUP, SIGIO and SIGCHLD to the self-pipe, system calls restarted. */
 int
 neg_signals_init(void)
 {
@@ -378,26 +491,22 @@ neg_sigpipe_fd(void)
 	return selfpipe[0];
 }
 
-/* Empties the self-pipe; returns whether SIGCHLD arrived since the last call. */
-int
+/*
+ * Empties the self-pipe; returns the signals that arrived since the last
+ * call, NEG_SIG(number) each.  The caller acts on them after this (reaps on
+ * SIGCHLD): one that lands later leaves its byte, and the next poll wakes.
+ * A CLI calls it after every poll, whatever poll said of the pipe:
+ * neg_cli_signalled reads the pipe too, and keeps what it read for this.
+ */
+unsigned
 neg_signal_drain(void)
 {
-	char tmp[64];
-	int chld;
+	unsigned seen;
 
-	while (read(selfpipe[0], tmp, sizeof(tmp)) > 0)
-		;
-	/*
-	 * Cleared only when seen set, and the caller reaps after this: a SIGCHLD
-	 * landing between a load that saw 0 and an unconditional store of 0 would
-	 * be lost, and its job never reaped.
-	 */
-	chld = 0;
-	if (got_sigchld) {
-		got_sigchld = 0;
-		chld = 1;
-	}
-	return chld;
+	signal_read();
+	seen = sig_seen;
+	sig_seen = 0;
+	return seen;
 }
 
 /* ---- built-in commands ---- */
@@ -2460,8 +2569,8 @@ neg_cli_free(struct neg_cli *o)
  * limit), waiting for POLLOUT in short slices because old guest kernels lose
  * that wake-up.  On a port, POLLHUP means the host is not there yet: wait.
  */
-int
-neg_write_all(int fd, int flags, const char *s, size_t len, int64_t deadline,
+static int
+write_all(int fd, int flags, const char *s, size_t len, int64_t deadline,
     char *err, size_t errlen)
 {
 	struct pollfd p;
@@ -2610,99 +2719,6 @@ call_overdue(const char *refused, int64_t quiet, int64_t deadline, const char *s
 }
 
 /*
- * One call: sends the request (with a fresh id) and waits for the reply with
- * that id until deadline (< 0: no limit).  Bytes of no frame, frames that do
- * not parse and replies to other calls are skipped, not fatal: they are what
- * an earlier caller left behind, and the reader finds the next frame.  A
- * failure about a frame that could not be read ("id": null) may be about our
- * request: it is the answer once the channel has been quiet for
- * NEG_NULL_QUIET_MS, or when the deadline comes without a better one.
- */
-int
-neg_call(int fd, int flags, const struct proto_request *kw, const char *method,
-    int64_t deadline, size_t max_frame, struct proto_response *resp,
-    char *err, size_t errlen)
-{
-	struct proto_reader r;
-	struct buf frame = {0};
-	struct pollfd p;
-	char tmp[NEG_READ_CHUNK], id[PROTO_MAX_ID + 1], skipped[256] = "", refused[512] = "";
-	size_t used, off;
-	int64_t quiet = -1, until;
-	ssize_t n;
-	int rc = -1;
-	enum proto_event ev;
-
-	if (request_frame(&frame, method, kw, id, max_frame, err, errlen) < 0) {
-		buf_free(&frame);
-		return -1;
-	}
-	drop_pending(fd);
-	if (neg_write_all(fd, flags, frame.p, frame.len, deadline, err, errlen) < 0) {
-		buf_free(&frame);
-		return -1;
-	}
-	buf_free(&frame);
-	proto_reader_init(&r, max_frame);
-	while (!call_overdue(refused, quiet, deadline, skipped, err, errlen)) {
-		until = quiet >= 0 && (deadline < 0 || quiet < deadline) ? quiet : deadline;
-		p.fd = fd;
-		p.events = POLLIN;
-		p.revents = 0;
-		if (poll(&p, 1, wait_ms(until, 1000)) < 0 && errno != EINTR) {
-			snprintf(err, errlen, "poll failed: %s", strerror(errno));
-			break;
-		}
-		if (p.revents == 0)
-			continue;
-		n = read(fd, tmp, sizeof(tmp));
-		if (n < 0 && (errno == EAGAIN || errno == EINTR))
-			continue;
-		if (n < 0) {
-			snprintf(err, errlen, "cannot receive: %s", strerror(errno));
-			break;
-		}
-		if (n == 0) {
-			snprintf(err, errlen, "the other side closed the connection before replying");
-			break;
-		}
-		if (refused[0])
-			quiet = neg_now() + NEG_NULL_QUIET_MS;
-		for (off = 0; off < (size_t)n; off += used) {
-			ev = proto_reader_feed(&r, tmp + off, (size_t)n - off, &used);
-			if (ev == PROTO_ERROR) {
-				neg_log(LOG_INFO, "skipping data that is no frame: %s", r.err);
-				snprintf(skipped, sizeof(skipped), "%s", r.err);
-				continue;
-			}
-			if (ev != PROTO_FRAME)
-				continue;
-			if (proto_response_parse(resp, r.body.p, r.body.len, skipped,
-			    sizeof(skipped)) < 0) {
-				neg_log(LOG_INFO, "skipping a reply that does not parse: %s", skipped);
-				continue;
-			}
-			if (call_reply(id, resp, refused, sizeof(refused), &quiet)) {
-				rc = 0;
-				goto out;
-			}
-		}
-	}
-out:
-	proto_reader_free(&r);
-	return rc;
-}
-
-/*
- * SIGINT, SIGTERM and SIGHUP during a CLI's calls: the first cancels every
- * remote command (TERM, its grace period), the second kills them at once and
- * we go.  No SA_RESTART: a write to a stdout nobody reads must not hide them.
- */
-static volatile sig_atomic_t cli_sig, cli_nsig;
-/* the CLI's self-pipe: the handler's byte wakes the poll even if it came just before it */
-static int cli_pipe[2] = { -1, -1 };
-
-/*
  * Writes all of s to fd; -1 with errno on failure.  A signal that cancels a
  * streamed call ends a write blocked on a stdout nobody reads: the rest does
  * not matter then.
@@ -2714,7 +2730,7 @@ neg_write_out(int fd, const char *s, size_t len)
 
 	while (len > 0) {
 		n = write(fd, s, len);
-		if (n < 0 && errno == EINTR && cli_nsig > 0)
+		if (n < 0 && errno == EINTR && cancel_pending)
 			return 0;
 		if (n < 0 && errno == EINTR)
 			continue;
@@ -2738,58 +2754,47 @@ status_from_text(const char *e)
 	return 255;
 }
 
-static void
-on_cli_sig(int sig)
-{
-	int saved = errno;
-	char b = (char)sig;
-
-	cli_sig = sig;
-	cli_nsig++;
-	if (write(cli_pipe[1], &b, 1) < 0) {
-		/* full pipe: a wake-up is already pending */
-	}
-	errno = saved;
-}
-
 /*
- * on: catches SIGINT, SIGTERM and SIGHUP for the calls to come (an inherited
- * ignore, as nohup's, stays).  Off: the old dispositions back, and a signal
+ * SIGINT, SIGTERM and SIGHUP during a CLI's calls (and SIGCHLD, its wait for
+ * virsh), to the self-pipe: the first cancels every remote command (TERM, its
+ * grace period), the second kills them at once and we go.  No SA_RESTART: a
+ * write to a stdout nobody reads must not hide them.  An inherited ignore, as
+ * nohup's, stays.  Off: the old dispositions back, and a cancelling signal
  * that came is raised again, so that we die of it as a shell expects of a
  * program it interrupted.
  */
 void
 neg_cli_signals(int on)
 {
-	static const int sigs[] = { SIGINT, SIGTERM, SIGHUP };
-	static struct sigaction old[3];
+	static const int sigs[] = { SIGINT, SIGTERM, SIGHUP, SIGCHLD };
+	static struct sigaction old[4];
 	struct sigaction sa;
 	int i;
 
 	if (on) {
-		memset(&sa, 0, sizeof(sa));
-		sa.sa_handler = on_cli_sig;
-		sigemptyset(&sa.sa_mask);
-		cli_sig = cli_nsig = 0;
-		if (cli_pipe[0] < 0 && pipe2(cli_pipe, O_CLOEXEC | O_NONBLOCK) < 0)
+		if (selfpipe[0] < 0 && pipe2(selfpipe, O_CLOEXEC | O_NONBLOCK) < 0)
 			neg_die("cannot make a pipe: %s", strerror(errno));
-		for (i = 0; i < 3; i++) {
+		signal_read();
+		sig_seen = 0;
+		sig_cancels = 0;
+		cancel_pending = 0;
+		memset(&sa, 0, sizeof(sa));
+		sa.sa_handler = on_signal;
+		sigemptyset(&sa.sa_mask);
+		for (i = 0; i < 4; i++) {
 			sigaction(sigs[i], NULL, &old[i]);
-			if (old[i].sa_handler != SIG_IGN)
+			sa.sa_flags = sigs[i] == SIGCHLD ? SA_NOCLDSTOP : 0;
+			/* SIGCHLD whatever was inherited: an ignored one would reap virsh behind our back */
+			if (old[i].sa_handler != SIG_IGN || sigs[i] == SIGCHLD)
 				sigaction(sigs[i], &sa, NULL);
 		}
 		return;
 	}
-	for (i = 0; i < 3; i++)
+	for (i = 0; i < 4; i++)
 		sigaction(sigs[i], &old[i], NULL);
-	if (cli_pipe[0] >= 0) {
-		close(cli_pipe[0]);
-		close(cli_pipe[1]);
-		cli_pipe[0] = cli_pipe[1] = -1;
-	}
-	if (cli_nsig > 0) {
+	if (neg_cli_signalled() > 0) {
 		fflush(NULL);
-		raise(cli_sig);
+		raise(sig_last);
 	}
 }
 
@@ -2797,7 +2802,8 @@ neg_cli_signals(int on)
 int
 neg_cli_signalled(void)
 {
-	return cli_nsig;
+	signal_read();
+	return sig_cancels;
 }
 
 /*
@@ -2832,7 +2838,7 @@ run_flush(struct neg_run *c, int ms)
 	ssize_t n;
 
 	if (c->wq.len > c->wqoff && (c->flags & NEG_CALL_PORT)) {
-		neg_write_all(c->fd, c->flags, c->wq.p + c->wqoff, c->wq.len - c->wqoff,
+		write_all(c->fd, c->flags, c->wq.p + c->wqoff, c->wq.len - c->wqoff,
 		    neg_now() + ms, err, sizeof(err));
 	} else {
 		/* the fd is non-blocking (neg_run_start) */
@@ -2989,9 +2995,15 @@ run_stream(struct neg_run *c)
 	run_request(c, NEG_RUN_STREAM, "execute", &kw);
 }
 
+/*
+ * Starts a call of method on fd.  With call, one request of method with
+ * call's words and options, and one reply (a test's calls); without, execute
+ * runs o's words as -e does (the handshake, then streamed or one-shot), and
+ * any other method is one request without words.
+ */
 void
 neg_run_start(struct neg_run *c, int fd, int flags, struct neg_cli *o, const char *peer,
-    const char *method)
+    const char *method, const struct proto_request *call)
 {
 	struct proto_request kw;
 
@@ -3012,8 +3024,8 @@ neg_run_start(struct neg_run *c, int fd, int flags, struct neg_cli *o, const cha
 	neg_set_nonblock(fd);
 	memset(&kw, 0, sizeof(kw));
 	kw.new_caller = 1;
-	if (strcmp(method, "execute") != 0)
-		run_request(c, NEG_RUN_CALL, method, NULL);
+	if (call != NULL || strcmp(method, "execute") != 0)
+		run_request(c, NEG_RUN_CALL, method, call);
 	else if (o->srv.max_frame >= NEG_STREAM_MIN_FRAME)
 		/* says we are the channel's caller now, and asks whether the callee streams */
 		run_request(c, NEG_RUN_HELLO, "version", &kw);
@@ -3210,6 +3222,9 @@ run_frame(struct neg_run *c)
 	c->have_resp = 1;
 	if (c->phase == NEG_RUN_ONESHOT) {
 		oneshot_reply(c);
+	} else if (strcmp(c->method, "list_commands") != 0) {
+		/* a call of another method (a test's): its reply is the caller's to read */
+		run_done(c, c->resp.success ? 0 : 255);
 	} else if (!c->resp.success || c->resp.result_kind != PROTO_J_ARRAY) {
 		run_fail(c, "%s", c->resp.success ? "the reply is not a list" : c->resp.error);
 	} else {
@@ -3284,24 +3299,23 @@ run_input(struct neg_run *c)
 	}
 }
 
-/* The call's pollfds (at most 2: the channel, --input); how many. */
+/* A call's pollfds, each in its slot: the channel, and --input while it is read. */
+enum { RUN_PFD_CHAN, RUN_PFD_INPUT, RUN_PFD_COUNT };
+
+/* Fills the call's RUN_PFD_COUNT slots (fd -1: nothing awaited there); returns them, 0 once done. */
 static int
 run_pollfds(const struct neg_run *c, struct pollfd *p, int64_t now)
 {
-	int n = 0;
-
 	if (c->phase == NEG_RUN_DONE)
 		return 0;
-	p[n].fd = c->away && now < c->away_until ? -1 : c->fd;
-	p[n].events = POLLIN | (c->wq.len > c->wqoff ? POLLOUT : 0);
-	p[n++].revents = 0;
-	if (c->phase == NEG_RUN_STREAM && c->in_open && c->in_credit > 0 &&
-	    c->wq.len == c->wqoff) {
-		p[n].fd = c->o->infd;
-		p[n].events = POLLIN;
-		p[n++].revents = 0;
-	}
-	return n;
+	p[RUN_PFD_CHAN].fd = c->away && now < c->away_until ? -1 : c->fd;
+	p[RUN_PFD_CHAN].events = POLLIN | (c->wq.len > c->wqoff ? POLLOUT : 0);
+	p[RUN_PFD_CHAN].revents = 0;
+	p[RUN_PFD_INPUT].fd = c->phase == NEG_RUN_STREAM && c->in_open && c->in_credit > 0 &&
+	    c->wq.len == c->wqoff ? c->o->infd : -1;
+	p[RUN_PFD_INPUT].events = POLLIN;
+	p[RUN_PFD_INPUT].revents = 0;
+	return RUN_PFD_COUNT;
 }
 
 /* When the call must be looked at again without an event (0: only on one). */
@@ -3323,14 +3337,14 @@ run_wake(const struct neg_run *c, int64_t now)
 static void
 run_io(struct neg_run *c, const struct pollfd *p, int n)
 {
-	short rev = n > 0 && p[0].fd >= 0 ? p[0].revents : 0;
+	short rev = n > RUN_PFD_CHAN && p[RUN_PFD_CHAN].fd >= 0 ? p[RUN_PFD_CHAN].revents : 0;
 
 	if (c->away && rev == 0 && neg_now() >= c->away_until)
 		rev = POLLOUT;	/* try again: the host may be there now */
 	if (c->wq.len > c->wqoff && (rev & (POLLOUT | POLLHUP | POLLERR | POLLNVAL) ||
 	    (c->flags & NEG_CALL_PORT)))
 		run_send(c, rev);
-	if (c->phase != NEG_RUN_DONE && n > 1 && p[1].revents)
+	if (c->phase != NEG_RUN_DONE && n > RUN_PFD_INPUT && p[RUN_PFD_INPUT].revents)
 		run_input(c);
 	if (c->phase != NEG_RUN_DONE && !(c->away && !c->sent) && (rev & (POLLIN | POLLHUP | POLLERR)))
 		run_read(c);
@@ -3375,17 +3389,8 @@ neg_runs_turn(struct neg_run **v, size_t n, int64_t wake)
 	static size_t cap;
 	int64_t now = neg_now();
 	size_t i, np = 0, live = 0;
-	char tmp[64];
-	int nsig;
-
-	/*
-	 * emptied before cli_nsig is read: a signal after the read leaves its
-	 * byte, and the poll below returns at once instead of sleeping on it
-	 */
-	if (cli_pipe[0] >= 0)
-		while (read(cli_pipe[0], tmp, sizeof(tmp)) > 0)
-			;
-	nsig = cli_nsig;
+	/* the pipe emptied first: a signal after this leaves its byte, and the poll returns at once */
+	int nsig = neg_cli_signalled();
 
 	for (i = 0; i < n; i++) {
 		if (nsig > 0)
@@ -3395,8 +3400,9 @@ neg_runs_turn(struct neg_run **v, size_t n, int64_t wake)
 	/* a signal may have ended the last of them: nothing to wait for but the caller's wake */
 	if (live == 0 && wake == 0)
 		return;
-	if (2 * n + 2 > cap) {
-		cap = 2 * n + 16;
+	/* every call's slots, then the self-pipe's */
+	if (RUN_PFD_COUNT * n + 1 > cap) {
+		cap = RUN_PFD_COUNT * n + 16;
 		if ((p = realloc(p, cap * sizeof(*p))) == NULL ||
 		    (first = realloc(first, cap * sizeof(*first))) == NULL)
 			neg_die("out of memory");
@@ -3408,8 +3414,8 @@ neg_runs_turn(struct neg_run **v, size_t n, int64_t wake)
 			wake = neg_min_deadline(wake, run_wake(v[i], now));
 	}
 	first[n] = (int)np;
-	if (cli_pipe[0] >= 0) {
-		p[np].fd = cli_pipe[0];
+	if (selfpipe[0] >= 0) {
+		p[np].fd = selfpipe[0];
 		p[np].events = POLLIN;
 		p[np++].revents = 0;
 	}
@@ -3439,46 +3445,65 @@ neg_run_free(struct neg_run *c)
 }
 
 /*
+ * One call of a CLI to its end (method's reply in c, which the caller frees),
+ * turned by the same loop as a fleet's (neg_runs_turn); wait, unless 0, is its
+ * deadline instead of -t from its start.
+ */
+static int
+cli_call(struct neg_run *c, int fd, int flags, struct neg_cli *o, const char *peer,
+    const char *method, int64_t wait)
+{
+	struct neg_run *v = c;
+
+	neg_run_start(c, fd, flags, o, peer, method, NULL);
+	if (wait != 0)
+		c->wait = wait;
+	while (c->phase != NEG_RUN_DONE)
+		neg_runs_turn(&v, 1, 0);
+	return c->status;
+}
+
+/*
  * -e: runs o->argv on the other side and behaves like ssh: the command's stdout
- * and stderr on ours, its exit status as ours, 255 when negotiator failed.  A
- * call of one, turned by the same loop as a fleet's (neg_runs_turn).
+ * and stderr on ours, its exit status as ours, 255 when negotiator failed.
  */
 int
 neg_cli_execute(int fd, int flags, struct neg_cli *o, const char *peer)
 {
-	struct neg_run c, *v = &c;
+	struct neg_run c;
 	int rc;
 
 	neg_cli_signals(1);
-	neg_run_start(&c, fd, flags, o, peer, "execute");
-	while (c.phase != NEG_RUN_DONE)
-		neg_runs_turn(&v, 1, 0);
-	rc = c.status;
+	rc = cli_call(&c, fd, flags, o, peer, "execute", 0);
 	neg_run_free(&c);
 	neg_cli_signals(0);
 	return rc;
 }
 
+/*
+ * -c, -l: the other side's commands, sorted, one a line (control bytes
+ * escaped: a name is one line); -t counts from the program's start, the
+ * channel's discovery included.
+ */
 int
-neg_cli_list(int fd, int flags, const struct neg_cli *o, const char *peer)
+neg_cli_list(int fd, int flags, struct neg_cli *o, const char *peer)
 {
-	struct proto_response resp;
-	char err[512];
+	struct neg_run c;
+	struct buf line = {0};
 	size_t i;
+	int rc;
 
-	if (neg_call(fd, flags, NULL, "list_commands", o->deadline, o->srv.max_frame, &resp,
-	    err, sizeof(err)) < 0) {
-		neg_log(LOG_ERR, "%s: %s", peer, err);
-		return 255;
+	neg_cli_signals(1);
+	rc = cli_call(&c, fd, flags, o, peer, "list_commands", o->deadline);
+	for (i = 0; rc == 0 && i < c.resp.nlist; i++) {
+		line.len = 0;
+		neg_escape(&line, c.resp.list[i], strlen(c.resp.list[i]), 0);
+		printf("%s\n", line.p);
 	}
-	if (!resp.success || resp.result_kind != PROTO_J_ARRAY) {
-		neg_log(LOG_ERR, "%s: %s", peer, resp.success ? "the reply is not a list" : resp.error);
-		proto_response_free(&resp);
-		return 255;
-	}
-	sort_strings(resp.list, resp.nlist);
-	for (i = 0; i < resp.nlist; i++)
-		printf("%s\n", resp.list[i]);
-	proto_response_free(&resp);
-	return fflush(stdout) == 0 ? 0 : stdout_failed();
+	buf_free(&line);
+	neg_run_free(&c);
+	if (rc == 0 && fflush(stdout) != 0)
+		rc = stdout_failed();
+	neg_cli_signals(0);
+	return rc;
 }

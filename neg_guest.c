@@ -495,6 +495,24 @@ port_sigio_init(struct port *pt)
 	}
 }
 
+/*
+ * What the daemon does on the signals the self-pipe brought (SIGCHLD aside:
+ * the loop reaps): SIGTERM or SIGINT stop it (what the host had running is
+ * killed); SIGIO is the port's event; SIGHUP changes nothing.
+ */
+static void
+guestd_signals(struct port *pt, unsigned sigs, int64_t now, int *stopping)
+{
+	if ((sigs & (NEG_SIG(SIGTERM) | NEG_SIG(SIGINT))) && !*stopping) {
+		neg_log(LOG_INFO, "terminating");
+		*stopping = 1;
+		if (pt->chan.srv)
+			neg_chan_reset(&pt->chan);
+	}
+	if (sigs & NEG_SIG(SIGIO))
+		port_event(pt, EV_SIGIO, now);
+}
+
 static int
 guest_daemon(struct neg_server *srv, const char *given)
 {
@@ -502,6 +520,7 @@ guest_daemon(struct neg_server *srv, const char *given)
 	struct port pt;
 	int64_t now, wake, poll_warned = 0;
 	char path[PATH_MAX];
+	unsigned sigs;
 	int n, chld, i, fd, stopping = 0;
 
 	memset(&pt, 0, sizeof(pt));
@@ -516,12 +535,6 @@ guest_daemon(struct neg_server *srv, const char *given)
 	neg_log(LOG_INFO, "negotiator-guest %s started", NEG_VERSION);
 	for (;;) {
 		now = neg_now();
-		if (neg_got_sigterm && !stopping) {
-			neg_log(LOG_INFO, "terminating");
-			stopping = 1;
-			if (pt.chan.srv)
-				neg_chan_reset(&pt.chan);
-		}
 		if (stopping && (pt.chan.srv == NULL || !neg_chan_busy(&pt.chan))) {
 			if (pt.chan.srv)
 				neg_chan_free(&pt.chan);
@@ -549,15 +562,9 @@ guest_daemon(struct neg_server *srv, const char *given)
 		    errno != EINTR)
 			continue;
 		now = neg_now();
-		chld = 0;
-		if (p[0].revents & POLLIN)
-			chld = neg_signal_drain();
-		if (neg_got_sigio) {
-			neg_got_sigio = 0;
-			port_event(&pt, EV_SIGIO, now);
-		}
-		if (neg_got_sighup)
-			neg_got_sighup = 0;
+		sigs = (p[0].revents & POLLIN) ? neg_signal_drain() : 0;
+		guestd_signals(&pt, sigs, now, &stopping);
+		chld = (sigs & NEG_SIG(SIGCHLD)) != 0;
 		if (pt.chan.srv == NULL)
 			continue;
 		if (pt.state == PORT_UP) {

@@ -288,62 +288,53 @@ xml_channel_path(const char *xml, const char *channel, char *src, size_t srclen)
 }
 
 /*
- * The CLI's SIGINT, SIGTERM and SIGHUP while it waits for virsh: virsh runs in a
- * session of its own, where the terminal's signals do not reach it, so it is
- * killed first and the signal then acts as it would have.
- */
-static volatile sig_atomic_t cli_signal;
-
-static void
-on_cli_signal(int sig)
-{
-	cli_signal = sig;
-}
-
-/*
  * Runs virsh VERB [NAME] to its end or the deadline (the CLI's lookups, before
  * any call): its stdout in b; its exit status, -1 when it failed or could not
- * run, -2 when the deadline came first (it is killed then).
+ * run, -2 when the deadline came first (it is killed then).  One poll loop
+ * over its pipes and the self-pipe: SIGCHLD reaps it; SIGINT, SIGTERM or
+ * SIGHUP kill it first (it runs in a session of its own, where the terminal's
+ * signals do not reach it), and the signal then acts as it would have.
  */
+enum { PFD_VIRSH_SIG, PFD_VIRSH_JOB, PFD_VIRSH_COUNT = PFD_VIRSH_JOB + 3 };
+
 static int
 run_virsh(const char *verb, const char *name, struct buf *b, int64_t deadline)
 {
-	static const int sigs[] = { SIGINT, SIGTERM, SIGHUP };
-	struct sigaction sa, old[3];
 	struct neg_job j;
-	struct pollfd p[3];
-	int64_t now = neg_now();
-	int n, rc, st;
-	size_t i;
+	struct pollfd p[PFD_VIRSH_COUNT];
+	int64_t now = neg_now(), wake;
+	unsigned sigs;
+	int n, rc;
 
 	if (now + HOST_VIRSH_TIMEOUT_MS < deadline)
 		deadline = now + HOST_VIRSH_TIMEOUT_MS;
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_cli_signal;
-	sigemptyset(&sa.sa_mask);
-	cli_signal = 0;
-	for (i = 0; i < 3; i++) {
-		sigaction(sigs[i], NULL, &old[i]);
-		/* an ignored signal (nohup) stays ignored */
-		if (old[i].sa_handler != SIG_IGN)
-			sigaction(sigs[i], &sa, NULL);
-	}
+	neg_cli_signals(1);
 	if (virsh_start(&j, verb, name, deadline) < 0) {
-		rc = -1;
-		goto out;
+		neg_cli_signals(0);
+		return -1;
 	}
-	/* no SIGCHLD handler here: reaped by polling, at most 50 ms late */
 	while (!neg_job_done(&j)) {
 		now = neg_now();
-		if (cli_signal)
-			neg_job_kill(&j, now);
 		/* killed at the deadline; a process stuck in the kernel is not waited for */
 		if (j.signalled && now >= deadline + HOST_VIRSH_REAP_MS)
 			break;
-		n = neg_job_pollfds(&j, p);
-		poll(p, (nfds_t)n, 50);
-		neg_job_io(&j, p, n);
-		neg_job_reap(&j);
+		p[PFD_VIRSH_SIG].fd = neg_sigpipe_fd();
+		p[PFD_VIRSH_SIG].events = POLLIN;
+		p[PFD_VIRSH_SIG].revents = 0;
+		n = neg_job_pollfds(&j, p + PFD_VIRSH_JOB);
+		wake = neg_job_wake(&j);
+		if (j.signalled)
+			wake = neg_min_deadline(wake, deadline + HOST_VIRSH_REAP_MS);
+		if (poll(p, (nfds_t)(PFD_VIRSH_JOB + n), neg_poll_timeout(wake, now)) < 0 &&
+		    errno != EINTR)
+			break;
+		/* whatever poll said: neg_cli_signalled may have read the byte already */
+		sigs = neg_signal_drain();
+		if (neg_cli_signalled())
+			neg_job_kill(&j, neg_now());
+		neg_job_io(&j, p + PFD_VIRSH_JOB, n);
+		if (sigs & NEG_SIG(SIGCHLD))
+			neg_job_reap(&j);
 		neg_job_tick(&j, neg_now());
 	}
 	buf_add(b, j.out.p ? j.out.p : "", j.out.len);
@@ -351,11 +342,7 @@ run_virsh(const char *verb, const char *name, struct buf *b, int64_t deadline)
 	if (j.err.len > 0 && rc > 0)
 		neg_log(LOG_DEBUG, "virsh %s %s: %.*s", verb, name ? name : "", (int)j.err.len, j.err.p);
 	neg_job_free(&j);
-out:
-	for (i = 0; i < 3; i++)
-		sigaction(sigs[i], &old[i], NULL);
-	if ((st = cli_signal) != 0)
-		raise(st);
+	neg_cli_signals(0);
 	return rc;
 }
 
@@ -594,8 +581,11 @@ list_guests(const char *dir, int64_t deadline, int json)
 	for (i = 0; i < s.n; i++) {
 		up = s.v[i].up;
 		if (!json) {
-			if (up)
-				printf("%s\n", s.v[i].name);
+			if (up) {
+				b.len = 0;
+				neg_escape(&b, s.v[i].name, strlen(s.v[i].name), 0);
+				printf("%s\n", b.p);
+			}
 			continue;
 		}
 		b.len = 0;
@@ -706,6 +696,7 @@ enum { OUT_PREFIX, OUT_RAW, OUT_JSON };
 
 struct member {
 	const struct found *g;
+	struct buf shown;      /* its name as printed (neg_escape): a name can forge no line */
 	int state;
 	int fd;
 	struct neg_run *run;   /* while RUNNING */
@@ -744,13 +735,17 @@ fleet_write(int fd)
 	return rc;
 }
 
-/* Queues "NAME: LINE\n" of the member's unfinished line of fd, which it empties. */
+/*
+ * Queues "NAME: LINE\n" of the member's unfinished line of fd, which it
+ * empties; the line's control bytes escaped (tabs kept), so that a CR or a
+ * terminal's escape sequence cannot make it look like another guest's.
+ */
 static void
 fleet_line(struct member *m, int fd)
 {
-	buf_adds(&fl.wb, m->g->name);
+	buf_add(&fl.wb, m->shown.p, m->shown.len);
 	buf_add(&fl.wb, ": ", 2);
-	buf_add(&fl.wb, m->line[fd].p ? m->line[fd].p : "", m->line[fd].len);
+	neg_escape(&fl.wb, m->line[fd].p ? m->line[fd].p : "", m->line[fd].len, 1);
 	buf_add(&fl.wb, "\n", 1);
 	m->line[fd].len = 0;
 }
@@ -802,16 +797,42 @@ fleet_emit(struct neg_run *c, int fd, const char *s, size_t len)
 	return 0;
 }
 
-/* A kept stream as two JSON fields: text when it is UTF-8, else base64 (the _encoding says). */
+/*
+ * The length of s without the character HOST_FLEET_KEEP may have cut in two:
+ * a UTF-8 lead byte in the last 3 bytes whose sequence needs more than is there.
+ */
+static size_t
+utf8_whole(const char *s, size_t len)
+{
+	size_t i, need;
+	unsigned char c;
+
+	for (i = 1; i <= 3 && i <= len; i++) {
+		c = (unsigned char)s[len - i];
+		if ((c & 0xc0) == 0x80)
+			continue;	/* a continuation byte: its lead is further back */
+		need = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 1;
+		return need > i ? len - i : len;
+	}
+	return len;
+}
+
+/*
+ * A kept stream as two JSON fields: text when it is UTF-8, else base64 (the
+ * _encoding says).  A cut stream is text when it is UTF-8 up to the cut, the
+ * character cut in two left out.
+ */
 static void
 json_stream(struct buf *b, const char *key, const struct buf *k, int cut)
 {
 	struct buf enc = {0};
-	int text = proto_utf8_valid(k->p ? k->p : "", k->len);
+	const char *s = k->p ? k->p : "";
+	size_t len = cut ? utf8_whole(s, k->len) : k->len;
+	int text = proto_utf8_valid(s, len);
 
 	buf_addf(b, ", \"%s\": ", key);
 	if (text) {
-		proto_put_string(b, k->p ? k->p : "", k->len);
+		proto_put_string(b, s, len);
 	} else {
 		proto_b64_encode(&enc, k->p, k->len);
 		proto_put_string(b, enc.p, enc.len);
@@ -884,7 +905,10 @@ fleet_done(struct member *m, struct neg_run *c)
 				fleet_write(fd);
 			}
 		for (i = 0; c && c->have_resp && m->status == 0 && i < c->resp.nlist; i++) {
-			buf_addf(&fl.wb, "%s: %s\n", m->g->name, c->resp.list[i]);
+			buf_add(&fl.wb, m->shown.p, m->shown.len);
+			buf_add(&fl.wb, ": ", 2);
+			neg_escape(&fl.wb, c->resp.list[i], strlen(c->resp.list[i]), 0);
+			buf_add(&fl.wb, "\n", 1);
 			if (fl.wb.len > NEG_READ_CHUNK)
 				fleet_write(1);
 		}
@@ -893,7 +917,8 @@ fleet_done(struct member *m, struct neg_run *c)
 	} else {
 		for (i = 0; !fl.out_failed && c && c->have_resp && m->status == 0 &&
 		    i < c->resp.nlist; i++) {
-			buf_addf(&fl.wb, "%s\n", c->resp.list[i]);
+			neg_escape(&fl.wb, c->resp.list[i], strlen(c->resp.list[i]), 0);
+			buf_add(&fl.wb, "\n", 1);
 			if (fl.wb.len > NEG_READ_CHUNK)
 				fleet_write(1);
 		}
@@ -931,7 +956,7 @@ fleet_fail(struct member *m, int quiet, const char *fmt, ...)
 	vsnprintf(m->err, sizeof(m->err), fmt, ap);
 	va_end(ap);
 	if (!quiet)
-		neg_log(LOG_ERR, "%s: %s", m->g->name, m->err);
+		neg_log(LOG_ERR, "%s: %s", m->shown.p, m->err);
 	m->status = 255;
 	m->self_failed = 1;
 	m->exit_code = -1;
@@ -969,7 +994,7 @@ fleet_start(struct member *m, struct neg_cli *o, const char *method, long fd_max
 	}
 	if ((m->run = calloc(1, sizeof(*m->run))) == NULL)
 		neg_die("out of memory");
-	neg_run_start(m->run, m->fd, 0, o, m->g->name, method);
+	neg_run_start(m->run, m->fd, 0, o, m->shown.p, method, NULL);
 	m->run->emit = fleet_emit;
 	m->run->ctx = m;
 	m->run->keep_quiet = quiet;
@@ -995,7 +1020,7 @@ fleet_status(void)
 		if (b.len > HOST_FLEET_SUMMARY)
 			continue;
 		named++;
-		buf_addf(&b, "%s%s (", named > 1 ? ", " : "", m->g->name);
+		buf_addf(&b, "%s%s (", named > 1 ? ", " : "", m->shown.p);
 		if (m->timed_out)
 			buf_adds(&b, "timed out");
 		else if (m->self_failed)
@@ -1140,6 +1165,7 @@ fleet_select(struct scan *s, const char *dir, int all, char **sel, int nsel, int
 	for (i = 0; i < s->n; i++) {
 		fl.m[i].g = &s->v[i];
 		fl.m[i].fd = -1;
+		neg_escape(&fl.m[i].shown, s->v[i].name, strlen(s->v[i].name), 0);
 	}
 	fl.n = s->n;
 }
@@ -1649,10 +1675,32 @@ table_free(struct table *t)
 }
 
 /*
- * Each turn: signals (SIGTERM: stop taking requests, kill virsh; SIGHUP: rescan),
- * a rescan when due, freeing removed guests, the naming's next step, the stop
+ * What the daemon does on the signals the self-pipe brought (SIGCHLD aside:
+ * the loop reaps): SIGTERM or SIGINT stop taking requests and kill virsh,
+ * running commands get HOST_STOP_GRACE_MS (stop_at); SIGHUP rescans.
+ */
+static void
+hostd_signals(struct hostd *h, unsigned sigs, int64_t now, int64_t *stop_at)
+{
+	if ((sigs & (NEG_SIG(SIGTERM) | NEG_SIG(SIGINT))) && !h->stopping) {
+		neg_log(LOG_INFO, "terminating: no new requests, %d commands running",
+		    h->srv.running);
+		h->stopping = 1;
+		*stop_at = now + HOST_STOP_GRACE_MS;
+		if (h->nm.busy)
+			neg_job_kill(&h->nm.job, now);
+	}
+	if (sigs & NEG_SIG(SIGHUP)) {
+		neg_log(LOG_INFO, "SIGHUP: rescanning %s", h->dir);
+		h->rescan_at = now;
+	}
+}
+
+/*
+ * Each turn: a rescan when due, freeing removed guests, the naming's next step, the stop
  * when all is idle, connects due, the poll table; poll; then the self-pipe,
- * inotify, the naming job's pipes, every guest's io, reaping on SIGCHLD, ticks.
+ * and what its signals ask (hostd_signals), inotify, the naming job's pipes, every guest's io,
+ * reaping on SIGCHLD, ticks.
  */
 static int
 host_daemon(const char *dir, struct neg_server *srv)
@@ -1662,6 +1710,7 @@ host_daemon(const char *dir, struct neg_server *srv)
 	size_t k, n;
 	int64_t now, wake, stop_at = 0, poll_warned = 0;
 	struct hguest *g;
+	unsigned sigs;
 	int chld, nj;
 
 	memset(&h, 0, sizeof(h));
@@ -1686,19 +1735,6 @@ host_daemon(const char *dir, struct neg_server *srv)
 	hostd_rescan(&h, neg_now());
 	for (;;) {
 		now = neg_now();
-		if (neg_got_sigterm && !h.stopping) {
-			neg_log(LOG_INFO, "terminating: no new requests, %d commands running",
-			    h.srv.running);
-			h.stopping = 1;
-			stop_at = now + HOST_STOP_GRACE_MS;
-			if (h.nm.busy)
-				neg_job_kill(&h.nm.job, now);
-		}
-		if (neg_got_sighup) {
-			neg_got_sighup = 0;
-			neg_log(LOG_INFO, "SIGHUP: rescanning %s", dir);
-			h.rescan_at = now;
-		}
 		if (!h.stopping && now >= h.rescan_at)
 			hostd_rescan(&h, now);
 		hostd_collect(&h);
@@ -1749,7 +1785,9 @@ host_daemon(const char *dir, struct neg_server *srv)
 		t.n = n;
 		table_poll(&t, neg_poll_timeout(wake, now), &poll_warned);
 		now = neg_now();
-		chld = (t.all[0].revents & POLLIN) ? neg_signal_drain() : 0;
+		sigs = (t.all[0].revents & POLLIN) ? neg_signal_drain() : 0;
+		hostd_signals(&h, sigs, now, &stop_at);
+		chld = (sigs & NEG_SIG(SIGCHLD)) != 0;
 		if ((t.all[1].revents & POLLIN) && hostd_events(&h) &&
 		    h.rescan_at > now + HOST_RESCAN_DEBOUNCE_MS)
 			h.rescan_at = now + HOST_RESCAN_DEBOUNCE_MS;
@@ -1779,6 +1817,7 @@ main(int argc, char **argv)
 	struct stat st;
 	const char *socket_path = NULL, *guest = NULL, *dir = HOST_CHANNEL_DIR;
 	int c, fd, rc, all = 0, json = 0, raw = 0, nsel, fleet;
+	size_t i;
 	long parallel = HOST_FLEET_PARALLEL;
 	char **sel, *end;
 	int64_t deadline;
@@ -1841,6 +1880,8 @@ main(int argc, char **argv)
 		fleet_select(&s, dir, all, sel, nsel, deadline);
 		fl.out = json ? OUT_JSON : raw ? OUT_RAW : OUT_PREFIX;
 		rc = fleet_run(&o, o.mode == 'c' ? "list_commands" : "execute", (size_t)parallel);
+		for (i = 0; i < fl.n; i++)
+			buf_free(&fl.m[i].shown);
 		free(fl.m);
 		free(s.v);
 		neg_cli_free(&o);

@@ -53,6 +53,7 @@
  * (one error, then the object as the frame): no peer pads.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -2020,13 +2021,14 @@ proto_stream_cancel(struct buf *b, const char *id, int kill)
 	proto_frame_end(b, start);
 }
 
+/* The integer key holds if it is one from min to max, else dflt. */
 static int
-get_int(const struct proto_json *j, const char *key, int dflt)
+get_int(const struct proto_json *j, const char *key, int dflt, int min, int max)
 {
 	int tok = proto_json_get(j, 0, key);
 	double d;
 
-	if (tok < 0 || proto_json_number(j, tok, &d) < 0 || d < 0 || d > 1e6)
+	if (tok < 0 || proto_json_number(j, tok, &d) < 0 || d < min || d > max || d != (int)d)
 		return dflt;
 	return (int)d;
 }
@@ -2065,7 +2067,7 @@ proto_response_parse(struct proto_response *r, const char *js, size_t len,
 	if (tok < 0 || (!proto_json_is(&j, tok, "true") && !proto_json_is(&j, tok, "false")))
 		FAIL("Protocol error: the reply has no \"success\" flag");
 	r->success = proto_json_is(&j, tok, "true");
-	r->stream = get_int(&j, "stream", 0);
+	r->stream = get_int(&j, "stream", 0, 0, INT_MAX);
 	r->base64 = base64 = (tok = proto_json_get(&j, 0, "encoding")) >= 0 &&
 	    proto_json_is_string(&j, tok, "base64");
 	if ((tok = proto_json_get(&j, 0, "stderr")) >= 0 &&
@@ -2078,8 +2080,8 @@ proto_response_parse(struct proto_response *r, const char *js, size_t len,
 		if (e.p == NULL)
 			buf_reserve(&e, 0);
 		r->error = e.p;
-		r->exit_code = get_int(&j, "exit_code", -1);
-		r->signal = get_int(&j, "signal", 0);
+		r->exit_code = get_int(&j, "exit_code", -1, 0, PROTO_MAX_EXIT_CODE);
+		r->signal = get_int(&j, "signal", 0, 1, PROTO_MAX_SIGNAL);
 		tok = proto_json_get(&j, 0, "timed_out");
 		r->timed_out = tok >= 0 && proto_json_is(&j, tok, "true");
 		if ((tok = proto_json_get(&j, 0, "result")) >= 0 &&

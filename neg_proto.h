@@ -33,6 +33,13 @@
 #define PROTO_MAX_TOKENS 131072
 #define PROTO_MAX_ARGS 4096                 /* argv entries of execute */
 #define PROTO_MAX_ID 64                     /* bytes of the JSON text of a request id */
+/*
+ * A failure reply's "exit_code" (an exit status, 0-255) and "signal" (Linux's
+ * signals, 1-64): a value outside, or not an integer, is read as absent, so
+ * that an exit status of 256 or 128 + 128 never wraps to 0 (success).
+ */
+#define PROTO_MAX_EXIT_CODE 255
+#define PROTO_MAX_SIGNAL 64
 /* \udc80-\udcff without a high surrogate: a raw byte 0x80-0xff, as Python's surrogateescape */
 #define PROTO_RAW_BYTE_ESCAPE(cp) ((cp) >= 0xdc80 && (cp) <= 0xdcff)
 #define PROTO_PARTIAL_MS 5000               /* a frame left incomplete this long is dropped */
@@ -322,9 +329,12 @@ int neg_split(const char *, char ***argv, size_t *argc, char *err, size_t errlen
 void neg_strv_free(char **);
 int neg_signals_init(void);
 int neg_sigpipe_fd(void);
-int neg_signal_drain(void);
-extern volatile int neg_got_sigterm, neg_got_sighup, neg_got_sigio;
+#define NEG_SIG_MAX 32           /* signals a loop tells apart: the classic ones, below 32 */
+#define NEG_SIG(sig) (1u << (sig)) /* a signal's bit in what neg_signal_drain returns */
+unsigned neg_signal_drain(void);
 void neg_set_nonblock(int);
+#define NEG_ESCAPE_MAX 8    /* bytes of one character's printable form: \xc2\x9b */
+void neg_escape(struct buf *, const char *, size_t, int tab_ok);
 
 /* Commands: a directory of executables plus the built-ins. */
 struct neg_cmdenv {
@@ -527,13 +537,13 @@ void neg_cli_prepare(struct neg_cli *);
 void neg_cli_free(struct neg_cli *);
 
 /* The client side of one call. */
-enum { NEG_CALL_PORT = 1 };    /* fd is a virtio port: read()==0 means "host away", wait */
+/*
+ * fd is a virtio port: a hang-up before the request began to leave means the
+ * host is not there yet (wait for it, to the deadline), and a POLLOUT wake-up
+ * may be lost (writes are retried in short slices).
+ */
+enum { NEG_CALL_PORT = 1 };
 
-int neg_call(int fd, int flags, const struct proto_request *req, const char *method,
-    int64_t deadline, size_t max_frame, struct proto_response *resp,
-    char *err, size_t errlen);
-int neg_write_all(int fd, int flags, const char *, size_t, int64_t deadline,
-    char *err, size_t errlen);
 void neg_new_id(char *id, size_t idlen);
 int neg_write_out(int fd, const char *, size_t);
 int neg_cli_execute(int fd, int flags, struct neg_cli *, const char *peer);
@@ -579,12 +589,12 @@ struct neg_run {
 };
 
 void neg_run_start(struct neg_run *, int fd, int flags, struct neg_cli *, const char *peer,
-    const char *method);
+    const char *method, const struct proto_request *call);
 void neg_run_cancel(struct neg_run *, int level);
 void neg_run_free(struct neg_run *);
 void neg_runs_turn(struct neg_run **, size_t n, int64_t wake);
 void neg_cli_signals(int on);
 int neg_cli_signalled(void);
-int neg_cli_list(int fd, int flags, const struct neg_cli *, const char *peer);
+int neg_cli_list(int fd, int flags, struct neg_cli *, const char *peer);
 
 #endif

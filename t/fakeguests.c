@@ -136,6 +136,7 @@ serve(const char *dir, int n, int w, int procs)
 	} *g;
 	struct pollfd *p;
 	int *first, i, k, fd, chld;
+	unsigned sigs;
 	int64_t now, wake;
 	char name[64];
 
@@ -157,7 +158,7 @@ serve(const char *dir, int n, int w, int procs)
 		g[i].lsock = guest_socket(dir, w + i * procs, name, H2G_NAME);
 		neg_chan_init(&g[i].chan, -1, &srv, NEG_CHAN_MAXJOBS);
 	}
-	while (!neg_got_sigterm) {
+	for (sigs = 0; !(sigs & (NEG_SIG(SIGTERM) | NEG_SIG(SIGINT))); ) {
 		now = neg_now();
 		wake = 0;
 		p[0].fd = neg_sigpipe_fd();
@@ -175,7 +176,8 @@ serve(const char *dir, int n, int w, int procs)
 			p[i].revents = 0;
 		if (poll(p, (nfds_t)k, neg_poll_timeout(wake, now)) < 0 && errno != EINTR)
 			return 1;
-		chld = (p[0].revents & POLLIN) ? neg_signal_drain() : 0;
+		sigs = (p[0].revents & POLLIN) ? neg_signal_drain() : 0;
+		chld = (sigs & NEG_SIG(SIGCHLD)) != 0;
 		now = neg_now();
 		for (i = 0; i < n; i++) {
 			if ((p[first[i]].revents & POLLIN) && !g[i].up &&

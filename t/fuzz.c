@@ -450,7 +450,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct proto_response r;
 	char err[FUZZ_ERRLEN];
 
-	/* as neg_call runs it: a refused reply is not freed, so it must hold nothing */
+	/* as a CLI's call (neg_run) runs it: a refused reply is not freed, so it must hold nothing */
 	if (proto_response_parse(&r, (const char *)data, size, err, sizeof(err)) < 0) {
 		check_err("proto_response_parse", err, sizeof(err));
 		return 0;

@@ -445,30 +445,34 @@ static int
 do_calls(const char *sock, int n, const char *method, char **args, int nargs)
 {
 	struct proto_request kw;
-	struct proto_response r;
+	struct neg_cli o;
+	struct neg_run c, *v = &c;
 	int64_t start, t, *lat = calloc((size_t)n + 1, sizeof(int64_t));
-	char err[256];
-	int fd, i, ok = 0;
+	int fd, i, ok = 0, failed;
 
 	if ((fd = connect_unix(sock)) < 0)
 		return 1;
+	/* the CLIs' call machine with one request of method: one round trip, as a 0.8 caller's */
+	neg_cli_init(&o, "", 1);
+	o.timeout = 30;
 	memset(&kw, 0, sizeof(kw));
 	kw.argv = args;
 	kw.argc = (size_t)nargs;
 	start = now_us();
 	for (i = 0; i < n; i++) {
 		t = now_us();
-		if (neg_call(fd, 0, &kw, method, neg_now() + 30000, PROTO_MAX_FRAME_DEFAULT, &r,
-		    err, sizeof(err)) < 0) {
-			fprintf(stderr, "call %d: %s\n", i + 1, err);
-			break;
-		}
-		lat[i] = now_us() - t;
-		if (r.success)
+		neg_run_start(&c, fd, 0, &o, "call", method, &kw);
+		while (c.phase != NEG_RUN_DONE)
+			neg_runs_turn(&v, 1, 0);
+		failed = !c.have_resp;
+		if (!failed && c.resp.success)
 			ok++;
-		else
-			fprintf(stderr, "call %d: %s\n", i + 1, r.error);
-		proto_response_free(&r);
+		else if (!failed)
+			fprintf(stderr, "call %d: %s\n", i + 1, c.resp.error);
+		neg_run_free(&c);
+		if (failed)
+			break;
+		lat[i] = now_us() - t;
 	}
 	t = now_us() - start;
 	qsort(lat, (size_t)i, sizeof(int64_t), cmp_i64);

@@ -326,6 +326,17 @@ assert_recovers() {
 	assert_output --partial "success"
 }
 
+@test "a reply's exit_code (0-255) and signal (1-64) out of range, or not integers, are read as absent" {
+	for v in '"exit_code": 256' '"exit_code": 1000000' '"exit_code": -1' '"exit_code": 3.5' \
+		'"signal": 0' '"signal": 65' '"signal": 128' '"signal": 9.5'; do
+		run "$NEGTEST" response <<< "{\"success\": false, \"error\": \"e\", $v}"
+		assert_success
+		assert_output "$(printf 'success=0\nerror=e')"
+	done
+	run "$NEGTEST" response <<< '{"success": false, "error": "e", "exit_code": 255, "signal": 64}'
+	assert_output "$(printf 'success=0\nerror=e\nexit_code=255\nsignal=64')"
+}
+
 @test "base64 round-trips every byte value and refuses malformed input" {
 	all=$(for i in $(seq 0 255); do printf "\\\\$(printf %03o "$i")"; done)
 	run bash -c "printf '$all' | '$NEGTEST' b64enc | '$NEGTEST' b64dec | od -An -tx1 | tr -d ' \n'"
