@@ -432,14 +432,20 @@ full_stdout() {
 }
 
 @test "-c --json after SIGINT: the guests that never started carry commands, not -e's fields" {
-	( env --default-signal=INT,TERM,HUP NEGOTIATOR_NO_VIRSH=1 "$HOSTBIN" --channel-directory "$D/chan" \
-		--parallel 1 --json --all -c > "$D/cj.out" 2> "$D/cj.err" 3>&- & echo $! > "$D/bg.cj.pid"; st=0; wait $! || st=$?; echo $st > "$D/cj.rc" ) 3>&- &
+	# db-1 comes first and does not answer: its daemon is stopped before the CLI starts, and what
+	# the CLI sends it is read here instead, so that the call is known to be under way when the
+	# signal comes; -t 0: the call has no end of its own, so the CLI is still there to get it
 	kill -STOP "$(cat "$D/db-1.pid")"
-	# db-1 comes first and does not answer: the call under way when the signal comes
-	sleep 0.5
+	cat "$D/ports/db-1" > "$D/cj.db-1" 3>&- &
+	echo $! > "$D/bg.cjcat.pid"
+	( env --default-signal=INT,TERM,HUP NEGOTIATOR_NO_VIRSH=1 "$HOSTBIN" --channel-directory "$D/chan" \
+		--parallel 1 -t 0 --json --all -c > "$D/cj.out" 2> "$D/cj.err" 3>&- & echo $! > "$D/bg.cj.pid"; st=0; wait $! || st=$?; echo $st > "$D/cj.rc" ) 3>&- &
+	wait_until 20 test -s "$D/cj.db-1"
+	wait_until 10 test -s "$D/bg.cj.pid"
 	kill -INT "$(cat "$D/bg.cj.pid")"
-	kill -CONT "$(cat "$D/db-1.pid")"
 	wait_until 10 test -e "$D/cj.rc"
+	stop_pid "$(cat "$D/bg.cjcat.pid")"
+	kill -CONT "$(cat "$D/db-1.pid")"
 	[ "$(wc -l < "$D/cj.out")" -eq 50 ]
 	refute grep -q '"exit_code"' "$D/cj.out"
 	[ "$(grep -c '"commands": \[' "$D/cj.out")" -eq 50 ]
