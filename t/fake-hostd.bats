@@ -362,8 +362,11 @@ long_guest() {
 	wait_log "bad: serving"
 	wait_log "slow: serving"
 	wait_log "good: serving"
-	"$GUESTBIN" -c "$D/slow.port" -t 30 -e "nap 4" > "$D/slow.out" 2>&1 3>&- &
+	# the slow guest's command runs until the test makes the file it waits for
+	make_ab_command "$D/cmds"
+	"$GUESTBIN" -c "$D/slow.port" -t 60 -e "ab $D/slow.go" > "$D/slow.out" 2>&1 3>&- &
 	slow=$!
+	wait_log "slow: executing ab" 600
 	# the bad guest floods its port with junk (the error replies are drained)
 	cat "$D/bad.port" > /dev/null 3>&- &
 	drain=$!
@@ -371,11 +374,13 @@ long_guest() {
 	run "$GUESTBIN" -c "$D/good.port" -e whoami
 	assert_success
 	assert_output "good"
-	# the good guest's answer came while the slow guest's command still ran
+	# the good guest's answer came while the slow guest's command still ran (it cannot end
+	# before the file exists)
 	kill -0 "$slow"
+	touch "$D/slow.go"
 	wait "$slow"
 	run cat "$D/slow.out"
-	assert_output "slept 4"
+	assert_output "$(printf 'a\nb')"
 	kill "$drain"
 	kill -0 "$DAEMON"
 	grep -q "Protocol error" "$D/hostd.log"
@@ -389,7 +394,8 @@ long_guest() {
 	wait_log "SIGHUP: rescanning"
 	"$GUESTBIN" -c "$D/g.port" -t 30 -e "nap 2" > "$D/g.out" 2>&1 &
 	caller=$!
-	sleep 0.7
+	# the command has started (not 0.7 s have passed: a loaded machine may not have got there)
+	wait_log "executing nap" 600
 	kill -TERM "$DAEMON"
 	wait "$caller"
 	run cat "$D/g.out"
@@ -405,7 +411,8 @@ long_guest() {
 	start_daemon
 	wait_log "g: serving"
 	"$GUESTBIN" -c "$D/g.port" -t 60 -e "slow $D/slow.pid 120" > /dev/null 2>&1 &
-	for _ in $(seq 1 50); do [ -s "$D/slow.pid" ] && break; sleep 0.1; done
+	# (without its pid, the check below would pass on an empty kill -0)
+	wait_until 30 test -s "$D/slow.pid"
 	kill -TERM "$DAEMON"
 	st=0
 	wait "$DAEMON" || st=$?
