@@ -244,31 +244,31 @@ exercise_guest() {
 
 @test "single-line output is stripped like the reference; several lines kept" {
 	# through a 0.8-style request (no base64), as a Python caller would see it
-	run raw_call "$D/h2g.sock" 1 '%s' "$(frame '{"method": "execute", "args": ["oneline"], "kw": {"capture": true}}')"
+	run raw_reply "$D/h2g.sock" 1 '%s' "$(frame '{"method": "execute", "args": ["oneline"], "kw": {"capture": true}}')"
 	assert_success
 	assert_output "$(frame '{"success": true, "result": "padded"}')"
-	run raw_call "$D/h2g.sock" 1 '%s' "$(frame '{"method": "execute", "args": ["twolines"], "kw": {"capture": true}}')"
+	run raw_reply "$D/h2g.sock" 1 '%s' "$(frame '{"method": "execute", "args": ["twolines"], "kw": {"capture": true}}')"
 	assert_output "$(frame '{"success": true, "result": "  a  \n  b  \n"}')"
-	run raw_call "$D/h2g.sock" 1 '%s' "$(frame '{"method": "execute", "args": ["binary"], "kw": {"capture": true}}')"
+	run raw_reply "$D/h2g.sock" 1 '%s' "$(frame '{"method": "execute", "args": ["binary"], "kw": {"capture": true}}')"
 	assert_output --partial '"success": false, "error": "Command output is not valid UTF-8'
 }
 
 @test "unknown and private methods: the reference's error text" {
-	run raw_call "$D/h2g.sock" 1 '%s' "$(frame '{"method": "prepare_environment"}')"
+	run raw_reply "$D/h2g.sock" 1 '%s' "$(frame '{"method": "prepare_environment"}')"
 	assert_output "$(frame '{"success": false, "error": "Method prepare_environment not supported"}')"
 }
 
 @test "hostile frames get error replies and the daemon keeps serving" {
-	run raw_call "$D/h2g.sock" 1 'garbage\n'
+	run raw_reply "$D/h2g.sock" 1 'garbage\n'
 	assert_output --partial "Protocol error: expected a byte count"
-	run raw_call "$D/h2g.sock" 1 '5\n{"a"}'
+	run raw_reply "$D/h2g.sock" 1 '5\n{"a"}'
 	assert_output --partial "Protocol error: invalid JSON at byte 4"
-	run raw_call "$D/h2g.sock" 1 '9\n{"a":\x00 1}'
+	run raw_reply "$D/h2g.sock" 1 '9\n{"a":\x00 1}'
 	assert_output --partial "NUL byte"
-	run raw_call "$D/h2g.sock" 1 '%s\n' "$(head -c 200 /dev/zero | tr '\0' 9)"
+	run raw_reply "$D/h2g.sock" 1 '%s\n' "$(head -c 200 /dev/zero | tr '\0' 9)"
 	assert_output --partial "length line longer than 32 bytes"
 	deep=$(printf '[%.0s' $(seq 1 100))
-	run raw_call "$D/h2g.sock" 1 '%s' "$(frame "{\"method\": $deep}")"
+	run raw_reply "$D/h2g.sock" 1 '%s' "$(frame "{\"method\": $deep}")"
 	assert_output --partial "nesting too deep"
 	kill -0 "$(cat "$D/guest.pid")"
 	run H -t 5 -e "show alive"
@@ -283,7 +283,7 @@ exercise_guest() {
 		2> "$D/small.log" & g=$!
 	wait_serving "$D/small.log"
 	filler=$(head -c 5000 /dev/zero | tr '\0' ' ')
-	run raw_call "$D/small.sock" 1 '5000\n%s%s' "$filler" "$(frame '{"method": "ping", "id": 5}')"
+	run raw_reply "$D/small.sock" 2 '5000\n%s%s' "$filler" "$(frame '{"method": "ping", "id": 5}')"
 	stop_pid "$g"; stop_pid "$fp"
 	assert_output "$(frame '{"success": false, "error": "Protocol error: frame of 5000 bytes exceeds the limit of 4096 bytes", "id": null}')$(frame '{"success": true, "result": "pong", "id": 5}')"
 }
