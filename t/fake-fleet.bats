@@ -335,6 +335,7 @@ EOS
 	wait_until 20 bash -c '[ "$(ls "$1" | grep -vc tmp)" -eq 10 ]' -- "$D/pids" ||
 		{ cat "$D/sig.err" "$D/sig.out"; false; }
 	wait_until 10 bash -c '[ "$(grep -c sleeps "$1")" -eq 10 ]' -- "$D/sig.out"
+	wait_until 10 test -s "$D/bg.sig.pid"
 	kill -INT "$(cat "$D/bg.sig.pid")"
 	wait_until 10 test -e "$D/sig.rc"
 	assert_equal "$(cat "$D/sig.rc")" 130
@@ -349,7 +350,14 @@ EOS
 	( env --default-signal=INT,TERM,HUP NEGOTIATOR_NO_VIRSH=1 "$HOSTBIN" --channel-directory "$D/chan" -t 0 \
 		-e 'trapterm 300' 'db-[1-3]' > "$D/int2.out" 2> "$D/int2.err" 3>&- & echo $! > "$D/bg.int2.pid"; st=0; wait $! || st=$?; echo $st > "$D/int2.rc" ) 3>&- &
 	wait_until 20 bash -c '[ "$(grep -c "partial before the kill" "$1")" -eq 3 ]' -- "$D/int2.out"
+	# the second signal only once the CLI has acted on the first (each guest daemon logged the
+	# TERM cancel): sent back to back, the two can reach the CLI as one pending signal
+	for n in db-1 db-2 db-3; do grep -c "cancelled (TERM)" "$D/$n.log" > "$D/int2.$n.terms" || true; done
+	wait_until 10 test -s "$D/bg.int2.pid"
 	kill -INT "$(cat "$D/bg.int2.pid")"
+	for n in db-1 db-2 db-3; do
+		wait_until 10 bash -c '[ "$(grep -c "cancelled (TERM)" "$1")" -gt "$(cat "$2")" ]' -- "$D/$n.log" "$D/int2.$n.terms"
+	done
 	kill -INT "$(cat "$D/bg.int2.pid")"
 	wait_until 10 test -e "$D/int2.rc"
 	assert_equal "$(cat "$D/int2.rc")" 130
@@ -432,14 +440,20 @@ full_stdout() {
 }
 
 @test "-c --json after SIGINT: the guests that never started carry commands, not -e's fields" {
-	( env --default-signal=INT,TERM,HUP NEGOTIATOR_NO_VIRSH=1 "$HOSTBIN" --channel-directory "$D/chan" \
-		--parallel 1 --json --all -c > "$D/cj.out" 2> "$D/cj.err" 3>&- & echo $! > "$D/bg.cj.pid"; st=0; wait $! || st=$?; echo $st > "$D/cj.rc" ) 3>&- &
+	# db-1 comes first and does not answer: its daemon is stopped before the CLI starts, and what
+	# the CLI sends it is read here instead, so that the call is known to be under way when the
+	# signal comes; -t 0: the call has no end of its own, so the CLI is still there to get it
 	kill -STOP "$(cat "$D/db-1.pid")"
-	# db-1 comes first and does not answer: the call under way when the signal comes
-	sleep 0.5
+	cat "$D/ports/db-1" > "$D/cj.db-1" 3>&- &
+	echo $! > "$D/bg.cjcat.pid"
+	( env --default-signal=INT,TERM,HUP NEGOTIATOR_NO_VIRSH=1 "$HOSTBIN" --channel-directory "$D/chan" \
+		--parallel 1 -t 0 --json --all -c > "$D/cj.out" 2> "$D/cj.err" 3>&- & echo $! > "$D/bg.cj.pid"; st=0; wait $! || st=$?; echo $st > "$D/cj.rc" ) 3>&- &
+	wait_until 20 test -s "$D/cj.db-1"
+	wait_until 10 test -s "$D/bg.cj.pid"
 	kill -INT "$(cat "$D/bg.cj.pid")"
-	kill -CONT "$(cat "$D/db-1.pid")"
 	wait_until 10 test -e "$D/cj.rc"
+	stop_pid "$(cat "$D/bg.cjcat.pid")"
+	kill -CONT "$(cat "$D/db-1.pid")"
 	[ "$(wc -l < "$D/cj.out")" -eq 50 ]
 	refute grep -q '"exit_code"' "$D/cj.out"
 	[ "$(grep -c '"commands": \[' "$D/cj.out")" -eq 50 ]

@@ -15,6 +15,8 @@ setup() {
 }
 
 teardown() {
+	# the holds a failed job cap test left end before the daemon does
+	release "$D"/held/*
 	for p in "${PIDS[@]}"; do stop_pid "$p"; done
 	[ -z "${NEG_KEEP_LOGS:-}" ] || cp "$D"/*.log "$NEG_KEEP_LOGS"/ 2>/dev/null || true
 	rm -rf "$D"
@@ -360,8 +362,11 @@ long_guest() {
 	wait_log "bad: serving"
 	wait_log "slow: serving"
 	wait_log "good: serving"
-	"$GUESTBIN" -c "$D/slow.port" -t 30 -e "nap 4" > "$D/slow.out" 2>&1 3>&- &
+	# the slow guest's command runs until the test makes the file it waits for
+	make_ab_command "$D/cmds"
+	"$GUESTBIN" -c "$D/slow.port" -t 60 -e "ab $D/slow.go" > "$D/slow.out" 2>&1 3>&- &
 	slow=$!
+	wait_log "slow: executing ab" 600
 	# the bad guest floods its port with junk (the error replies are drained)
 	cat "$D/bad.port" > /dev/null 3>&- &
 	drain=$!
@@ -369,11 +374,13 @@ long_guest() {
 	run "$GUESTBIN" -c "$D/good.port" -e whoami
 	assert_success
 	assert_output "good"
-	# the good guest's answer came while the slow guest's command still ran
+	# the good guest's answer came while the slow guest's command still ran (it cannot end
+	# before the file exists)
 	kill -0 "$slow"
+	touch "$D/slow.go"
 	wait "$slow"
 	run cat "$D/slow.out"
-	assert_output "slept 4"
+	assert_output "$(printf 'a\nb')"
 	kill "$drain"
 	kill -0 "$DAEMON"
 	grep -q "Protocol error" "$D/hostd.log"
@@ -387,7 +394,8 @@ long_guest() {
 	wait_log "SIGHUP: rescanning"
 	"$GUESTBIN" -c "$D/g.port" -t 30 -e "nap 2" > "$D/g.out" 2>&1 &
 	caller=$!
-	sleep 0.7
+	# the command has started (not 0.7 s have passed: a loaded machine may not have got there)
+	wait_log "executing nap" 600
 	kill -TERM "$DAEMON"
 	wait "$caller"
 	run cat "$D/g.out"
@@ -403,7 +411,8 @@ long_guest() {
 	start_daemon
 	wait_log "g: serving"
 	"$GUESTBIN" -c "$D/g.port" -t 60 -e "slow $D/slow.pid 120" > /dev/null 2>&1 &
-	for _ in $(seq 1 50); do [ -s "$D/slow.pid" ] && break; sleep 0.1; done
+	# (without its pid, the check below would pass on an empty kill -0)
+	wait_until 30 test -s "$D/slow.pid"
 	kill -TERM "$DAEMON"
 	st=0
 	wait "$DAEMON" || st=$?
@@ -436,34 +445,110 @@ pipeline() {
 	exec 6>&-
 }
 
+# hold_command DIR: the command hold, which runs until the test writes a line into its FIFO
+# DIR/GUEST.PID; the FIFO gets that name only once the command holds it open, so a write to it
+# never blocks and is never lost. Each hold that ended appends its GUEST.PID to DIR.released.
+hold_command() {
+	mkdir -p "$1"
+	cat > "$D/cmds/hold" <<'EOS'
+#!/bin/sh
+f=$1/$NEGOTIATOR_GUEST.$$
+mkfifo "$f.new" && exec 3<> "$f.new" && mv "$f.new" "$f" || exit 1
+read x <&3
+rm -f "$f"
+echo "$NEGOTIATOR_GUEST.$$" >> "$1.released"
+EOS
+	chmod 755 "$D/cmds/hold"
+}
+
+# release FIFO...: ends those holds (opened read-write: never blocks, even on a FIFO nobody reads).
+release() {
+	local f
+	for f in "$@"; do [ -p "$f" ] && echo go 1<> "$f"; done
+	return 0
+}
+
+# release_all DIR N: releases every hold in DIR, those that start meanwhile too, until N have
+# ended (bounded: 30 s).
+release_all() {
+	local _
+	for _ in $(seq 1 600); do
+		release "$1"/*
+		[ "$(cat "$1.released" 2>/dev/null | wc -l)" -ge "$2" ] && return 0
+		sleep 0.05
+	done
+	echo "only $(cat "$1.released" 2>/dev/null | wc -l) of $2 holds ended" >&2
+	return 1
+}
+
+# reply ID: prints the reply with that id the caller on g17's port has read ($D/g17.replies);
+# fails when there is none.
+reply() {
+	grep -o "{[^{}]*\"id\": $1}" "$D/g17.replies"
+}
+
+# holding N: whether N holds (or more) are waiting for their release.
+holding() {
+	[ "$(ls "$D/held" | grep -vc '\.new$')" -ge "$1" ]
+}
+
+# The lines of the daemon's log that say a command started, in order.
+started() {
+	grep -E 'executing (hold|whoami)' "$D/hostd.log" || true
+}
+
 @test "a full job cap: list_commands answers at once, and the next free slot goes to the guest below its share" {
+	# Every command the guests start holds its job slot until the test releases it: the state
+	# asserted cannot move on while it is read, however slowly the machine runs.
+	hold_command "$D/held"
 	for i in $(seq 1 17); do fake_guest "g$i" "$D/chan/g$i.negotiator-guest-to-host.0"; done
 	start_daemon
 	for i in $(seq 1 17); do wait_log "g$i: serving"; done
-	# g1's commands are short and it has more waiting; the 15 others hold theirs: 64 in all
-	pipeline g1 100 40 nap 2
-	for i in $(seq 2 16); do pipeline "g$i" 100 4 nap 30; done
-	for _ in $(seq 1 100); do
-		[ "$(grep -c 'executing nap' "$D/hostd.log")" -ge 64 ] && break
-		sleep 0.1
-	done
-	[ "$(grep -c 'executing nap' "$D/hostd.log")" -eq 64 ]
-	# methods that run no command never wait for a job slot
-	run --separate-stderr "$GUESTBIN" -c "$D/g17.port" -t 2 -l
+	# g1 has more calls waiting than it may run; the 15 others hold theirs: 16 guests at their
+	# 4 slots each, the 64 of the cap
+	pipeline g1 100 8 hold "$D/held"
+	for i in $(seq 2 16); do pipeline "g$i" 100 4 hold "$D/held"; done
+	wait_until 60 holding 64
+	run started
+	[ "${#lines[@]}" -eq 64 ]
+	# methods that run no command never wait for a job slot: none is freed until the test
+	# releases one, so an answer at all is an answer without one
+	run --separate-stderr "$GUESTBIN" -c "$D/g17.port" -t 10 -l
 	echo "stderr: $stderr"
 	assert_success
-	assert_line nap
-	# g1 is at its share (64 / 17 busy guests): the slot its first command frees is g17's
-	g1_nap='g1: executing nap|executing nap \(1 arguments\) for g1$'
-	before=$(grep -cE "$g1_nap" "$D/hostd.log" || true)
-	run --separate-stderr "$GUESTBIN" -c "$D/g17.port" -t 10 -e whoami
-	echo "stderr: $stderr"
-	assert_success
-	assert_output g17
-	# g1 started no more than the three of its share before g17's command did
-	started=$(sed -n -E '/g17: executing whoami|executing whoami .* for g17$/q;p' "$D/hostd.log" | grep -cE "$g1_nap" || true)
-	echo "g1 had started $before commands, then $started before g17's"
-	[ $((started - before)) -le 3 ]
+	assert_line hold
+	# g17 asks for a command and, behind it, the list twice: the answers to the lists prove the
+	# daemon has read the command's request, and has come back to g17's queue since, while the
+	# cap is full; the command must not start
+	# (the replies are copied to a file: bash's read on a terminal would drop what it left)
+	exec 7<> "$D/g17.port"
+	cat <&7 > "$D/g17.replies" 3>&- &
+	PIDS+=($!)
+	frame '{"method": "execute", "args": ["whoami"], "id": 1}' >&7
+	frame '{"method": "list_commands", "id": 2}' >&7
+	wait_until 30 reply 2
+	run reply 2
+	assert_output --partial '"hold"'
+	frame '{"method": "list_commands", "id": 3}' >&7
+	wait_until 30 reply 3
+	run reply 1
+	assert_failure
+	run started
+	[ "${#lines[@]}" -eq 64 ]
+	# g1 is at its share (64 / 17 busy guests = 3) once one of its commands ends: the slot that
+	# frees is g17's, although g1 has calls waiting
+	g1=$(ls "$D"/held/g1.* | grep -v '\.new$' | head -1)
+	release "$g1"
+	wait_until 30 reply 1
+	run reply 1
+	assert_output --partial '"result": "g17'
+	exec 7>&-
+	run started
+	echo "$output"
+	[ "${#lines[@]}" -ge 65 ]
+	[[ ${lines[64]} =~ g17:\ executing\ whoami|executing\ whoami\ .*\ for\ g17$ ]]
+	# g1's 8 and the 60 of the others end
+	release_all "$D/held" 68
 	kill -0 "$DAEMON"
 }
 

@@ -572,7 +572,14 @@ t_peer08() {
 	  frame '{"method": "execute", "args": ["show", "beside"], "id": 2}'
 	  frame '{"method": "ping", "id": 3}'; } >&5
 	wait_for "$D/stalled.pid"
-	timeout 3 cat <&5 > "$D/stalled.out" || true
+	# what comes back is read until the two replies have come, and for 3 s at least: the
+	# window in which more than the 1000 bytes granted would show
+	cat "$D/g2h-port" > "$D/stalled.out" 3>&- &
+	reader=$!
+	echo "$reader" >> "$D/bgkill.fp"
+	t0=$(date +%s%N)
+	wait_until 30 grep -aqF '{"success": true, "result": "args: 1\n[beside]\n", "id": 2}' "$D/stalled.out"
+	wait_until 30 grep -aqF '{"success": true, "result": "pong", "id": 3}' "$D/stalled.out"
 	# a second guest, on the same host daemon, is served meanwhile
 	"$FAKEPORT" "$D/g2h-port2" "$D/chan/otherguest.negotiator-guest-to-host.0" 3>&- & fp=$!
 	echo "$fp" >> "$D/bgkill.fp"
@@ -582,8 +589,10 @@ t_peer08() {
 		"$GUESTBIN" -c "$D/g2h-port2" -t 2 -e "show other" > "$D/other.out" 2>&1 && { other_status=0; break; }
 		sleep 0.1
 	done
+	while (( $(date +%s%N) - t0 < 3000000000 )); do sleep 0.1; done
 	stalled=$(cat "$D/stalled.pid")
 	still=$(alive "$stalled" && echo running || echo ended)
+	stop_pid "$reader"
 	exec 5>&-
 	stop_pid "$fp"
 	tr '\000' 0 < "$D/stalled.out" | head -c 600

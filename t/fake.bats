@@ -20,6 +20,11 @@ teardown_file() {
 H() { "$HOSTBIN" --socket "$D/h2g.sock" "$@"; }
 G() { "$GUESTBIN" -c "$D/g2h-port" "$@"; }
 
+# Waits (bounded: 30 s) until the guest daemon logging to LOG has its port open.
+wait_serving() {
+	wait_until 30 grep -q "serving" "$1" || { echo "not serving:"; cat "$1"; false; }
+}
+
 # Fails naming any system call in the strace files of DIR (our binary's part of them) that
 # t/syscalls-2.6.32.txt does not list for ARCH; leaves the calls seen in $used.
 check_syscalls() {
@@ -239,31 +244,31 @@ exercise_guest() {
 
 @test "single-line output is stripped like the reference; several lines kept" {
 	# through a 0.8-style request (no base64), as a Python caller would see it
-	run raw_call "$D/h2g.sock" 1 '%s' "$(frame '{"method": "execute", "args": ["oneline"], "kw": {"capture": true}}')"
+	run raw_reply "$D/h2g.sock" 1 '%s' "$(frame '{"method": "execute", "args": ["oneline"], "kw": {"capture": true}}')"
 	assert_success
 	assert_output "$(frame '{"success": true, "result": "padded"}')"
-	run raw_call "$D/h2g.sock" 1 '%s' "$(frame '{"method": "execute", "args": ["twolines"], "kw": {"capture": true}}')"
+	run raw_reply "$D/h2g.sock" 1 '%s' "$(frame '{"method": "execute", "args": ["twolines"], "kw": {"capture": true}}')"
 	assert_output "$(frame '{"success": true, "result": "  a  \n  b  \n"}')"
-	run raw_call "$D/h2g.sock" 1 '%s' "$(frame '{"method": "execute", "args": ["binary"], "kw": {"capture": true}}')"
+	run raw_reply "$D/h2g.sock" 1 '%s' "$(frame '{"method": "execute", "args": ["binary"], "kw": {"capture": true}}')"
 	assert_output --partial '"success": false, "error": "Command output is not valid UTF-8'
 }
 
 @test "unknown and private methods: the reference's error text" {
-	run raw_call "$D/h2g.sock" 1 '%s' "$(frame '{"method": "prepare_environment"}')"
+	run raw_reply "$D/h2g.sock" 1 '%s' "$(frame '{"method": "prepare_environment"}')"
 	assert_output "$(frame '{"success": false, "error": "Method prepare_environment not supported"}')"
 }
 
 @test "hostile frames get error replies and the daemon keeps serving" {
-	run raw_call "$D/h2g.sock" 1 'garbage\n'
+	run raw_reply "$D/h2g.sock" 1 'garbage\n'
 	assert_output --partial "Protocol error: expected a byte count"
-	run raw_call "$D/h2g.sock" 1 '5\n{"a"}'
+	run raw_reply "$D/h2g.sock" 1 '5\n{"a"}'
 	assert_output --partial "Protocol error: invalid JSON at byte 4"
-	run raw_call "$D/h2g.sock" 1 '9\n{"a":\x00 1}'
+	run raw_reply "$D/h2g.sock" 1 '9\n{"a":\x00 1}'
 	assert_output --partial "NUL byte"
-	run raw_call "$D/h2g.sock" 1 '%s\n' "$(head -c 200 /dev/zero | tr '\0' 9)"
+	run raw_reply "$D/h2g.sock" 1 '%s\n' "$(head -c 200 /dev/zero | tr '\0' 9)"
 	assert_output --partial "length line longer than 32 bytes"
 	deep=$(printf '[%.0s' $(seq 1 100))
-	run raw_call "$D/h2g.sock" 1 '%s' "$(frame "{\"method\": $deep}")"
+	run raw_reply "$D/h2g.sock" 1 '%s' "$(frame "{\"method\": $deep}")"
 	assert_output --partial "nesting too deep"
 	kill -0 "$(cat "$D/guest.pid")"
 	run H -t 5 -e "show alive"
@@ -276,9 +281,9 @@ exercise_guest() {
 	wait_for "$D/small.sock"
 	"$GUESTBIN" -d -c "$D/small-port" --commands-directory "$D/guestcmds" --max-frame 4K \
 		2> "$D/small.log" & g=$!
-	sleep 0.3
+	wait_serving "$D/small.log"
 	filler=$(head -c 5000 /dev/zero | tr '\0' ' ')
-	run raw_call "$D/small.sock" 1 '5000\n%s%s' "$filler" "$(frame '{"method": "ping", "id": 5}')"
+	run raw_reply "$D/small.sock" 2 '5000\n%s%s' "$filler" "$(frame '{"method": "ping", "id": 5}')"
 	stop_pid "$g"; stop_pid "$fp"
 	assert_output "$(frame '{"success": false, "error": "Protocol error: frame of 5000 bytes exceeds the limit of 4096 bytes", "id": null}')$(frame '{"success": true, "result": "pong", "id": 5}')"
 }
@@ -421,7 +426,7 @@ EOS
 	"$FAKEPORT" "$D/rel-port" "$D/rel.sock" 3>&- & fp=$!
 	wait_for "$D/rel.sock"
 	(cd "$D" && exec "$GUESTBIN" -d -c "$D/rel-port" --commands-directory guestcmds 2> "$D/rel.log" 3>&-) & g=$!
-	sleep 0.3
+	wait_serving "$D/rel.log"
 	run --separate-stderr "$HOSTBIN" --socket "$D/rel.sock" -t 5 -e "show rel"
 	run2_status=$status; run2_output=$output; run2_stderr=$stderr
 	run --separate-stderr "$HOSTBIN" --socket "$D/rel.sock" -t 5 -c
@@ -454,14 +459,15 @@ EOS
 }
 
 @test "a slow --input streams while the command runs, which its timeout stops" {
-	# stdin that never ends within -t: the command gets what comes, and is stopped at -t
-	start=$(date +%s)
-	run --separate-stderr bash -c "'$HOSTBIN' --socket '$D/h2g.sock' -t 1 -e cat --input - < <(exec 2>/dev/null; echo first; sleep 6)"
+	# stdin that does not end before the CLI does (it ends when the test makes $D/slowin.end,
+	# after the CLI returned; at most 60 s): the command gets what comes, and is stopped at -t.
+	# A CLI that waited for the end of its input would be killed by the timeout here (124).
+	run --separate-stderr bash -c "timeout 30 '$HOSTBIN' --socket '$D/h2g.sock' -t 1 -e cat --input - < <(exec 2>/dev/null; echo first; for _ in \$(seq 1 1200); do [ -e '$D/slowin.end' ] && break; sleep 0.05; done)"
+	touch "$D/slowin.end"
 	echo "stderr: $stderr"
 	assert_failure 255
 	assert_output "first"
 	assert_equal "$stderr" "negotiator-host: $D/h2g.sock: External command cat timed out after 1 seconds"
-	[ $(( $(date +%s) - start )) -lt 6 ]
 	run H -t 2 -e "show after"
 	assert_success
 	assert_output "$(printf 'args: 1\n[after]')"
@@ -497,7 +503,7 @@ EOS
 	"$FAKEPORT" "$D/cut-port" "$D/cut.sock" 3>&- & fp=$!
 	wait_for "$D/cut.sock"
 	"$GUESTBIN" -d -c "$D/cut-port" --commands-directory "$D/guestcmds" --max-frame 4K 2> "$D/cut.log" 3>&- & g=$!
-	sleep 0.3
+	wait_serving "$D/cut.log"
 	raw_call "$D/cut.sock" 0.5 '9000\n{"method": "execute", "args": ["cat"], "kw": {"input": "%s' "$(head -c 3000 /dev/zero | tr '\0' A)" || true
 	run --separate-stderr "$HOSTBIN" --socket "$D/cut.sock" -t 1 -e "show after-oversize"
 	stop_pid "$g"; stop_pid "$fp"
@@ -536,7 +542,7 @@ EOS
 	"$FAKEPORT" "$D/small2-port" "$D/small2.sock" 3>&- & fp=$!
 	wait_for "$D/small2.sock"
 	"$GUESTBIN" -d -c "$D/small2-port" --commands-directory "$D/guestcmds" --max-frame 4K 2> "$D/small2.log" 3>&- & g=$!
-	sleep 0.3
+	wait_serving "$D/small2.log"
 	head -c 4000 /dev/zero | tr '\0' x > "$D/four-k.bin"
 	run --separate-stderr "$HOSTBIN" --socket "$D/small2.sock" -t 30 -e cat --input "$D/four-k.bin"
 	stop_pid "$g"; stop_pid "$fp"

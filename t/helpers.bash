@@ -101,6 +101,45 @@ raw_call() {
 	{ printf "$@"; sleep "$secs"; } | socat -t 0.2 - "UNIX-CONNECT:$sock"
 }
 
+# raw_reply SOCK N FORMAT...: sends raw bytes (printf format) to a UNIX socket and prints what
+# comes back: all that comes within 1 s, and on until N whole frames have come (at most 30 s),
+# so a reply a loaded machine sends late is waited for, not lost. The sending side stays open.
+raw_reply() {
+	local sock=$1 n=$2; shift 2
+	printf "$@" | python3 -c '
+import socket, sys, time
+path, want = sys.argv[1], int(sys.argv[2])
+s = socket.socket(socket.AF_UNIX)
+s.connect(path)
+s.sendall(sys.stdin.buffer.read())
+def frames(b):
+	k = 0
+	while True:
+		nl = b.find(b"\n")
+		try:
+			m = int(b[:nl].strip()) if nl >= 0 else -1
+		except ValueError:
+			return k
+		if m < 0 or len(b) < nl + 1 + m:
+			return k
+		b, k = b[nl + 1 + m:], k + 1
+t0, buf = time.time(), b""
+while True:
+	t = time.time() - t0
+	if t >= 30 or (t >= 1 and frames(buf) >= want):
+		break
+	s.settimeout(1 - t if t < 1 else 30 - t)
+	try:
+		d = s.recv(65536)
+	except socket.timeout:
+		continue
+	if not d:
+		break
+	buf += d
+sys.stdout.buffer.write(buf)
+' "$sock" "$n"
+}
+
 # A frame as the reference writes it: the payload's length in bytes, a newline, the payload.
 frame() {
 	printf '%s\n%s' "$(printf '%s' "$1" | wc -c)" "$1"
