@@ -1337,14 +1337,18 @@ chan_answer(struct neg_chan *c, struct proto_request *req, struct buf *out)
 	}
 }
 
-/* Whether the channel may start a command now: a job slot free, and within its fair share. */
+/*
+ * Whether the channel may start a command now: below its own cap, a job slot
+ * free, and within its fair share.
+ */
 static int
 chan_may_start(const struct neg_chan *c)
 {
 	const struct neg_server *srv = c->srv;
 	int share = srv->busy > 0 ? srv->max_running / srv->busy : srv->max_running;
 
-	return srv->running < srv->max_running && c->running < (share > 0 ? share : 1);
+	return c->running < c->maxjobs && srv->running < srv->max_running &&
+	    c->running < (share > 0 ? share : 1);
 }
 
 /* Starts the queued command of slot s, or replies why it cannot run. */
@@ -1457,7 +1461,7 @@ chan_account(struct neg_chan *c)
 {
 	int i, busy = 0;
 
-	for (i = 0; i < NEG_CHAN_MAXJOBS && !busy; i++)
+	for (i = 0; i < NEG_CHAN_SLOTS && !busy; i++)
 		busy = c->slot[i].state == SLOT_QUEUED || c->slot[i].state == SLOT_RUNNING;
 	if (busy != c->busy)
 		c->srv->busy += busy ? 1 : -1;
@@ -1470,15 +1474,15 @@ chan_unsent(const struct neg_chan *c)
 	return c->out.len - c->outoff;
 }
 
-/* A slot for a new request, NULL while all the channel may have are taken. */
+/* A slot for a new execute, NULL while all the channel may have are taken (maxjobs + NEG_CHAN_QUEUE). */
 static struct neg_slot *
 chan_free_slot(struct neg_chan *c)
 {
 	int i;
 
-	if (c->count >= c->maxjobs)
+	if (c->count >= c->maxjobs + NEG_CHAN_QUEUE)
 		return NULL;
-	for (i = 0; i < NEG_CHAN_MAXJOBS; i++)
+	for (i = 0; i < NEG_CHAN_SLOTS; i++)
 		if (c->slot[i].state == SLOT_FREE)
 			return &c->slot[i];
 	return NULL;
@@ -1491,7 +1495,7 @@ chan_order(struct neg_chan *c, struct neg_slot **v)
 	int i, j, n = 0;
 	struct neg_slot *t;
 
-	for (i = 0; i < NEG_CHAN_MAXJOBS; i++)
+	for (i = 0; i < NEG_CHAN_SLOTS; i++)
 		if (c->slot[i].state != SLOT_FREE)
 			v[n++] = &c->slot[i];
 	for (i = 1; i < n; i++)
@@ -1508,6 +1512,7 @@ slot_release(struct neg_chan *c, struct neg_slot *s)
 {
 	buf_free(&s->reply);
 	buf_free(&s->sin);
+	buf_free(&s->after);
 	memset(s, 0, sizeof(*s));
 	c->count--;
 }
@@ -1520,12 +1525,13 @@ slot_release(struct neg_chan *c, struct neg_slot *s)
 static void
 chan_flush(struct neg_chan *c)
 {
-	struct neg_slot *v[NEG_CHAN_MAXJOBS];
+	struct neg_slot *v[NEG_CHAN_SLOTS];
 	int i, n = chan_order(c, v), blocked = 0;
 
 	for (i = 0; i < n; i++) {
 		if (v[i]->state == SLOT_DONE && (!blocked || v[i]->has_id)) {
 			buf_add(&c->out, v[i]->reply.p, v[i]->reply.len);
+			buf_add(&c->out, v[i]->after.p, v[i]->after.len);
 			slot_release(c, v[i]);
 		} else if (!v[i]->has_id) {
 			blocked = 1;
@@ -1540,7 +1546,7 @@ chan_stream_slot(struct neg_chan *c, const char *id)
 	int i;
 	struct neg_slot *s;
 
-	for (i = 0; i < NEG_CHAN_MAXJOBS; i++) {
+	for (i = 0; i < NEG_CHAN_SLOTS; i++) {
 		s = &c->slot[i];
 		if ((s->state == SLOT_QUEUED || s->state == SLOT_RUNNING) && s->req.stream &&
 		    strcmp(s->req.id, id) == 0)
@@ -1714,12 +1720,13 @@ chan_supersede(struct neg_chan *c)
 	struct neg_slot *s;
 	int i, n = 0;
 
-	for (i = 0; i < NEG_CHAN_MAXJOBS; i++) {
+	for (i = 0; i < NEG_CHAN_SLOTS; i++) {
 		s = &c->slot[i];
 		if (s->state == SLOT_FREE)
 			continue;
 		n++;
 		buf_free(&s->reply);
+		buf_free(&s->after);
 		if (s->state == SLOT_QUEUED) {
 			slot_unqueue(s, NULL);
 		} else if (s->state == SLOT_RUNNING) {
@@ -1733,72 +1740,93 @@ chan_supersede(struct neg_chan *c)
 }
 
 /*
- * A request read (rc 0) or refused (rc < 0, err why).  Commands and requests
- * without an id take a slot; one that finds none is held, and reading stops,
- * until one is free.  Requests with an id that run nothing are answered at
- * once: a new caller is never kept waiting by the commands of an old one.
+ * Where the answer to a request without an id goes: after the reply of the
+ * last execute without an id still in progress (a 0.8 caller takes replies in
+ * the order of its requests), or, when there is none, out at once.
  */
+static struct buf *
+chan_inorder(struct neg_chan *c)
+{
+	struct neg_slot *v[NEG_CHAN_SLOTS];
+	int n = chan_order(c, v);
+
+	while (n > 0 && v[n - 1]->has_id)
+		n--;
+	return n > 0 ? &v[n - 1]->after : &c->out;
+}
+
+/* Whether answers held for order pile up: reading requests waits until they can go. */
 static int
+chan_after_full(struct neg_chan *c)
+{
+	const struct buf *b = chan_inorder(c);
+
+	return b != &c->out && b->len >= NEG_CHAN_AFTER_MAX;
+}
+
+/*
+ * A request read (rc 0) or refused (rc < 0, err why).  Only an execute takes a
+ * slot; every other request, a refusal, and an execute that finds no slot
+ * ("busy") is answered at once, or, without an id, right after the replies
+ * it must follow.  So frames after a waiting command are always read: the
+ * stdin, credit and cancels of running calls, pings, a new caller's version.
+ */
+static void
 chan_request(struct neg_chan *c, struct proto_request *req, int rc, const char *err)
 {
 	struct neg_slot *s;
+	struct buf *to;
+	char busy[200];
 	int exec = rc == 0 && proto_method_lookup(req->method) == PROTO_M_EXECUTE;
 
 	chan_flush(c);	/* what is done goes first: an answer given at once comes after it */
-	if (rc < 0 && req->id[0]) {
-		chan_log(c, LOG_WARNING, "%s", err);
-		neg_reply_text(&c->out, req->id, err);
-		proto_request_free(req);
-		return 0;
-	}
-	if (rc == 0 && !exec && req->id[0]) {
-		if (req->new_caller)
-			chan_supersede(c);
-		chan_answer(c, req, &c->out);
-		proto_request_free(req);
-		return 0;
-	}
-	if ((s = chan_free_slot(c)) == NULL)
-		return -1;
-	memset(s, 0, sizeof(*s));
-	c->count++;
-	s->seq = c->seq++;
-	s->has_id = req->id[0] != '\0';
-	s->state = SLOT_DONE;
+	to = req->id[0] ? &c->out : chan_inorder(c);
 	if (rc < 0) {
 		chan_log(c, LOG_WARNING, "%s", err);
 		/* "id": null says "not an answer to any call of yours" to callers that sent an id */
-		neg_reply_text(&s->reply, "null", err);
-		proto_request_free(req);
+		neg_reply_text(to, req->id[0] ? req->id : "null", err);
 	} else if (!exec) {
-		chan_answer(c, req, &s->reply);
-		proto_request_free(req);
+		if (req->new_caller && req->id[0])
+			chan_supersede(c);
+		chan_answer(c, req, to);
+	} else if ((s = chan_free_slot(c)) == NULL) {
+		snprintf(busy, sizeof(busy), "The callee is busy: %d commands are running or waiting "
+		    "on this channel, the most it takes; %s was refused, try again when one has "
+		    "finished", c->count, req->argc ? req->argv[0] : "");
+		chan_log(c, LOG_WARNING, "%s", busy);
+		neg_reply_text(to, req->id, busy);
 	} else {
+		memset(s, 0, sizeof(*s));
+		c->count++;
+		s->seq = c->seq++;
+		s->has_id = req->id[0] != '\0';
 		s->req = *req;
 		memset(req, 0, sizeof(*req));
 		if (s->req.stream && !chan_streams(c)) {
 			slot_unqueue(s, "Protocol error: streaming is not served here (frame limit too small)");
-			return 0;
+			return;
 		}
 		s->state = SLOT_QUEUED;
 		s->since = neg_now();
 		if (chan_may_start(c))
 			chan_start(c, s, s->since);
+		return;
 	}
-	return 0;
+	proto_request_free(req);
 }
 
 /* One frame the reader returned (ev PROTO_FRAME), or its error (PROTO_ERROR). */
 static void
 chan_frame(struct neg_chan *c, enum proto_event ev)
 {
+	struct proto_request req;
 	struct proto_stream f;
 	char err[200];
 	int rc;
 
-	memset(&c->held_req, 0, sizeof(c->held_req));
+	memset(&req, 0, sizeof(req));
 	if (ev == PROTO_ERROR) {
-		snprintf(c->held_err, sizeof(c->held_err), "%s", c->rd.err);
+		snprintf(err, sizeof(err), "%s", c->rd.err);
 		rc = -1;
 	} else {
 		rc = proto_stream_parse(&f, c->rd.body.p, c->rd.body.len, c->rd.json_len, err,
@@ -1811,27 +1839,33 @@ chan_frame(struct neg_chan *c, enum proto_event ev)
 			chan_log(c, LOG_WARNING, "%s (call %s)", err, f.id);
 			return;
 		}
-		if (rc < 0) {
-			snprintf(c->held_err, sizeof(c->held_err), "%s", err);
-		} else {
-			rc = proto_request_parse(&c->held_req, c->rd.body.p, c->rd.body.len, c->held_err,
-			    sizeof(c->held_err));
+		if (rc == 0) {
+			rc = proto_request_parse(&req, c->rd.body.p, c->rd.body.len, err, sizeof(err));
 			if (rc < 0)
-				proto_request_free(&c->held_req);
+				proto_request_free(&req);
 		}
 		/* a large frame's buffer is not kept around between requests */
 		if (c->rd.body.cap > NEG_KEEP_BUF)
 			buf_free(&c->rd.body);
 	}
-	if (chan_request(c, &c->held_req, rc, c->held_err) < 0)
-		c->held = rc == 0 ? 1 : 2;
+	chan_request(c, &req, rc, err);
+}
+
+/*
+ * Whether reading requests waits: while replies pile up unread, or answers
+ * held for order behind a command do.
+ */
+static int
+chan_paused(struct neg_chan *c)
+{
+	return chan_unsent(c) >= c->srv->max_frame || chan_after_full(c);
 }
 
 /* Starts queued commands in arrival order while the fair share allows, and reads requests. */
 static void
 chan_process(struct neg_chan *c)
 {
-	struct neg_slot *v[NEG_CHAN_MAXJOBS];
+	struct neg_slot *v[NEG_CHAN_SLOTS];
 	enum proto_event ev;
 	int64_t now = neg_now();
 	size_t used;
@@ -1842,9 +1876,7 @@ chan_process(struct neg_chan *c)
 		if (v[i]->state == SLOT_QUEUED)
 			chan_start(c, v[i], now);
 	chan_flush(c);
-	if (c->held && chan_request(c, &c->held_req, c->held == 1 ? 0 : -1, c->held_err) == 0)
-		c->held = 0;
-	while (!c->held && c->inoff < c->in.len && chan_unsent(c) < c->srv->max_frame) {
+	while (c->inoff < c->in.len && !chan_paused(c)) {
 		if (!proto_reader_partial(&c->rd))
 			c->frame_t0 = c->last_rx;
 		ev = proto_reader_feed(&c->rd, c->in.p + c->inoff, c->in.len - c->inoff, &used);
@@ -1946,8 +1978,8 @@ stream_io(struct neg_chan *c, struct neg_slot *s, const struct pollfd *p, int n)
 }
 
 /*
- * The channel's pollfds: its own fd first (input wanted unless a request is
- * held or replies pile up unread, output when queued), then its commands' pipes.
+ * The channel's pollfds: its own fd first (input wanted unless reading is
+ * paused, output when queued), then its commands' pipes.
  */
 int
 neg_chan_pollfds(struct neg_chan *c, struct pollfd *p, int want_input)
@@ -1958,11 +1990,11 @@ neg_chan_pollfds(struct neg_chan *c, struct pollfd *p, int want_input)
 	p[0].fd = c->fd;	/* -1 while disconnected: poll() skips it, the jobs are still served */
 	p[0].events = 0;
 	p[0].revents = 0;
-	if (want_input && !c->held && chan_unsent(c) < c->srv->max_frame && c->inoff == c->in.len)
+	if (want_input && !chan_paused(c) && c->inoff == c->in.len)
 		p[0].events |= POLLIN;
 	if (c->outoff < c->out.len)
 		p[0].events |= POLLOUT;
-	for (i = 0; i < NEG_CHAN_MAXJOBS; i++) {
+	for (i = 0; i < NEG_CHAN_SLOTS; i++) {
 		s = &c->slot[i];
 		s->nfds = s->state != SLOT_RUNNING ? 0 : s->req.stream ? stream_pollfds(c, s, p + n) :
 		    neg_job_pollfds(&s->job, p + n);
@@ -1993,7 +2025,7 @@ chan_jobs_finished(struct neg_chan *c)
 {
 	int i;
 
-	for (i = 0; i < NEG_CHAN_MAXJOBS; i++)
+	for (i = 0; i < NEG_CHAN_SLOTS; i++)
 		chan_job_finished(c, &c->slot[i]);
 }
 
@@ -2043,7 +2075,7 @@ neg_chan_io(struct neg_chan *c, const struct pollfd *p, int n)
 	int i, k, rounds, gone = 0, why = 0;
 	struct neg_slot *s;
 
-	for (i = 0, k = 1; i < NEG_CHAN_MAXJOBS; i++) {
+	for (i = 0, k = 1; i < NEG_CHAN_SLOTS; i++) {
 		s = &c->slot[i];
 		if (s->state != SLOT_RUNNING || s->nfds == 0)
 			continue;
@@ -2092,7 +2124,7 @@ neg_chan_reap(struct neg_chan *c)
 {
 	int i;
 
-	for (i = 0; i < NEG_CHAN_MAXJOBS; i++)
+	for (i = 0; i < NEG_CHAN_SLOTS; i++)
 		if (c->slot[i].state == SLOT_RUNNING)
 			neg_job_reap(&c->slot[i].job);
 	chan_jobs_finished(c);
@@ -2114,14 +2146,14 @@ neg_chan_tick(struct neg_chan *c, int64_t now)
 	struct proto_request none;
 	int i;
 
-	for (i = 0; i < NEG_CHAN_MAXJOBS; i++)
+	for (i = 0; i < NEG_CHAN_SLOTS; i++)
 		if (c->slot[i].state == SLOT_RUNNING)
 			neg_job_tick(&c->slot[i].job, now);
 	/*
 	 * A data frame is one write(): still incomplete, its writer died in it,
 	 * and what came after (the next caller's request) is in its bytes.
 	 */
-	if (proto_reader_raw(&c->rd) && c->inoff == c->in.len && !c->held &&
+	if (proto_reader_raw(&c->rd) && c->inoff == c->in.len && !chan_paused(c) &&
 	    now - c->frame_t0 >= chan_frame_limit(c)) {
 		chan_log(c, LOG_WARNING, "a data frame was cut short; looking through its bytes "
 		    "for the next frame");
@@ -2131,8 +2163,8 @@ neg_chan_tick(struct neg_chan *c, int64_t now)
 		c->frame_t0 = now;
 	}
 	/* timed from the frame's first byte: a trickle of bytes does not keep a cut frame alive */
-	if (proto_reader_partial(&c->rd) && c->inoff == c->in.len && !c->held &&
-	    now - c->frame_t0 >= chan_frame_limit(c) && chan_free_slot(c) != NULL) {
+	if (proto_reader_partial(&c->rd) && c->inoff == c->in.len && !chan_paused(c) &&
+	    now - c->frame_t0 >= chan_frame_limit(c)) {
 		chan_log(c, LOG_WARNING, "dropping an incomplete frame");
 		memset(&none, 0, sizeof(none));
 		chan_request(c, &none, -1, "Protocol error: incomplete frame (the rest did not arrive in time)");
@@ -2150,7 +2182,7 @@ neg_chan_wake(const struct neg_chan *c)
 	int i;
 	const struct neg_slot *s;
 
-	for (i = 0; i < NEG_CHAN_MAXJOBS; i++) {
+	for (i = 0; i < NEG_CHAN_SLOTS; i++) {
 		s = &c->slot[i];
 		if (s->state == SLOT_RUNNING)
 			t = neg_min_deadline(t, neg_job_wake(&s->job));
@@ -2163,8 +2195,8 @@ neg_chan_wake(const struct neg_chan *c)
 	/* old guest kernels can lose the POLLOUT wake-up: retry writes on a timer */
 	if (c->outoff < c->out.len)
 		t = neg_min_deadline(t, neg_now() + 100);
-	/* requests held back while the channel's slots are taken */
-	if (c->inoff < c->in.len || c->held)
+	/* requests not read while reading is paused */
+	if (c->inoff < c->in.len)
 		t = neg_min_deadline(t, neg_now() + 50);
 	if (c->log_dropped > 0)
 		t = neg_min_deadline(t, c->log_until);
@@ -2182,11 +2214,12 @@ neg_chan_reset(struct neg_chan *c)
 	struct neg_slot *s;
 	int i;
 
-	for (i = 0; i < NEG_CHAN_MAXJOBS; i++) {
+	for (i = 0; i < NEG_CHAN_SLOTS; i++) {
 		s = &c->slot[i];
 		if (s->state == SLOT_FREE)
 			continue;
 		buf_free(&s->reply);
+		buf_free(&s->after);
 		if (s->state == SLOT_RUNNING) {
 			s->job.discard = 1;
 			s->sin_closed = 1;
@@ -2198,9 +2231,6 @@ neg_chan_reset(struct neg_chan *c)
 			s->state = SLOT_DONE;
 		}
 	}
-	if (c->held == 1)
-		proto_request_free(&c->held_req);
-	c->held = 0;
 	proto_reader_reset(&c->rd);
 	c->in.len = c->inoff = 0;
 	c->out.len = c->outoff = 0;
@@ -2214,9 +2244,10 @@ neg_chan_free(struct neg_chan *c)
 	int i;
 
 	neg_chan_reset(c);
-	for (i = 0; i < NEG_CHAN_MAXJOBS; i++) {
+	for (i = 0; i < NEG_CHAN_SLOTS; i++) {
 		buf_free(&c->slot[i].reply);
 		buf_free(&c->slot[i].sin);
+		buf_free(&c->slot[i].after);
 	}
 	proto_reader_free(&c->rd);
 	buf_free(&c->in);
@@ -2231,7 +2262,7 @@ neg_chan_busy(const struct neg_chan *c)
 
 	if (c->fd >= 0 && c->outoff < c->out.len)
 		return 1;
-	for (i = 0; i < NEG_CHAN_MAXJOBS; i++)
+	for (i = 0; i < NEG_CHAN_SLOTS; i++)
 		if (c->slot[i].state == SLOT_RUNNING)
 			return 1;
 	return 0;

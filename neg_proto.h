@@ -58,7 +58,10 @@
 #define NEG_STREAM_OUT_HIGH (128u << 10) /* a channel's unsent bytes before it stops reading pipes */
 
 /* The runner, the served channel and the callers (neg.c). */
-#define NEG_CHAN_MAXJOBS 4            /* requests in progress on one channel */
+#define NEG_CHAN_MAXJOBS 4            /* commands running on one channel (the guest daemon: 1) */
+#define NEG_CHAN_QUEUE 4              /* commands waiting on one channel; more are refused "busy" */
+#define NEG_CHAN_SLOTS (NEG_CHAN_MAXJOBS + NEG_CHAN_QUEUE)
+#define NEG_CHAN_AFTER_MAX (64u << 10) /* answers held for order behind a command before reading stops */
 #define NEG_READ_CHUNK 65536          /* bytes one read() takes */
 #define NEG_READS_PER_WAKE 16         /* reads of one fd per wake-up: others get a turn */
 #define NEG_KEEP_BUF (1u << 20)       /* a buffer larger than this is freed once empty */
@@ -408,12 +411,13 @@ void neg_reply_text(struct buf *, const char *id, const char *msg);
 
 /*
  * One served channel: a byte stream carrying requests from the peer and our
- * replies, with up to maxjobs requests in progress and replies sent in the
- * order of the requests.  Both daemons drive these from their poll loop.
+ * replies, with up to maxjobs commands running and NEG_CHAN_QUEUE waiting;
+ * replies without an id are sent in the order of the requests.  Both daemons
+ * drive these from their poll loop.
  */
 #define NEG_CHAN_FDS (1 + 3 * NEG_CHAN_MAXJOBS)
 
-/* A request in progress: a command waiting for a job slot, then running, then its reply done. */
+/* An execute in progress: a command waiting for a job slot, then running, then its reply done. */
 enum { SLOT_FREE, SLOT_QUEUED, SLOT_RUNNING, SLOT_DONE };
 
 struct neg_slot {
@@ -434,6 +438,7 @@ struct neg_slot {
 	int sin_closed;      /* the command's stdin is closed: more is dropped */
 	size_t out_credit;   /* output bytes the caller takes now */
 	const char *why;     /* the caller broke the protocol: the reply says so */
+	struct buf after;    /* answers to later requests without an id, sent right after reply */
 };
 
 struct neg_chan {
@@ -447,12 +452,9 @@ struct neg_chan {
 	int64_t out_retry;
 	int64_t last_rx;
 	int64_t frame_t0;    /* when the first byte of the frame being read arrived */
-	struct neg_slot slot[NEG_CHAN_MAXJOBS];
-	int count, maxjobs;  /* slots in use, and how many may be */
+	struct neg_slot slot[NEG_CHAN_SLOTS];
+	int count, maxjobs;  /* slots in use; commands that may run at once */
 	unsigned seq;
-	int held;            /* a request read while no slot was free: 1 parsed, 2 refused */
-	struct proto_request held_req;
-	char held_err[200];
 	int running;         /* this channel's commands running */
 	int busy;            /* counted in srv->busy */
 	const char *guest;   /* NEGOTIATOR_GUEST for this channel's commands */

@@ -168,6 +168,81 @@ remote_pid() {
 	cat "$1"
 }
 
+# rawpeer PATH < SCRIPT: a hand-made peer on PATH (the host side's socket, or the guest side's
+# port device), one step per line of SCRIPT: `send JSON` (a frame), `data ID TEXT` (a stdin
+# data frame of call ID), `expect TEXT` (waits, at most 10 s, for a frame that contains TEXT,
+# and prints it; frames already read count), `wait FILE` (until FILE exists, at most 10 s).
+# Fails with what it got when an expected frame does not come.
+rawpeer() {
+	python3 -c "$RAWPEER_PY" "$1"
+}
+read -r -d '' RAWPEER_PY <<'EOS' || true
+import os, select, socket, stat, sys, time
+path = sys.argv[1]
+if stat.S_ISSOCK(os.stat(path).st_mode):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(path)
+    fd = s.fileno()
+else:
+    fd = os.open(path, os.O_RDWR | os.O_NOCTTY)
+buf, got = b'', []
+def cut():
+    global buf
+    while True:
+        nl = buf.find(b'\n')
+        if nl < 0:
+            return
+        head = buf[:nl].strip()
+        n = sum(int(x) for x in head.split(b'+'))
+        if len(buf) < nl + 1 + n:
+            return
+        got.append(buf[nl + 1:nl + 1 + n])
+        buf = buf[nl + 1 + n:]
+def put(b):
+    while b:
+        b = b[os.write(fd, b):]
+def until(ok, what):
+    global buf
+    end = time.time() + 10
+    while not ok():
+        left = end - time.time()
+        if left <= 0:
+            sys.exit('rawpeer: %s: not within 10 s; frames read: %r' % (what, got))
+        if select.select([fd], [], [], left)[0]:
+            d = os.read(fd, 65536)
+            if not d:
+                sys.exit('rawpeer: %s: the other side closed; frames read: %r' % (what, got))
+            buf += d
+            cut()
+for line in sys.stdin:
+    cmd, _, arg = line.rstrip('\n').partition(' ')
+    if cmd == 'send':
+        b = arg.encode()
+        put(b'%d\n%s' % (len(b), b))
+    elif cmd == 'data':
+        cid, _, text = arg.partition(' ')
+        h, b = ('{"id": %s, "data": "stdin"}' % cid).encode(), text.encode()
+        put(b'%d+%d\n%s%s' % (len(h), len(b), h, b))
+    elif cmd == 'expect':
+        hit = []
+        def seen():
+            hit[:] = [f for f in got if arg.encode() in f][:1]
+            return bool(hit)
+        until(seen, 'a frame with ' + arg)
+        got.remove(hit[0])
+        print(hit[0].decode('latin-1'))
+    elif cmd == 'wait':
+        until(lambda: os.path.exists(arg), 'the file ' + arg)
+    else:
+        sys.exit('rawpeer: no such step: ' + line)
+EOS
+
+# The channel of each side: the host side's socket (calls to the guest daemon), the guest's
+# port device (calls to the host daemon).
+chan_path() {
+	case $1 in h) echo "$D/h2g.sock" ;; g) echo "$D/g2h-port" ;; esac
+}
+
 # --- 1. output arrives while the command runs ---
 
 t_live() {
@@ -502,6 +577,80 @@ t_sigkill() {
 @test "guest -e: the CLI SIGKILLed mid-stream: the next call works first try and stops the host command" {
 	side g
 	t_sigkill
+}
+
+# --- 4b. one request more than the channel runs at once never wedges it ---
+
+t_wedge08() {
+	local fifo=$D/wedge.$SIDE.fifo pidf=$D/wedge.$SIDE.pid pid w
+	rm -f "$fifo" "$pidf"
+	mkfifo "$fifo"
+	exec {w}<> "$fifo"
+	bg wedge /dev/null "${CLI[@]}" -t 0 --input "$fifo" -e "pidcat $pidf"
+	pid=$(remote_pid "$pidf")
+	kill -KILL "$BGPID"
+	wait_until 5 test -e "$D/wedge.rc"
+	exec {w}>&-
+	# the remote cat stays (nobody said the call is over); a 0.8 peer's list_commands, no id
+	run rawpeer "$(chan_path "$SIDE")" <<'EOS'
+send {"method": "list_commands", "args": [], "kw": {}}
+expect "success": true
+EOS
+	echo "$output"
+	assert_success
+	assert_output --partial '"pidcat"'
+	alive "$pid"
+	# and our next caller takes the channel over, first try
+	run cli -e "show next"
+	assert_success
+	assert_output "$(printf 'args: 1\n[next]')"
+	wait_until 5 gone "$pid"
+}
+
+@test "host -e: a streamed call SIGKILLed, then a 0.8 list_commands: answered at once (the guest's one slot taken)" {
+	side h
+	t_wedge08
+}
+
+@test "guest -e: a streamed call SIGKILLed, then a 0.8 list_commands: answered at once" {
+	side g
+	t_wedge08
+}
+
+t_wedge_extra() {
+	local pidf=$D/extra.$SIDE.pid
+	rm -f "$pidf"
+	# a streamed cat holds the command slot; a second execute arrives behind it; the running
+	# call's stdin, its end, a ping and a version must still be read and served
+	run rawpeer "$(chan_path "$SIDE")" <<EOS
+send {"method": "version", "args": [], "kw": {"new_caller": true}, "id": 70}
+expect "id": 70}
+send {"method": "execute", "args": ["pidcat", "$pidf"], "kw": {"capture": true, "timeout": 30, "stream": 1, "window": 262144, "stdin": true}, "id": 71}
+expect {"id": 71, "credit": 
+wait $pidf
+send {"method": "execute", "args": ["show", "second"], "kw": {"capture": true, "timeout": 30}, "id": 72}
+send {"method": "ping", "id": 73}
+expect "pong", "id": 73}
+send {"method": "version", "args": [], "kw": {}, "id": 74}
+expect "id": 74}
+data 71 hello stream
+expect hello stream
+send {"id": 71, "eof": "stdin"}
+expect "success": true, "result": "", "id": 71}
+expect [second]
+EOS
+	echo "$output"
+	assert_success
+}
+
+@test "guest daemon: a second execute while a streamed call runs: the running call's frames and pings are still served" {
+	side h
+	t_wedge_extra
+}
+
+@test "host daemon: a second execute while a streamed call runs: the running call's frames and pings are still served" {
+	side g
+	t_wedge_extra
 }
 
 # --- 5. a 0.8 peer ---
