@@ -16,9 +16,33 @@
  *               running --deadline--> SIGTERM --grace--> SIGKILL (group)
  *               reaped --pipes still open after grace--> done (pipes closed)
  *
- * A request's slot on a channel: FREE --execute--> QUEUED --fair share allows-->
- * RUNNING --job done--> DONE (reply queued in request order) --flushed--> FREE;
- * every other method goes FREE --> DONE at once, never waiting for a job.
+ * A slot on a served channel holds one execute; every other request, and an
+ * execute that finds all the channel's slots taken ("busy"), is answered at
+ * once, or, without an id, right behind the replies it must follow, so the
+ * channel is always read.  A slot's state changes only in slot_event, by its
+ * table; this picture is what `neg-test slot-table` prints of it (t/unit.bats
+ * compares the two):
+ *   FREE     execute    -> QUEUED   the request kept; its timeout runs from now
+ *   QUEUED   start      -> RUNNING  command started (fair share allows); DONE when it cannot start
+ *   QUEUED   refused    -> DONE     reply: why it will not run
+ *   QUEUED   cancel     -> DONE     reply: cancelled before it started
+ *   QUEUED   kill       -> DONE     reply: cancelled before it started
+ *   QUEUED   violation  -> DONE     reply: the protocol error
+ *   QUEUED   new-caller -> DONE     no reply
+ *   QUEUED   peer-gone  -> DONE     no reply
+ *   QUEUED   stop       -> DONE     reply: the daemon is stopping
+ *   RUNNING  job-done   -> DONE     reply: the command's result
+ *   RUNNING  cancel     -> RUNNING  SIGTERM, SIGKILL after the grace; stdin closed
+ *   RUNNING  kill       -> RUNNING  SIGKILL; stdin closed
+ *   RUNNING  violation  -> RUNNING  stdin closed; SIGTERM; the reply will say why
+ *   RUNNING  new-caller -> RUNNING  stdin closed; SIGTERM; no reply
+ *   RUNNING  peer-gone  -> RUNNING  stdin closed; SIGTERM; no reply
+ *   RUNNING  stop       -> RUNNING  SIGTERM; the reply will say the daemon is stopping
+ *   DONE     flushed    -> FREE     reply (and answers held behind it) queued for the peer
+ *   DONE     new-caller -> DONE     reply dropped
+ *   DONE     peer-gone  -> DONE     reply dropped
+ *   DONE     stop       -> DONE     reply kept: it goes before the daemon exits
+ *   any other event in any state: logged, and nothing changes
  *
  * Contents, in reading order:
  *   logging and small helpers   neg_log, neg_die, sizes and seconds, neg_split
@@ -1351,16 +1375,15 @@ chan_may_start(const struct neg_chan *c)
 	    c->running < (share > 0 ? share : 1);
 }
 
-/* Starts the queued command of slot s, or replies why it cannot run. */
-static void
-chan_start(struct neg_chan *c, struct neg_slot *s, int64_t now)
+/* Starts the queued command of slot s: 0, or -1 with the reply saying why it cannot run. */
+static int
+slot_start(struct neg_chan *c, struct neg_slot *s, int64_t now)
 {
 	struct neg_cmdenv env = { c->srv->env.dir, c->guest };
 	struct proto_request *req = &s->req;
 	double left = req->timeout;
 	char err[512];
 
-	s->state = SLOT_DONE;
 	if (req->timeout > 0) {
 		/* the caller's clock started when it sent the request */
 		left = req->timeout - (double)(now - s->since) / 1000;
@@ -1370,8 +1393,7 @@ chan_start(struct neg_chan *c, struct neg_slot *s, int64_t now)
 			    req->timeout, c->srv->max_running);
 			chan_log(c, LOG_WARNING, "%s", err);
 			neg_reply_text(&s->reply, req->id, err);
-			proto_request_free(req);
-			return;
+			return -1;
 		}
 	}
 	chan_log(c, LOG_INFO, "executing %s (%zu arguments%s)", req->argc ? req->argv[0] : "",
@@ -1381,12 +1403,8 @@ chan_start(struct neg_chan *c, struct neg_slot *s, int64_t now)
 	    err, sizeof(err)) < 0) {
 		chan_log(c, LOG_WARNING, "%s", err);
 		neg_reply_text(&s->reply, req->id, err);
-		proto_request_free(req);
-		return;
+		return -1;
 	}
-	s->state = SLOT_RUNNING;
-	c->running++;
-	c->srv->running++;
 	if (req->stream) {
 		s->out_credit = req->window;
 		if (req->want_stdin) {
@@ -1395,9 +1413,12 @@ chan_start(struct neg_chan *c, struct neg_slot *s, int64_t now)
 			proto_stream_credit(&c->out, req->id, NEG_STREAM_WINDOW);
 		}
 	}
+	return 0;
 }
 
 /* ---- a served channel ---- */
+
+static void slot_event(struct neg_chan *, struct neg_slot *, int ev, const char *why);
 
 int64_t
 neg_min_deadline(int64_t a, int64_t b)
@@ -1529,11 +1550,9 @@ chan_flush(struct neg_chan *c)
 	int i, n = chan_order(c, v), blocked = 0;
 
 	for (i = 0; i < n; i++) {
-		if (v[i]->state == SLOT_DONE && (!blocked || v[i]->has_id)) {
-			buf_add(&c->out, v[i]->reply.p, v[i]->reply.len);
-			buf_add(&c->out, v[i]->after.p, v[i]->after.len);
-			slot_release(c, v[i]);
-		} else if (!v[i]->has_id) {
+		if (v[i]->state == SLOT_DONE && (!blocked || v[i]->has_id))
+			slot_event(c, v[i], SEV_FLUSHED, NULL);
+		else if (!v[i]->has_id) {
 			blocked = 1;
 		}
 	}
@@ -1571,16 +1590,6 @@ slot_stop(struct neg_slot *s, int at_once, int64_t now)
 	}
 }
 
-/* A queued call that will not run: its reply (or none, when why is NULL) instead. */
-static void
-slot_unqueue(struct neg_slot *s, const char *why)
-{
-	if (why)
-		neg_reply_text(&s->reply, s->req.id, why);
-	proto_request_free(&s->req);
-	s->state = SLOT_DONE;
-}
-
 /* The command's stdin is closed (or will be): what the caller still sends is dropped. */
 static void
 slot_close_stdin(struct neg_chan *c, struct neg_slot *s)
@@ -1595,20 +1604,191 @@ slot_close_stdin(struct neg_chan *c, struct neg_slot *s)
 	s->sin_closed = 1;
 }
 
-/* The caller broke the rules of a streamed call: it ends, the reply saying why. */
-static void
-slot_violation(struct neg_chan *c, struct neg_slot *s, const char *why)
+/*
+ * A slot's one state function: every change of s->state is made here, by
+ * slot_next's table (the picture at the top of this file is printed from it
+ * and t/unit.bats compares the two).  An event the table does not allow in
+ * the slot's state is logged and ignored: it changes nothing.  why is the
+ * reply's text for REFUSED and VIOLATION.
+ */
+static const char *const slot_state_name[SLOT_STATES] = { "FREE", "QUEUED", "RUNNING", "DONE" };
+static const char *const slot_event_name[SEV_COUNT] = {
+	"execute", "start", "refused", "job-done", "flushed", "cancel", "kill", "violation",
+	"new-caller", "peer-gone", "stop"
+};
+#define NO (-1)
+static const signed char slot_next[SLOT_STATES][SEV_COUNT] = {
+	/*            execute      start         refused    job-done   flushed    */
+	/*            cancel       kill          violation  new-caller peer-gone  stop */
+	[SLOT_FREE] = { SLOT_QUEUED, NO, NO, NO, NO,
+	    NO, NO, NO, NO, NO, NO },
+	[SLOT_QUEUED] = { NO, SLOT_RUNNING, SLOT_DONE, NO, NO,
+	    SLOT_DONE, SLOT_DONE, SLOT_DONE, SLOT_DONE, SLOT_DONE, SLOT_DONE },
+	[SLOT_RUNNING] = { NO, NO, NO, SLOT_DONE, NO,
+	    SLOT_RUNNING, SLOT_RUNNING, SLOT_RUNNING, SLOT_RUNNING, SLOT_RUNNING, SLOT_RUNNING },
+	[SLOT_DONE] = { NO, NO, NO, NO, SLOT_FREE,
+	    NO, NO, NO, SLOT_DONE, SLOT_DONE, SLOT_DONE },
+};
+/* What each allowed row does, for the picture (the code is slot_act's switch). */
+static const char *const slot_doc[SLOT_STATES][SEV_COUNT] = {
+	[SLOT_FREE] = { [SEV_EXECUTE] = "the request kept; its timeout runs from now" },
+	[SLOT_QUEUED] = {
+		[SEV_START] = "command started (fair share allows); DONE when it cannot start",
+		[SEV_REFUSED] = "reply: why it will not run",
+		[SEV_CANCEL] = "reply: cancelled before it started",
+		[SEV_KILL] = "reply: cancelled before it started",
+		[SEV_VIOLATION] = "reply: the protocol error",
+		[SEV_NEW_CALLER] = "no reply",
+		[SEV_PEER_GONE] = "no reply",
+		[SEV_STOP] = "reply: the daemon is stopping",
+	},
+	[SLOT_RUNNING] = {
+		[SEV_JOB_DONE] = "reply: the command's result",
+		[SEV_CANCEL] = "SIGTERM, SIGKILL after the grace; stdin closed",
+		[SEV_KILL] = "SIGKILL; stdin closed",
+		[SEV_VIOLATION] = "stdin closed; SIGTERM; the reply will say why",
+		[SEV_NEW_CALLER] = "stdin closed; SIGTERM; no reply",
+		[SEV_PEER_GONE] = "stdin closed; SIGTERM; no reply",
+		[SEV_STOP] = "SIGTERM; the reply will say the daemon is stopping",
+	},
+	[SLOT_DONE] = {
+		[SEV_FLUSHED] = "reply (and answers held behind it) queued for the peer",
+		[SEV_NEW_CALLER] = "reply dropped",
+		[SEV_PEER_GONE] = "reply dropped",
+		[SEV_STOP] = "reply kept: it goes before the daemon exits",
+	},
+};
+
+int
+neg_slot_next(int state, int ev)
 {
-	chan_log(c, LOG_WARNING, "%s (call %s)", why, s->req.id);
-	if (s->state == SLOT_QUEUED) {
-		slot_unqueue(s, why);
-		return;
+	if (state < 0 || state >= SLOT_STATES || ev < 0 || ev >= SEV_COUNT)
+		return NO;
+	return slot_next[state][ev];
+}
+#undef NO
+
+/* The picture of slot_next, one line per allowed row, then the rule for the rest. */
+void
+neg_slot_table(struct buf *b)
+{
+	int st, ev;
+
+	for (st = 0; st < SLOT_STATES; st++)
+		for (ev = 0; ev < SEV_COUNT; ev++)
+			if (slot_next[st][ev] >= 0)
+				buf_addf(b, "%-8s %-10s -> %-8s %s\n", slot_state_name[st],
+				    slot_event_name[ev], slot_state_name[slot_next[st][ev]],
+				    slot_doc[st][ev] ? slot_doc[st][ev] : "");
+	buf_addf(b, "any other event in any state: logged, and nothing changes\n");
+}
+
+/* A call's command stops: its stdin closed (no "send no more" to a caller that is gone), SIGTERM. */
+static void
+slot_end_call(struct neg_chan *c, struct neg_slot *s, int discard)
+{
+	if (discard) {
+		s->job.discard = 1;
+		buf_free(&s->reply);
+		buf_free(&s->after);
 	}
-	s->why = why;
 	slot_close_stdin(c, s);
 	slot_stop(s, 0, neg_now());
 }
 
+/* The action of an allowed row; returns the event that happened (START may become REFUSED). */
+static int
+slot_act(struct neg_chan *c, struct neg_slot *s, int ev, const char *why)
+{
+	int queued = s->state == SLOT_QUEUED, running = s->state == SLOT_RUNNING;
+
+	switch (ev) {
+	case SEV_EXECUTE:
+		s->since = neg_now();
+		break;
+	case SEV_START:
+		if (slot_start(c, s, neg_now()) < 0) {
+			proto_request_free(&s->req);
+			return SEV_REFUSED;
+		}
+		c->running++;
+		c->srv->running++;
+		break;
+	case SEV_JOB_DONE:
+		if (s->why)
+			neg_reply_text(&s->reply, s->req.id, s->why);
+		else if (!s->job.discard)
+			neg_job_reply(&s->job, &s->req, &s->reply, c->srv->max_frame);
+		neg_job_free(&s->job);
+		proto_request_free(&s->req);
+		buf_free(&s->sin);
+		c->running--;
+		c->srv->running--;
+		break;
+	case SEV_FLUSHED:
+		buf_add(&c->out, s->reply.p, s->reply.len);
+		buf_add(&c->out, s->after.p, s->after.len);
+		slot_release(c, s);
+		break;
+	case SEV_REFUSED:
+	case SEV_CANCEL:
+	case SEV_KILL:
+	case SEV_VIOLATION:
+	case SEV_NEW_CALLER:
+	case SEV_PEER_GONE:
+	case SEV_STOP:
+		if (ev == SEV_VIOLATION)
+			chan_log(c, LOG_WARNING, "%s (call %s)", why, s->req.id);
+		if (ev == SEV_CANCEL || ev == SEV_KILL)
+			why = "Cancelled by the caller before it started";
+		if (ev == SEV_STOP)
+			why = NEG_STOPPING_TEXT;
+		if (ev == SEV_NEW_CALLER || ev == SEV_PEER_GONE) {
+			buf_free(&s->reply);
+			buf_free(&s->after);
+			why = NULL;
+		}
+		if (queued) {
+			if (why)
+				neg_reply_text(&s->reply, s->req.id, why);
+			proto_request_free(&s->req);
+		} else if (running && (ev == SEV_CANCEL || ev == SEV_KILL)) {
+			/* the signal first: a command reading its stdin would take the end for a clean exit */
+			slot_stop(s, ev == SEV_KILL, neg_now());
+			slot_close_stdin(c, s);
+		} else if (running && ev == SEV_STOP) {
+			s->job.stopping = 1;
+			slot_stop(s, 0, neg_now());
+		} else if (running) {
+			s->why = ev == SEV_VIOLATION ? why : s->why;
+			slot_end_call(c, s, ev != SEV_VIOLATION);
+		}
+		break;
+	}
+	return ev;
+}
+
+static void
+slot_event(struct neg_chan *c, struct neg_slot *s, int ev, const char *why)
+{
+	int next = neg_slot_next(s->state, ev);
+
+	if (next < 0) {
+		neg_log(LOG_WARNING, "%s: slot event %s in state %s ignored (a bug: please report it)",
+		    chan_peer(c), ev >= 0 && ev < SEV_COUNT ? slot_event_name[ev] : "?",
+		    s->state >= 0 && s->state < SLOT_STATES ? slot_state_name[s->state] : "?");
+		return;
+	}
+	if ((ev = slot_act(c, s, ev, why)) != SEV_FLUSHED)
+		s->state = slot_next[s->state][ev];
+}
+
+/* One event to slot i of c, as the channel's own code raises it: for neg-test's walk of the table. */
+void
+neg_slot_event(struct neg_chan *c, int i, int ev)
+{
+	slot_event(c, &c->slot[i], ev, "Protocol error: a walk of the table");
+}
 /* Grants the caller what the command took of its stdin, in steps, or all once nothing waits. */
 static void
 stream_grant(struct neg_chan *c, struct neg_slot *s)
@@ -1656,7 +1836,7 @@ chan_stream_frame(struct neg_chan *c, const struct proto_stream *f)
 	switch (f->kind) {
 	case PROTO_S_DATA:
 		if (f->fd != 0 || s->state != SLOT_RUNNING || f->len > s->sin_room || s->sin_eof) {
-			slot_violation(c, s, f->fd != 0 ? "Protocol error: a caller sends stdin only" :
+			slot_event(c, s, SEV_VIOLATION, f->fd != 0 ? "Protocol error: a caller sends stdin only" :
 			    s->sin_eof ? "Protocol error: stdin data after its end" :
 			    "Protocol error: stdin data beyond the window granted");
 			return;
@@ -1684,7 +1864,7 @@ chan_stream_frame(struct neg_chan *c, const struct proto_stream *f)
 		return;
 	case PROTO_S_EOF:
 		if (f->fd != 0) {
-			slot_violation(c, s, "Protocol error: a caller ends stdin only");
+			slot_event(c, s, SEV_VIOLATION, "Protocol error: a caller ends stdin only");
 			return;
 		}
 		s->sin_eof = 1;
@@ -1697,13 +1877,7 @@ chan_stream_frame(struct neg_chan *c, const struct proto_stream *f)
 		return;
 	case PROTO_S_CANCEL:
 		chan_log(c, LOG_INFO, "call %s cancelled (%s)", f->id, f->kill ? "KILL" : "TERM");
-		if (s->state == SLOT_QUEUED) {
-			slot_unqueue(s, "Cancelled by the caller before it started");
-			return;
-		}
-		/* the signal first: a command reading its stdin would take the end for a clean exit */
-		slot_stop(s, f->kill, neg_now());
-		slot_close_stdin(c, s);
+		slot_event(c, s, f->kill ? SEV_KILL : SEV_CANCEL, NULL);
 		return;
 	}
 }
@@ -1716,7 +1890,6 @@ chan_stream_frame(struct neg_chan *c, const struct proto_stream *f)
 static void
 chan_supersede(struct neg_chan *c)
 {
-	int64_t now = neg_now();
 	struct neg_slot *s;
 	int i, n = 0;
 
@@ -1725,15 +1898,7 @@ chan_supersede(struct neg_chan *c)
 		if (s->state == SLOT_FREE)
 			continue;
 		n++;
-		buf_free(&s->reply);
-		buf_free(&s->after);
-		if (s->state == SLOT_QUEUED) {
-			slot_unqueue(s, NULL);
-		} else if (s->state == SLOT_RUNNING) {
-			s->job.discard = 1;
-			slot_close_stdin(c, s);
-			slot_stop(s, 0, now);
-		}
+		slot_event(c, s, SEV_NEW_CALLER, NULL);
 	}
 	if (n > 0)
 		chan_log(c, LOG_INFO, "a new caller: %d earlier call%s dropped", n, n == 1 ? "" : "s");
@@ -1802,14 +1967,12 @@ chan_request(struct neg_chan *c, struct proto_request *req, int rc, const char *
 		s->has_id = req->id[0] != '\0';
 		s->req = *req;
 		memset(req, 0, sizeof(*req));
-		if (s->req.stream && !chan_streams(c)) {
-			slot_unqueue(s, "Protocol error: streaming is not served here (frame limit too small)");
-			return;
-		}
-		s->state = SLOT_QUEUED;
-		s->since = neg_now();
-		if (chan_may_start(c))
-			chan_start(c, s, s->since);
+		slot_event(c, s, SEV_EXECUTE, NULL);
+		if (s->req.stream && !chan_streams(c))
+			slot_event(c, s, SEV_REFUSED,
+			    "Protocol error: streaming is not served here (frame limit too small)");
+		else if (chan_may_start(c))
+			slot_event(c, s, SEV_START, NULL);
 		return;
 	}
 	proto_request_free(req);
@@ -1867,14 +2030,13 @@ chan_process(struct neg_chan *c)
 {
 	struct neg_slot *v[NEG_CHAN_SLOTS];
 	enum proto_event ev;
-	int64_t now = neg_now();
 	size_t used;
 	int i, n;
 
 	n = chan_order(c, v);
 	for (i = 0; i < n && chan_may_start(c); i++)
 		if (v[i]->state == SLOT_QUEUED)
-			chan_start(c, v[i], now);
+			slot_event(c, v[i], SEV_START, NULL);
 	chan_flush(c);
 	while (c->inoff < c->in.len && !chan_paused(c)) {
 		if (!proto_reader_partial(&c->rd))
@@ -2004,29 +2166,13 @@ neg_chan_pollfds(struct neg_chan *c, struct pollfd *p, int want_input)
 }
 
 static void
-chan_job_finished(struct neg_chan *c, struct neg_slot *s)
-{
-	if (s->state != SLOT_RUNNING || !neg_job_done(&s->job))
-		return;
-	if (s->why)
-		neg_reply_text(&s->reply, s->req.id, s->why);
-	else if (!s->job.discard)
-		neg_job_reply(&s->job, &s->req, &s->reply, c->srv->max_frame);
-	neg_job_free(&s->job);
-	proto_request_free(&s->req);
-	buf_free(&s->sin);
-	s->state = SLOT_DONE;
-	c->running--;
-	c->srv->running--;
-}
-
-static void
 chan_jobs_finished(struct neg_chan *c)
 {
 	int i;
 
 	for (i = 0; i < NEG_CHAN_SLOTS; i++)
-		chan_job_finished(c, &c->slot[i]);
+		if (c->slot[i].state == SLOT_RUNNING && neg_job_done(&c->slot[i].job))
+			slot_event(c, &c->slot[i], SEV_JOB_DONE, NULL);
 }
 
 /*
@@ -2210,26 +2356,13 @@ neg_chan_wake(const struct neg_chan *c)
 void
 neg_chan_reset(struct neg_chan *c)
 {
-	int64_t now = neg_now();
 	struct neg_slot *s;
 	int i;
 
 	for (i = 0; i < NEG_CHAN_SLOTS; i++) {
 		s = &c->slot[i];
-		if (s->state == SLOT_FREE)
-			continue;
-		buf_free(&s->reply);
-		buf_free(&s->after);
-		if (s->state == SLOT_RUNNING) {
-			s->job.discard = 1;
-			s->sin_closed = 1;
-			slot_close_stdin(c, s);
-			neg_job_kill(&s->job, now);
-		} else {
-			if (s->state == SLOT_QUEUED)
-				proto_request_free(&s->req);
-			s->state = SLOT_DONE;
-		}
+		if (s->state != SLOT_FREE)
+			slot_event(c, s, SEV_PEER_GONE, NULL);
 	}
 	proto_reader_reset(&c->rd);
 	c->in.len = c->inoff = 0;

@@ -41,6 +41,7 @@
 #define NEG_MAX_NAME 255                    /* bytes of a command name */
 #define NEG_WRITE_CHUNK (32u << 10)         /* virtio_console takes at most this per write() */
 #define NEG_KILL_GRACE_MS 2000              /* SIGTERM to SIGKILL */
+#define NEG_STOPPING_TEXT "The daemon is stopping"  /* the reply to calls it ends */
 
 /*
  * Streaming execute (the README's protocol section).  A data frame is one
@@ -373,6 +374,7 @@ struct neg_job {
 	int group_killed;  /* ...and, its leader reaped, SIGKILL */
 	int timed_out;
 	int discard;       /* the caller went away: no reply */
+	int stopping;      /* the daemon is stopping: the reply says so, with the status */
 	char name[NEG_MAX_NAME + 1];
 };
 
@@ -417,8 +419,28 @@ void neg_reply_text(struct buf *, const char *id, const char *msg);
  */
 #define NEG_CHAN_FDS (1 + 3 * NEG_CHAN_MAXJOBS)
 
-/* An execute in progress: a command waiting for a job slot, then running, then its reply done. */
-enum { SLOT_FREE, SLOT_QUEUED, SLOT_RUNNING, SLOT_DONE };
+/*
+ * An execute in progress: a command waiting for a job slot, then running, then
+ * its reply done.  Its state changes only in neg.c's slot_event, by the table
+ * neg_slot_next returns (-1: the event is not allowed in that state).
+ */
+enum { SLOT_FREE, SLOT_QUEUED, SLOT_RUNNING, SLOT_DONE, SLOT_STATES };
+enum {
+	SEV_EXECUTE,    /* the request takes a free slot */
+	SEV_START,      /* the fair share lets its command start */
+	SEV_REFUSED,    /* it will not run (streaming not served; the start failed) */
+	SEV_JOB_DONE,   /* the command was reaped and its pipes are closed */
+	SEV_FLUSHED,    /* its reply may go now (request order allows) */
+	SEV_CANCEL,     /* the caller's cancel, TERM */
+	SEV_KILL,       /* the caller's cancel, KILL */
+	SEV_VIOLATION,  /* the caller broke the streaming rules */
+	SEV_NEW_CALLER, /* a new caller took the channel: the call's caller is gone */
+	SEV_PEER_GONE,  /* the channel's peer disconnected */
+	SEV_STOP,       /* the daemon is stopping (SIGTERM) */
+	SEV_COUNT
+};
+int neg_slot_next(int state, int ev);
+void neg_slot_table(struct buf *);
 
 struct neg_slot {
 	struct neg_job job;
@@ -464,6 +486,7 @@ struct neg_chan {
 };
 
 void neg_chan_init(struct neg_chan *, int fd, struct neg_server *, int maxjobs);
+void neg_slot_event(struct neg_chan *, int slot, int ev);
 int neg_chan_pollfds(struct neg_chan *, struct pollfd *, int want_input);
 int neg_chan_io(struct neg_chan *, const struct pollfd *, int n);
 void neg_chan_reap(struct neg_chan *);
