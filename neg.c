@@ -2015,13 +2015,14 @@ chan_frame(struct neg_chan *c, enum proto_event ev)
 }
 
 /*
- * Whether reading requests waits: while replies pile up unread, or answers
- * held for order behind a command do.
+ * Whether reading requests waits: while replies pile up unread (a peer that
+ * sends and never reads holds NEG_CHAN_OUT_MAX and what was already running,
+ * not --max-frame), or answers held for order behind a command do.
  */
 static int
 chan_paused(struct neg_chan *c)
 {
-	return chan_unsent(c) >= c->srv->max_frame || chan_after_full(c);
+	return chan_unsent(c) >= NEG_CHAN_OUT_MAX || chan_after_full(c);
 }
 
 /* Starts queued commands in arrival order while the fair share allows, and reads requests. */

@@ -65,7 +65,8 @@
 #define NEG_CHAN_AFTER_MAX (64u << 10) /* answers held for order behind a command before reading stops */
 #define NEG_READ_CHUNK 65536          /* bytes one read() takes */
 #define NEG_READS_PER_WAKE 16         /* reads of one fd per wake-up: others get a turn */
-#define NEG_KEEP_BUF (1u << 20)       /* a buffer larger than this is freed once empty */
+#define NEG_KEEP_BUF (256u << 10)     /* a channel's buffer larger than this is freed once empty */
+#define NEG_CHAN_OUT_MAX (256u << 10) /* unsent output at which a channel stops reading requests */
 #define NEG_MAX_COMMANDS 65536        /* names list_commands returns (see PROTO_MAX_TOKENS) */
 #define NEG_FD_SCAN_MAX 65536         /* fds closed in a child where /proc is missing */
 #define NEG_POLL_MAX_MS 3600000       /* the longest single poll() wait; also "no deadline" */

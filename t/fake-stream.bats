@@ -168,75 +168,6 @@ remote_pid() {
 	cat "$1"
 }
 
-# rawpeer PATH < SCRIPT: a hand-made peer on PATH (the host side's socket, or the guest side's
-# port device), one step per line of SCRIPT: `send JSON` (a frame), `data ID TEXT` (a stdin
-# data frame of call ID), `expect TEXT` (waits, at most 10 s, for a frame that contains TEXT,
-# and prints it; frames already read count), `wait FILE` (until FILE exists, at most 10 s).
-# Fails with what it got when an expected frame does not come.
-rawpeer() {
-	python3 -c "$RAWPEER_PY" "$1"
-}
-read -r -d '' RAWPEER_PY <<'EOS' || true
-import os, select, socket, stat, sys, time
-path = sys.argv[1]
-if stat.S_ISSOCK(os.stat(path).st_mode):
-    s = socket.socket(socket.AF_UNIX)
-    s.connect(path)
-    fd = s.fileno()
-else:
-    fd = os.open(path, os.O_RDWR | os.O_NOCTTY)
-buf, got = b'', []
-def cut():
-    global buf
-    while True:
-        nl = buf.find(b'\n')
-        if nl < 0:
-            return
-        head = buf[:nl].strip()
-        n = sum(int(x) for x in head.split(b'+'))
-        if len(buf) < nl + 1 + n:
-            return
-        got.append(buf[nl + 1:nl + 1 + n])
-        buf = buf[nl + 1 + n:]
-def put(b):
-    while b:
-        b = b[os.write(fd, b):]
-def until(ok, what):
-    global buf
-    end = time.time() + 10
-    while not ok():
-        left = end - time.time()
-        if left <= 0:
-            sys.exit('rawpeer: %s: not within 10 s; frames read: %r' % (what, got))
-        if select.select([fd], [], [], left)[0]:
-            d = os.read(fd, 65536)
-            if not d:
-                sys.exit('rawpeer: %s: the other side closed; frames read: %r' % (what, got))
-            buf += d
-            cut()
-for line in sys.stdin:
-    cmd, _, arg = line.rstrip('\n').partition(' ')
-    if cmd == 'send':
-        b = arg.encode()
-        put(b'%d\n%s' % (len(b), b))
-    elif cmd == 'data':
-        cid, _, text = arg.partition(' ')
-        h, b = ('{"id": %s, "data": "stdin"}' % cid).encode(), text.encode()
-        put(b'%d+%d\n%s%s' % (len(h), len(b), h, b))
-    elif cmd == 'expect':
-        hit = []
-        def seen():
-            hit[:] = [f for f in got if arg.encode() in f][:1]
-            return bool(hit)
-        until(seen, 'a frame with ' + arg)
-        got.remove(hit[0])
-        print(hit[0].decode('latin-1'))
-    elif cmd == 'wait':
-        until(lambda: os.path.exists(arg), 'the file ' + arg)
-    else:
-        sys.exit('rawpeer: no such step: ' + line)
-EOS
-
 # The channel of each side: the host side's socket (calls to the guest daemon), the guest's
 # port device (calls to the host daemon).
 chan_path() {
@@ -651,6 +582,46 @@ EOS
 @test "host daemon: a second execute while a streamed call runs: the running call's frames and pings are still served" {
 	side g
 	t_wedge_extra
+}
+
+# --- 4c. a peer that sends and never reads costs bounded memory ---
+
+t_flood() {
+	local pid=$DPID hwm rss
+	reset_hwm "$pid"
+	# 16 MiB of pings (about 600,000) whose pongs nobody reads: the daemon must stop reading
+	# once a bounded amount of replies waits unsent, not buffer them all (up to --max-frame)
+	run rawpeer "$(chan_path "$SIDE")" <<'EOS'
+send {"method": "version", "args": [], "kw": {"new_caller": true}, "id": 70}
+flood 16777216
+EOS
+	echo "$output"
+	hwm=$(proc_kb "$pid" VmHWM)
+	note "$WHO flooded with pings, replies unread: VmHWM ${hwm} kB"
+	assert_success
+	[ "$ASAN_BUILD" = 1 ] || [ "$hwm" -le "$DAEMON_RSS_MAX" ]
+	# once the peer reads, every pong comes, and the memory goes back
+	run rawpeer "$(chan_path "$SIDE")" <<'EOS'
+send {"method": "version", "args": [], "kw": {"new_caller": true}, "id": 70}
+flood 4194304
+drain
+EOS
+	echo "$output"
+	assert_success
+	rss=$(proc_kb "$pid" VmRSS)
+	note "$WHO after the flood was read: VmRSS ${rss} kB"
+	[ "$ASAN_BUILD" = 1 ] || [ "$rss" -le "$DAEMON_RSS_MAX" ]
+	alive "$pid"
+}
+
+@test "guest daemon: a peer that floods pings and never reads the pongs: memory bounded, given back once read" {
+	side h
+	t_flood
+}
+
+@test "host daemon: a peer that floods pings and never reads the pongs: memory bounded, given back once read" {
+	side g
+	t_flood
 }
 
 # --- 5. a 0.8 peer ---
