@@ -1221,12 +1221,12 @@ neg_job_reply(struct neg_job *j, const struct proto_request *req, struct buf *fr
 		goto check;
 	} else if (WIFEXITED(j->status)) {
 		f.exit_code = WEXITSTATUS(j->status);
-		snprintf(msg, sizeof(msg), "External command failed with exit code %d (command: %s)",
-		    f.exit_code, j->name);
+		snprintf(msg, sizeof(msg), "%sExternal command failed with exit code %d (command: %s)",
+		    j->stopping ? NEG_STOPPING_TEXT ": " : "", f.exit_code, j->name);
 	} else {
 		f.signal = WTERMSIG(j->status);
-		snprintf(msg, sizeof(msg), "External command failed: %s was killed by signal %d (%s)",
-		    j->name, f.signal, strsignal(f.signal));
+		snprintf(msg, sizeof(msg), "%sExternal command failed: %s was killed by signal %d (%s)",
+		    j->stopping ? NEG_STOPPING_TEXT ": " : "", j->name, f.signal, strsignal(f.signal));
 	}
 	proto_reply_error(frame, req->id, &f);
 check:
@@ -1954,6 +1954,8 @@ chan_request(struct neg_chan *c, struct proto_request *req, int rc, const char *
 		if (req->new_caller && req->id[0])
 			chan_supersede(c);
 		chan_answer(c, req, to);
+	} else if (c->stopping) {
+		neg_reply_text(to, req->id, NEG_STOPPING_TEXT ": it starts no new commands");
 	} else if ((s = chan_free_slot(c)) == NULL) {
 		snprintf(busy, sizeof(busy), "The callee is busy: %d commands are running or waiting "
 		    "on this channel, the most it takes; %s was refused, try again when one has "
@@ -2386,6 +2388,45 @@ neg_chan_free(struct neg_chan *c)
 	proto_reader_free(&c->rd);
 	buf_free(&c->in);
 	buf_free(&c->out);
+}
+
+void
+neg_stop_begin(struct neg_stop *st, int64_t now)
+{
+	st->step = NEG_STOP_REFUSE;
+	st->at = now + NEG_STOP_GRACE_MS;
+}
+
+/* The step of a stop whose time has come now, or NEG_STOP_NONE. */
+int
+neg_stop_due(struct neg_stop *st, int64_t now)
+{
+	if (st->step == NEG_STOP_NONE || st->step == NEG_STOP_DROP || now < st->at)
+		return NEG_STOP_NONE;
+	st->step++;
+	st->at = st->step == NEG_STOP_KILL ? now + NEG_KILL_GRACE_MS + NEG_STOP_FLUSH_MS : 0;
+	return st->step;
+}
+
+/*
+ * The channel's stop event, one step of neg_stop (neg_proto.h): every slot
+ * it concerns gets SEV_STOP (the waiting ones at REFUSE, the running ones at
+ * KILL); DROP is the peer-gone event for all (the replies that could not go).
+ */
+void
+neg_chan_stop(struct neg_chan *c, int step)
+{
+	int i, want = step == NEG_STOP_REFUSE ? SLOT_QUEUED : SLOT_RUNNING;
+
+	if (step == NEG_STOP_DROP) {
+		neg_chan_reset(c);
+		return;
+	}
+	c->stopping = 1;
+	for (i = 0; i < NEG_CHAN_SLOTS; i++)
+		if (c->slot[i].state == want)
+			slot_event(c, &c->slot[i], SEV_STOP, NULL);
+	chan_process(c);
 }
 
 /* Whether commands are still running or replies unsent (a stopping daemon waits for both). */

@@ -502,7 +502,8 @@ guest_daemon(struct neg_server *srv, const char *given)
 	struct port pt;
 	int64_t now, wake, poll_warned = 0;
 	char path[PATH_MAX];
-	int n, chld, i, fd, stopping = 0;
+	struct neg_stop stop = { NEG_STOP_NONE, 0 };
+	int n, chld, i, fd, step;
 
 	memset(&pt, 0, sizeof(pt));
 	pt.chan.fd = -1;
@@ -516,18 +517,21 @@ guest_daemon(struct neg_server *srv, const char *given)
 	neg_log(LOG_INFO, "negotiator-guest %s started", NEG_VERSION);
 	for (;;) {
 		now = neg_now();
-		if (neg_got_sigterm && !stopping) {
-			neg_log(LOG_INFO, "terminating");
-			stopping = 1;
+		if (neg_got_sigterm && stop.step == NEG_STOP_NONE) {
+			neg_log(LOG_INFO, "terminating: no new commands; a running one may finish for %d s",
+			    NEG_STOP_GRACE_MS / 1000);
+			neg_stop_begin(&stop, now);
 			if (pt.chan.srv)
-				neg_chan_reset(&pt.chan);
+				neg_chan_stop(&pt.chan, stop.step);
 		}
-		if (stopping && (pt.chan.srv == NULL || !neg_chan_busy(&pt.chan))) {
+		if (stop.step && (pt.chan.srv == NULL || !neg_chan_busy(&pt.chan))) {
 			if (pt.chan.srv)
 				neg_chan_free(&pt.chan);
 			return 0;
 		}
-		if (pt.state != PORT_UP && now >= pt.probe_at && !stopping) {
+		if ((step = neg_stop_due(&stop, now)) != NEG_STOP_NONE && pt.chan.srv)
+			neg_chan_stop(&pt.chan, step);
+		if (pt.state != PORT_UP && now >= pt.probe_at) {
 			if (pt.state == PORT_CLOSED)
 				port_reopen(&pt, srv, now);
 			else
@@ -538,9 +542,10 @@ guest_daemon(struct neg_server *srv, const char *given)
 		p[0].events = POLLIN;
 		p[0].revents = 0;
 		n = 1;
-		wake = pt.state == PORT_UP || stopping ? 0 : pt.probe_at;
+		wake = neg_min_deadline(pt.state == PORT_UP ? 0 : pt.probe_at, stop.at);
 		if (pt.chan.srv) {
-			n += neg_chan_pollfds(&pt.chan, p + 1, !stopping);
+			/* read while stopping too: the running call's stdin, credit and cancels */
+			n += neg_chan_pollfds(&pt.chan, p + 1, 1);
 			if (pt.state != PORT_UP)
 				p[1].fd = -1;	/* never poll a port whose host is away: it spins */
 			wake = neg_min_deadline(wake, neg_chan_wake(&pt.chan));
@@ -556,8 +561,20 @@ guest_daemon(struct neg_server *srv, const char *given)
 			neg_got_sigio = 0;
 			port_event(&pt, EV_SIGIO, now);
 		}
-		if (neg_got_sighup)
+		if (neg_got_sighup) {
+			/*
+			 * Commands are looked up at each call: nothing to re-read.  The
+			 * log socket is reopened (a restarted syslogd) and an absent
+			 * host looked for at once.
+			 */
 			neg_got_sighup = 0;
+			if (neg_syslog)
+				closelog();
+			neg_log(LOG_INFO, "SIGHUP: commands are read from %s at each call; log reopened, "
+			    "port probed", srv->env.dir);
+			if (pt.state != PORT_UP)
+				pt.probe_at = now;
+		}
 		if (pt.chan.srv == NULL)
 			continue;
 		if (pt.state == PORT_UP) {

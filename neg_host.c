@@ -1660,9 +1660,10 @@ host_daemon(const char *dir, struct neg_server *srv)
 	struct hostd h;
 	struct table t;
 	size_t k, n;
-	int64_t now, wake, stop_at = 0, poll_warned = 0;
+	int64_t now, wake, poll_warned = 0;
+	struct neg_stop stop = { NEG_STOP_NONE, 0 };
 	struct hguest *g;
-	int chld, nj;
+	int chld, nj, step;
 
 	memset(&h, 0, sizeof(h));
 	memset(&t, 0, sizeof(t));
@@ -1690,12 +1691,16 @@ host_daemon(const char *dir, struct neg_server *srv)
 			neg_log(LOG_INFO, "terminating: no new requests, %d commands running",
 			    h.srv.running);
 			h.stopping = 1;
-			stop_at = now + HOST_STOP_GRACE_MS;
+			neg_stop_begin(&stop, now);
+			for (k = 0; k < h.n; k++)
+				neg_chan_stop(&h.g[k]->chan, stop.step);
 			if (h.nm.busy)
 				neg_job_kill(&h.nm.job, now);
 		}
 		if (neg_got_sighup) {
 			neg_got_sighup = 0;
+			if (neg_syslog)
+				closelog();	/* reopened at the next line: a restarted syslogd is found */
 			neg_log(LOG_INFO, "SIGHUP: rescanning %s", dir);
 			h.rescan_at = now;
 		}
@@ -1716,13 +1721,11 @@ host_daemon(const char *dir, struct neg_server *srv)
 				table_free(&t);
 				return 0;
 			}
-			if (now >= stop_at) {
+			if ((step = neg_stop_due(&stop, now)) != NEG_STOP_NONE)
 				for (k = 0; k < h.n; k++)
-					neg_chan_reset(&h.g[k]->chan);
-				stop_at = now + NEG_POLL_MAX_MS;
-			}
+					neg_chan_stop(&h.g[k]->chan, step);
 		}
-		wake = h.stopping ? stop_at : h.rescan_at;
+		wake = h.stopping ? stop.at : h.rescan_at;
 		for (k = 0, n = 2 + 3; k < h.n; k++)
 			n += NEG_CHAN_FDS;
 		table_size(&t, n, h.n);
@@ -1740,8 +1743,8 @@ host_daemon(const char *dir, struct neg_server *srv)
 			if (!g->up && !g->removed && !h.stopping && now >= g->retry_at)
 				hg_connect(&h, g, now);
 			t.first[k] = n;
-			n += (size_t)neg_chan_pollfds(&g->chan, t.all + n,
-			    !h.stopping && g->naming == NAME_SETTLED);
+			/* read while stopping too: the running calls' stdin, credit and cancels */
+			n += (size_t)neg_chan_pollfds(&g->chan, t.all + n, g->naming == NAME_SETTLED);
 			if (!g->up && !g->removed && !h.stopping)
 				wake = neg_min_deadline(wake, g->retry_at);
 			wake = neg_min_deadline(wake, neg_chan_wake(&g->chan));

@@ -42,6 +42,8 @@
 #define NEG_WRITE_CHUNK (32u << 10)         /* virtio_console takes at most this per write() */
 #define NEG_KILL_GRACE_MS 2000              /* SIGTERM to SIGKILL */
 #define NEG_STOPPING_TEXT "The daemon is stopping"  /* the reply to calls it ends */
+#define NEG_STOP_GRACE_MS 5000              /* SIGTERM: running commands may finish this long */
+#define NEG_STOP_FLUSH_MS 2000              /* ... then, after the kill, their replies may go out */
 
 /*
  * Streaming execute (the README's protocol section).  A data frame is one
@@ -90,7 +92,6 @@
 #define HOST_RESCAN_DEBOUNCE_MS 50    /* a burst of directory events is one rescan */
 #define HOST_RETRY_MIN_MS 100         /* a socket that refused is tried again after this ... */
 #define HOST_RETRY_MAX_MS 60000       /* ... doubling up to this (inotify says when it is back) */
-#define HOST_STOP_GRACE_MS 5000       /* SIGTERM: running commands may finish this long */
 #define HOST_PER_GUEST_JOBS NEG_CHAN_MAXJOBS
 #define HOST_TOTAL_JOBS 64            /* commands running at once for all guests, shared fairly */
 #define HOST_VIRSH_TIMEOUT_MS 5000    /* one virsh call; then it is killed and paths give names */
@@ -477,6 +478,7 @@ struct neg_chan {
 	int64_t frame_t0;    /* when the first byte of the frame being read arrived */
 	struct neg_slot slot[NEG_CHAN_SLOTS];
 	int count, maxjobs;  /* slots in use; commands that may run at once */
+	int stopping;        /* the daemon is stopping: executes are refused */
 	unsigned seq;
 	int running;         /* this channel's commands running */
 	int busy;            /* counted in srv->busy */
@@ -496,6 +498,24 @@ int64_t neg_chan_wake(const struct neg_chan *);
 void neg_chan_reset(struct neg_chan *);
 void neg_chan_free(struct neg_chan *);
 int neg_chan_busy(const struct neg_chan *);
+
+/*
+ * A daemon's stop on SIGTERM, the same in both: REFUSE at once (no new
+ * commands, the waiting ones answered, the channels still read for the
+ * running calls' frames); KILL after NEG_STOP_GRACE_MS (SIGTERM to what
+ * runs, SIGKILL NEG_KILL_GRACE_MS later, each call answered "The daemon is
+ * stopping" with the command's status); DROP when the replies could not go
+ * out within NEG_STOP_FLUSH_MS more.  The daemon exits once no channel is
+ * busy.
+ */
+enum { NEG_STOP_NONE, NEG_STOP_REFUSE, NEG_STOP_KILL, NEG_STOP_DROP };
+struct neg_stop {
+	int step;
+	int64_t at;   /* when the next step is due */
+};
+void neg_stop_begin(struct neg_stop *, int64_t now);
+int neg_stop_due(struct neg_stop *, int64_t now);
+void neg_chan_stop(struct neg_chan *, int step);
 int64_t neg_min_deadline(int64_t, int64_t);
 int neg_poll_timeout(int64_t deadline, int64_t now);
 int neg_poll(struct pollfd *, nfds_t, int timeout, int64_t *warned_at);

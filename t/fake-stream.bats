@@ -624,6 +624,79 @@ EOS
 	t_flood
 }
 
+# --- 4d. a daemon stopped during a call answers it before it exits ---
+
+# own_daemon h|g: a daemon of its own for SIDE, for tests that stop it: its pid in $OWN, its
+# log in $OWNLOG, and CLI set to call it.
+own_daemon() {
+	local n=$1.$RANDOM
+	OWNLOG=$D/own.$n.log
+	case $1 in
+	h)
+		"$FAKEPORT" "$D/own.$n.port" "$D/own.$n.sock" 3>&- & echo $! >> "$D/bgkill.fp"
+		wait_for "$D/own.$n.sock"
+		"$GUESTBIN" -d -v -c "$D/own.$n.port" --commands-directory "$D/guestcmds" 2> "$OWNLOG" 3>&- &
+		OWN=$!
+		CLI=("$HOSTBIN" --socket "$D/own.$n.sock") WHO="guest daemon"
+		# the guest sees its host only once something is sent
+		wait_until 10 "${CLI[@]}" -t 1 -e "show up" > /dev/null 2>&1 ;;
+	g)
+		mkdir -p "$D/own.$n.chan"
+		"$FAKEPORT" "$D/own.$n.port" "$D/own.$n.chan/own.negotiator-guest-to-host.0" 3>&- &
+		echo $! >> "$D/bgkill.fp"
+		wait_for "$D/own.$n.chan/own.negotiator-guest-to-host.0"
+		NEGOTIATOR_NO_VIRSH=1 "$HOSTBIN" -d -v --channel-directory "$D/own.$n.chan" \
+			--commands-directory "$D/hostcmds" 2> "$OWNLOG" 3>&- &
+		OWN=$!
+		CLI=("$GUESTBIN" -c "$D/own.$n.port") WHO="host daemon"
+		wait_until 10 grep -q "own: serving" "$OWNLOG" ;;
+	esac
+	echo "$OWN" >> "$D/bgkill.own"
+}
+
+t_stop() {
+	local fifo=$D/stop.$SIDE.fifo pidf=$D/stop.$SIDE.pid pid w st=0
+	rm -f "$fifo" "$pidf"
+	mkfifo "$fifo"
+	exec {w}<> "$fifo"
+	own_daemon "$SIDE"
+	bg stopcall /dev/null "${CLI[@]}" -t 0 --input "$fifo" -e "pidcat $pidf"
+	pid=$(remote_pid "$pidf")
+	kill -TERM "$OWN"
+	# the grace (5 s), SIGTERM to the command, its reply: the caller is answered and ends
+	wait_until 20 test -e "$D/stopcall.rc" || { cat "$OWNLOG"; echo "the caller still waits"; false; }
+	exec {w}>&-
+	wait "$OWN" || st=$?
+	run cat "$D/stopcall.rc" "$D/stopcall.err"
+	echo "$output"
+	[ "${lines[0]}" != 0 ]
+	assert_output --partial "The daemon is stopping"
+	assert_output --partial "signal 15"
+	assert_equal "$st" 0
+	gone "$pid"
+}
+
+@test "guest daemon: SIGTERM during a -t 0 streamed call: the caller gets a final reply, the daemon exits 0" {
+	side h
+	t_stop
+}
+
+@test "host daemon: SIGTERM during a -t 0 streamed call: the caller gets a final reply, the daemon exits 0" {
+	side g
+	t_stop
+}
+
+@test "guest daemon: SIGHUP is logged and changes nothing else: it still serves" {
+	own_daemon h
+	kill -HUP "$OWN"
+	wait_until 10 grep -q "SIGHUP" "$OWNLOG" || { cat "$OWNLOG"; false; }
+	run "${CLI[@]}" -e "show after"
+	assert_success
+	assert_output "$(printf 'args: 1\n[after]')"
+	alive "$OWN"
+	stop_pid "$OWN"
+}
+
 # --- 5. a 0.8 peer ---
 
 # t_peer08 LIST CLI...: the calls against a peer08 stand-in (LIST: the CLI's list option);
