@@ -603,7 +603,7 @@ EOS
 	# once the peer reads, every pong comes, and the memory goes back
 	run rawpeer "$(chan_path "$SIDE")" <<'EOS'
 send {"method": "version", "args": [], "kw": {"new_caller": true}, "id": 70}
-flood 4194304
+flood 4194304 2
 drain
 EOS
 	echo "$output"

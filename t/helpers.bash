@@ -225,7 +225,9 @@ start_guest_daemon() {
 
 # rawpeer PATH < SCRIPT: a hand-made peer on PATH (the host side's socket, or the guest side's
 # port device), one step per line of SCRIPT: `send JSON` (a frame), `raw TEXT` (bytes, with
-# backslash escapes), `data ID TEXT` (a stdin
+# backslash escapes), `flood BYTES [ID]` (pings of id ID, 1 by default, until BYTES are
+# sent or none could be for 2 s), `drain` (until every pong of the last flood is read, and
+# whatever came before them), `data ID TEXT` (a stdin
 # data frame of call ID), `expect TEXT` (waits, at most 10 s, for a frame that contains TEXT,
 # and prints it; frames already read count), `wait FILE` (until FILE exists, at most 10 s).
 # Fails with what it got when an expected frame does not come.
@@ -294,10 +296,12 @@ for line in sys.stdin:
     elif cmd == 'flood':
         # pings until ARG bytes are sent, or none could be sent for 2 s (the other side stopped
         # reading); what is sent is said on stdout
-        ping = b'%d\n%s' % (27, b'{"method": "ping", "id": 1}')
+        size, _, pid = arg.partition(' ')
+        body = b'{"method": "ping", "id": %s}' % (pid or '1').encode()
+        ping = b'%d\n%s' % (len(body), body)
         chunk, sent = ping * 2048, 0
         os.set_blocking(fd, False)
-        while sent < int(arg) and select.select([], [fd], [], 2)[1]:
+        while sent < int(size) and select.select([], [fd], [], 2)[1]:
             try:
                 sent += os.write(fd, chunk[sent % len(ping):])
             except BlockingIOError:
@@ -308,9 +312,9 @@ for line in sys.stdin:
         print('flooded %d bytes, %d pings' % (sent, pings + 1))
     elif cmd == 'drain':
         # the pongs of the flood, read to the last (the other side goes on while it sends)
-        n = 0
+        n, mine = 0, b'"pong", "id": %s}' % (pid or '1').encode()
         while True:
-            n += sum(1 for f in got if b'"pong"' in f)
+            n += sum(1 for f in got if mine in f)
             got[:] = []
             if n >= pings + 1:
                 break
