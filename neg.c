@@ -1990,6 +1990,16 @@ chan_frame(struct neg_chan *c, enum proto_event ev)
 	int rc;
 
 	memset(&req, 0, sizeof(req));
+	if (ev == PROTO_ERROR && c->rd.cut) {
+		/*
+		 * A later frame started inside this one: its caller died mid-request
+		 * (a host that hung up, on a port whose disconnect came too late to
+		 * be seen).  An "id": null answer would reach nobody but the next
+		 * caller, and a 0.8 caller would take it for its own reply.
+		 */
+		chan_log(c, LOG_WARNING, "%s; not answered: its caller is gone", c->rd.err);
+		return;
+	}
 	if (ev == PROTO_ERROR) {
 		snprintf(err, sizeof(err), "%s", c->rd.err);
 		rc = -1;

@@ -670,6 +670,7 @@ reader_error(struct proto_reader *r, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(r->err, sizeof(r->err), fmt, ap);
 	va_end(ap);
+	r->cut = 0;
 }
 
 /* Moves the tracker past byte c; the digits of the latest run are kept (the last ones). */
@@ -874,6 +875,7 @@ reader_feed(struct proto_reader *r, const char *p, size_t len, size_t *used)
 						reader_error(r, "Protocol error: frame cut short (a length line ran "
 						    "into the next one: %zu declared, a whole object of %zu follows)",
 						    r->declared, n);
+						r->cut = 1;
 						r->want = 1;
 						r->declared = n;
 						r->held = r->body;
@@ -906,6 +908,7 @@ reader_feed(struct proto_reader *r, const char *p, size_t len, size_t *used)
 					*used = i;
 					reader_error(r, "Protocol error: frame cut short (invalid JSON at byte "
 					    "%zu of %zu: %s); resynchronising", r->ck.pos, r->declared, r->ck.why);
+					r->cut = 1;
 					cand_start(r);
 					return PROTO_ERROR;
 				}

@@ -174,6 +174,7 @@ struct proto_reader {
 	size_t rawlen;   /* the raw bytes that follow the header being read */
 	size_t json_len; /* of the frame returned: the JSON's bytes; raw bytes follow in body */
 	char err[160];   /* the reason when PROTO_ERROR is returned */
+	int cut;         /* ... which is a frame cut short by a later one: its sender is gone */
 };
 
 void proto_reader_init(struct proto_reader *, size_t max_frame);

@@ -697,6 +697,34 @@ t_stop() {
 	stop_pid "$OWN"
 }
 
+# --- 4e. a frame cut short by a caller that left costs the next 0.8 caller nothing ---
+
+t_cut08() {
+	# the start of a request, then its caller goes (a fake port shows no disconnect, as a
+	# real port does not when the next caller comes first)
+	run rawpeer "$(chan_path "$SIDE")" <<'EOS'
+raw 100\n{"method": "list_
+EOS
+	assert_success
+	# a 0.8 caller has no id: the first reply it reads is its answer
+	run rawpeer "$(chan_path "$SIDE")" <<'EOS'
+send {"method": "list_commands", "args": [], "kw": {}}
+expect "success"
+EOS
+	echo "$output"
+	assert_success
+	assert_output --partial '"success": true'
+	run cli -e "show after-cut"
+	assert_success
+}
+
+# (the guest daemon's side only: on the host daemon's side the test's own opening and closing of
+# the pty has been seen to hold the second request back past the 5 s a frame may take)
+@test "guest daemon: half a request from a caller that left, then a 0.8 list_commands: its answer comes first" {
+	side h
+	t_cut08
+}
+
 # --- 5. a 0.8 peer ---
 
 # t_peer08 LIST CLI...: the calls against a peer08 stand-in (LIST: the CLI's list option);
