@@ -1251,6 +1251,7 @@ main(int argc, char **argv)
 	if (strcmp(argv[1], "slot-table") == 0) {
 		neg_slot_table(&b);
 		fwrite(b.p, 1, b.len, stdout);
+		buf_free(&b);
 		return 0;
 	}
 	if (strcmp(argv[1], "slot-walk") == 0)
