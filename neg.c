@@ -1997,7 +1997,8 @@ chan_frame(struct neg_chan *c, enum proto_event ev)
 		 * be seen).  An "id": null answer would reach nobody but the next
 		 * caller, and a 0.8 caller would take it for its own reply.
 		 */
-		chan_log(c, LOG_WARNING, "%s; not answered: its caller is gone", c->rd.err);
+		chan_log(c, LOG_WARNING, "dropped, not answered (its caller is gone): %s",
+		    strncmp(c->rd.err, "Protocol error: ", 16) == 0 ? c->rd.err + 16 : c->rd.err);
 		return;
 	}
 	if (ev == PROTO_ERROR) {
