@@ -16,9 +16,33 @@
  *               running --deadline--> SIGTERM --grace--> SIGKILL (group)
  *               reaped --pipes still open after grace--> done (pipes closed)
  *
- * A request's slot on a channel: FREE --execute--> QUEUED --fair share allows-->
- * RUNNING --job done--> DONE (reply queued in request order) --flushed--> FREE;
- * every other method goes FREE --> DONE at once, never waiting for a job.
+ * A slot on a served channel holds one execute; every other request, and an
+ * execute that finds all the channel's slots taken ("busy"), is answered at
+ * once, or, without an id, right behind the replies it must follow, so the
+ * channel is always read.  A slot's state changes only in slot_event, by its
+ * table; this picture is what `neg-test slot-table` prints of it (t/unit.bats
+ * compares the two):
+ *   FREE     execute    -> QUEUED   the request kept; its timeout runs from now
+ *   QUEUED   start      -> RUNNING  command started (fair share allows); DONE when it cannot start
+ *   QUEUED   refused    -> DONE     reply: why it will not run
+ *   QUEUED   cancel     -> DONE     reply: cancelled before it started
+ *   QUEUED   kill       -> DONE     reply: cancelled before it started
+ *   QUEUED   violation  -> DONE     reply: the protocol error
+ *   QUEUED   new-caller -> DONE     no reply
+ *   QUEUED   peer-gone  -> DONE     no reply
+ *   QUEUED   stop       -> DONE     reply: the daemon is stopping
+ *   RUNNING  job-done   -> DONE     reply: the command's result
+ *   RUNNING  cancel     -> RUNNING  SIGTERM, SIGKILL after the grace; stdin closed
+ *   RUNNING  kill       -> RUNNING  SIGKILL; stdin closed
+ *   RUNNING  violation  -> RUNNING  stdin closed; SIGTERM; the reply will say why
+ *   RUNNING  new-caller -> RUNNING  stdin closed; SIGTERM; no reply
+ *   RUNNING  peer-gone  -> RUNNING  stdin closed; SIGTERM; no reply
+ *   RUNNING  stop       -> RUNNING  SIGTERM; the reply will say the daemon is stopping
+ *   DONE     flushed    -> FREE     reply (and answers held behind it) queued for the peer
+ *   DONE     new-caller -> DONE     reply dropped
+ *   DONE     peer-gone  -> DONE     reply dropped
+ *   DONE     stop       -> DONE     reply kept: it goes before the daemon exits
+ *   any other event in any state: logged, and nothing changes
  *
  * Contents, in reading order:
  *   logging and small helpers   neg_log, neg_die, sizes and seconds, neg_split
@@ -1306,12 +1330,12 @@ neg_job_reply(struct neg_job *j, const struct proto_request *req, struct buf *fr
 		goto check;
 	} else if (WIFEXITED(j->status)) {
 		f.exit_code = WEXITSTATUS(j->status);
-		snprintf(msg, sizeof(msg), "External command failed with exit code %d (command: %s)",
-		    f.exit_code, j->name);
+		snprintf(msg, sizeof(msg), "%sExternal command failed with exit code %d (command: %s)",
+		    j->stopping ? NEG_STOPPING_TEXT ": " : "", f.exit_code, j->name);
 	} else {
 		f.signal = WTERMSIG(j->status);
-		snprintf(msg, sizeof(msg), "External command failed: %s was killed by signal %d (%s)",
-		    j->name, f.signal, strsignal(f.signal));
+		snprintf(msg, sizeof(msg), "%sExternal command failed: %s was killed by signal %d (%s)",
+		    j->stopping ? NEG_STOPPING_TEXT ": " : "", j->name, f.signal, strsignal(f.signal));
 	}
 	proto_reply_error(frame, req->id, &f);
 check:
@@ -1446,26 +1470,29 @@ chan_answer(struct neg_chan *c, struct proto_request *req, struct buf *out)
 	}
 }
 
-/* Whether the channel may start a command now: a job slot free, and within its fair share. */
+/*
+ * Whether the channel may start a command now: below its own cap, a job slot
+ * free, and within its fair share.
+ */
 static int
 chan_may_start(const struct neg_chan *c)
 {
 	const struct neg_server *srv = c->srv;
 	int share = srv->busy > 0 ? srv->max_running / srv->busy : srv->max_running;
 
-	return srv->running < srv->max_running && c->running < (share > 0 ? share : 1);
+	return c->running < c->maxjobs && srv->running < srv->max_running &&
+	    c->running < (share > 0 ? share : 1);
 }
 
-/* Starts the queued command of slot s, or replies why it cannot run. */
-static void
-chan_start(struct neg_chan *c, struct neg_slot *s, int64_t now)
+/* Starts the queued command of slot s: 0, or -1 with the reply saying why it cannot run. */
+static int
+slot_start(struct neg_chan *c, struct neg_slot *s, int64_t now)
 {
 	struct neg_cmdenv env = { c->srv->env.dir, c->guest };
 	struct proto_request *req = &s->req;
 	double left = req->timeout;
 	char err[512];
 
-	s->state = SLOT_DONE;
 	if (req->timeout > 0) {
 		/* the caller's clock started when it sent the request */
 		left = req->timeout - (double)(now - s->since) / 1000;
@@ -1475,8 +1502,7 @@ chan_start(struct neg_chan *c, struct neg_slot *s, int64_t now)
 			    req->timeout, c->srv->max_running);
 			chan_log(c, LOG_WARNING, "%s", err);
 			neg_reply_text(&s->reply, req->id, err);
-			proto_request_free(req);
-			return;
+			return -1;
 		}
 	}
 	chan_log(c, LOG_INFO, "executing %s (%zu arguments%s)", req->argc ? req->argv[0] : "",
@@ -1486,12 +1512,8 @@ chan_start(struct neg_chan *c, struct neg_slot *s, int64_t now)
 	    err, sizeof(err)) < 0) {
 		chan_log(c, LOG_WARNING, "%s", err);
 		neg_reply_text(&s->reply, req->id, err);
-		proto_request_free(req);
-		return;
+		return -1;
 	}
-	s->state = SLOT_RUNNING;
-	c->running++;
-	c->srv->running++;
 	if (req->stream) {
 		s->out_credit = req->window;
 		if (req->want_stdin) {
@@ -1500,9 +1522,12 @@ chan_start(struct neg_chan *c, struct neg_slot *s, int64_t now)
 			proto_stream_credit(&c->out, req->id, NEG_STREAM_WINDOW);
 		}
 	}
+	return 0;
 }
 
 /* ---- a served channel ---- */
+
+static void slot_event(struct neg_chan *, struct neg_slot *, int ev, const char *why);
 
 int64_t
 neg_min_deadline(int64_t a, int64_t b)
@@ -1566,7 +1591,7 @@ chan_account(struct neg_chan *c)
 {
 	int i, busy = 0;
 
-	for (i = 0; i < NEG_CHAN_MAXJOBS && !busy; i++)
+	for (i = 0; i < NEG_CHAN_SLOTS && !busy; i++)
 		busy = c->slot[i].state == SLOT_QUEUED || c->slot[i].state == SLOT_RUNNING;
 	if (busy != c->busy)
 		c->srv->busy += busy ? 1 : -1;
@@ -1579,15 +1604,15 @@ chan_unsent(const struct neg_chan *c)
 	return c->out.len - c->outoff;
 }
 
-/* A slot for a new request, NULL while all the channel may have are taken. */
+/* A slot for a new execute, NULL while all the channel may have are taken (maxjobs + NEG_CHAN_QUEUE). */
 static struct neg_slot *
 chan_free_slot(struct neg_chan *c)
 {
 	int i;
 
-	if (c->count >= c->maxjobs)
+	if (c->count >= c->maxjobs + NEG_CHAN_QUEUE)
 		return NULL;
-	for (i = 0; i < NEG_CHAN_MAXJOBS; i++)
+	for (i = 0; i < NEG_CHAN_SLOTS; i++)
 		if (c->slot[i].state == SLOT_FREE)
 			return &c->slot[i];
 	return NULL;
@@ -1600,7 +1625,7 @@ chan_order(struct neg_chan *c, struct neg_slot **v)
 	int i, j, n = 0;
 	struct neg_slot *t;
 
-	for (i = 0; i < NEG_CHAN_MAXJOBS; i++)
+	for (i = 0; i < NEG_CHAN_SLOTS; i++)
 		if (c->slot[i].state != SLOT_FREE)
 			v[n++] = &c->slot[i];
 	for (i = 1; i < n; i++)
@@ -1617,6 +1642,7 @@ slot_release(struct neg_chan *c, struct neg_slot *s)
 {
 	buf_free(&s->reply);
 	buf_free(&s->sin);
+	buf_free(&s->after);
 	memset(s, 0, sizeof(*s));
 	c->count--;
 }
@@ -1629,14 +1655,13 @@ slot_release(struct neg_chan *c, struct neg_slot *s)
 static void
 chan_flush(struct neg_chan *c)
 {
-	struct neg_slot *v[NEG_CHAN_MAXJOBS];
+	struct neg_slot *v[NEG_CHAN_SLOTS];
 	int i, n = chan_order(c, v), blocked = 0;
 
 	for (i = 0; i < n; i++) {
-		if (v[i]->state == SLOT_DONE && (!blocked || v[i]->has_id)) {
-			buf_add(&c->out, v[i]->reply.p, v[i]->reply.len);
-			slot_release(c, v[i]);
-		} else if (!v[i]->has_id) {
+		if (v[i]->state == SLOT_DONE && (!blocked || v[i]->has_id))
+			slot_event(c, v[i], SEV_FLUSHED, NULL);
+		else if (!v[i]->has_id) {
 			blocked = 1;
 		}
 	}
@@ -1649,7 +1674,7 @@ chan_stream_slot(struct neg_chan *c, const char *id)
 	int i;
 	struct neg_slot *s;
 
-	for (i = 0; i < NEG_CHAN_MAXJOBS; i++) {
+	for (i = 0; i < NEG_CHAN_SLOTS; i++) {
 		s = &c->slot[i];
 		if ((s->state == SLOT_QUEUED || s->state == SLOT_RUNNING) && s->req.stream &&
 		    strcmp(s->req.id, id) == 0)
@@ -1674,16 +1699,6 @@ slot_stop(struct neg_slot *s, int at_once, int64_t now)
 	}
 }
 
-/* A queued call that will not run: its reply (or none, when why is NULL) instead. */
-static void
-slot_unqueue(struct neg_slot *s, const char *why)
-{
-	if (why)
-		neg_reply_text(&s->reply, s->req.id, why);
-	proto_request_free(&s->req);
-	s->state = SLOT_DONE;
-}
-
 /* The command's stdin is closed (or will be): what the caller still sends is dropped. */
 static void
 slot_close_stdin(struct neg_chan *c, struct neg_slot *s)
@@ -1698,20 +1713,191 @@ slot_close_stdin(struct neg_chan *c, struct neg_slot *s)
 	s->sin_closed = 1;
 }
 
-/* The caller broke the rules of a streamed call: it ends, the reply saying why. */
-static void
-slot_violation(struct neg_chan *c, struct neg_slot *s, const char *why)
+/*
+ * A slot's one state function: every change of s->state is made here, by
+ * slot_next's table (the picture at the top of this file is printed from it
+ * and t/unit.bats compares the two).  An event the table does not allow in
+ * the slot's state is logged and ignored: it changes nothing.  why is the
+ * reply's text for REFUSED and VIOLATION.
+ */
+static const char *const slot_state_name[SLOT_STATES] = { "FREE", "QUEUED", "RUNNING", "DONE" };
+static const char *const slot_event_name[SEV_COUNT] = {
+	"execute", "start", "refused", "job-done", "flushed", "cancel", "kill", "violation",
+	"new-caller", "peer-gone", "stop"
+};
+#define NO (-1)
+static const signed char slot_next[SLOT_STATES][SEV_COUNT] = {
+	/*            execute      start         refused    job-done   flushed    */
+	/*            cancel       kill          violation  new-caller peer-gone  stop */
+	[SLOT_FREE] = { SLOT_QUEUED, NO, NO, NO, NO,
+	    NO, NO, NO, NO, NO, NO },
+	[SLOT_QUEUED] = { NO, SLOT_RUNNING, SLOT_DONE, NO, NO,
+	    SLOT_DONE, SLOT_DONE, SLOT_DONE, SLOT_DONE, SLOT_DONE, SLOT_DONE },
+	[SLOT_RUNNING] = { NO, NO, NO, SLOT_DONE, NO,
+	    SLOT_RUNNING, SLOT_RUNNING, SLOT_RUNNING, SLOT_RUNNING, SLOT_RUNNING, SLOT_RUNNING },
+	[SLOT_DONE] = { NO, NO, NO, NO, SLOT_FREE,
+	    NO, NO, NO, SLOT_DONE, SLOT_DONE, SLOT_DONE },
+};
+/* What each allowed row does, for the picture (the code is slot_act's switch). */
+static const char *const slot_doc[SLOT_STATES][SEV_COUNT] = {
+	[SLOT_FREE] = { [SEV_EXECUTE] = "the request kept; its timeout runs from now" },
+	[SLOT_QUEUED] = {
+		[SEV_START] = "command started (fair share allows); DONE when it cannot start",
+		[SEV_REFUSED] = "reply: why it will not run",
+		[SEV_CANCEL] = "reply: cancelled before it started",
+		[SEV_KILL] = "reply: cancelled before it started",
+		[SEV_VIOLATION] = "reply: the protocol error",
+		[SEV_NEW_CALLER] = "no reply",
+		[SEV_PEER_GONE] = "no reply",
+		[SEV_STOP] = "reply: the daemon is stopping",
+	},
+	[SLOT_RUNNING] = {
+		[SEV_JOB_DONE] = "reply: the command's result",
+		[SEV_CANCEL] = "SIGTERM, SIGKILL after the grace; stdin closed",
+		[SEV_KILL] = "SIGKILL; stdin closed",
+		[SEV_VIOLATION] = "stdin closed; SIGTERM; the reply will say why",
+		[SEV_NEW_CALLER] = "stdin closed; SIGTERM; no reply",
+		[SEV_PEER_GONE] = "stdin closed; SIGTERM; no reply",
+		[SEV_STOP] = "SIGTERM; the reply will say the daemon is stopping",
+	},
+	[SLOT_DONE] = {
+		[SEV_FLUSHED] = "reply (and answers held behind it) queued for the peer",
+		[SEV_NEW_CALLER] = "reply dropped",
+		[SEV_PEER_GONE] = "reply dropped",
+		[SEV_STOP] = "reply kept: it goes before the daemon exits",
+	},
+};
+
+int
+neg_slot_next(int state, int ev)
 {
-	chan_log(c, LOG_WARNING, "%s (call %s)", why, s->req.id);
-	if (s->state == SLOT_QUEUED) {
-		slot_unqueue(s, why);
-		return;
+	if (state < 0 || state >= SLOT_STATES || ev < 0 || ev >= SEV_COUNT)
+		return NO;
+	return slot_next[state][ev];
+}
+#undef NO
+
+/* The picture of slot_next, one line per allowed row, then the rule for the rest. */
+void
+neg_slot_table(struct buf *b)
+{
+	int st, ev;
+
+	for (st = 0; st < SLOT_STATES; st++)
+		for (ev = 0; ev < SEV_COUNT; ev++)
+			if (slot_next[st][ev] >= 0)
+				buf_addf(b, "%-8s %-10s -> %-8s %s\n", slot_state_name[st],
+				    slot_event_name[ev], slot_state_name[slot_next[st][ev]],
+				    slot_doc[st][ev] ? slot_doc[st][ev] : "");
+	buf_addf(b, "any other event in any state: logged, and nothing changes\n");
+}
+
+/* A call's command stops: its stdin closed (no "send no more" to a caller that is gone), SIGTERM. */
+static void
+slot_end_call(struct neg_chan *c, struct neg_slot *s, int discard)
+{
+	if (discard) {
+		s->job.discard = 1;
+		buf_free(&s->reply);
+		buf_free(&s->after);
 	}
-	s->why = why;
 	slot_close_stdin(c, s);
 	slot_stop(s, 0, neg_now());
 }
 
+/* The action of an allowed row; returns the event that happened (START may become REFUSED). */
+static int
+slot_act(struct neg_chan *c, struct neg_slot *s, int ev, const char *why)
+{
+	int queued = s->state == SLOT_QUEUED, running = s->state == SLOT_RUNNING;
+
+	switch (ev) {
+	case SEV_EXECUTE:
+		s->since = neg_now();
+		break;
+	case SEV_START:
+		if (slot_start(c, s, neg_now()) < 0) {
+			proto_request_free(&s->req);
+			return SEV_REFUSED;
+		}
+		c->running++;
+		c->srv->running++;
+		break;
+	case SEV_JOB_DONE:
+		if (s->why)
+			neg_reply_text(&s->reply, s->req.id, s->why);
+		else if (!s->job.discard)
+			neg_job_reply(&s->job, &s->req, &s->reply, c->srv->max_frame);
+		neg_job_free(&s->job);
+		proto_request_free(&s->req);
+		buf_free(&s->sin);
+		c->running--;
+		c->srv->running--;
+		break;
+	case SEV_FLUSHED:
+		buf_add(&c->out, s->reply.p, s->reply.len);
+		buf_add(&c->out, s->after.p, s->after.len);
+		slot_release(c, s);
+		break;
+	case SEV_REFUSED:
+	case SEV_CANCEL:
+	case SEV_KILL:
+	case SEV_VIOLATION:
+	case SEV_NEW_CALLER:
+	case SEV_PEER_GONE:
+	case SEV_STOP:
+		if (ev == SEV_VIOLATION)
+			chan_log(c, LOG_WARNING, "%s (call %s)", why, s->req.id);
+		if (ev == SEV_CANCEL || ev == SEV_KILL)
+			why = "Cancelled by the caller before it started";
+		if (ev == SEV_STOP)
+			why = NEG_STOPPING_TEXT;
+		if (ev == SEV_NEW_CALLER || ev == SEV_PEER_GONE) {
+			buf_free(&s->reply);
+			buf_free(&s->after);
+			why = NULL;
+		}
+		if (queued) {
+			if (why)
+				neg_reply_text(&s->reply, s->req.id, why);
+			proto_request_free(&s->req);
+		} else if (running && (ev == SEV_CANCEL || ev == SEV_KILL)) {
+			/* the signal first: a command reading its stdin would take the end for a clean exit */
+			slot_stop(s, ev == SEV_KILL, neg_now());
+			slot_close_stdin(c, s);
+		} else if (running && ev == SEV_STOP) {
+			s->job.stopping = 1;
+			slot_stop(s, 0, neg_now());
+		} else if (running) {
+			s->why = ev == SEV_VIOLATION ? why : s->why;
+			slot_end_call(c, s, ev != SEV_VIOLATION);
+		}
+		break;
+	}
+	return ev;
+}
+
+static void
+slot_event(struct neg_chan *c, struct neg_slot *s, int ev, const char *why)
+{
+	int next = neg_slot_next(s->state, ev);
+
+	if (next < 0) {
+		neg_log(LOG_WARNING, "%s: slot event %s in state %s ignored (a bug: please report it)",
+		    chan_peer(c), ev >= 0 && ev < SEV_COUNT ? slot_event_name[ev] : "?",
+		    s->state >= 0 && s->state < SLOT_STATES ? slot_state_name[s->state] : "?");
+		return;
+	}
+	if ((ev = slot_act(c, s, ev, why)) != SEV_FLUSHED)
+		s->state = slot_next[s->state][ev];
+}
+
+/* One event to slot i of c, as the channel's own code raises it: for neg-test's walk of the table. */
+void
+neg_slot_event(struct neg_chan *c, int i, int ev)
+{
+	slot_event(c, &c->slot[i], ev, "Protocol error: a walk of the table");
+}
 /* Grants the caller what the command took of its stdin, in steps, or all once nothing waits. */
 static void
 stream_grant(struct neg_chan *c, struct neg_slot *s)
@@ -1759,7 +1945,7 @@ chan_stream_frame(struct neg_chan *c, const struct proto_stream *f)
 	switch (f->kind) {
 	case PROTO_S_DATA:
 		if (f->fd != 0 || s->state != SLOT_RUNNING || f->len > s->sin_room || s->sin_eof) {
-			slot_violation(c, s, f->fd != 0 ? "Protocol error: a caller sends stdin only" :
+			slot_event(c, s, SEV_VIOLATION, f->fd != 0 ? "Protocol error: a caller sends stdin only" :
 			    s->sin_eof ? "Protocol error: stdin data after its end" :
 			    "Protocol error: stdin data beyond the window granted");
 			return;
@@ -1787,7 +1973,7 @@ chan_stream_frame(struct neg_chan *c, const struct proto_stream *f)
 		return;
 	case PROTO_S_EOF:
 		if (f->fd != 0) {
-			slot_violation(c, s, "Protocol error: a caller ends stdin only");
+			slot_event(c, s, SEV_VIOLATION, "Protocol error: a caller ends stdin only");
 			return;
 		}
 		s->sin_eof = 1;
@@ -1800,13 +1986,7 @@ chan_stream_frame(struct neg_chan *c, const struct proto_stream *f)
 		return;
 	case PROTO_S_CANCEL:
 		chan_log(c, LOG_INFO, "call %s cancelled (%s)", f->id, f->kill ? "KILL" : "TERM");
-		if (s->state == SLOT_QUEUED) {
-			slot_unqueue(s, "Cancelled by the caller before it started");
-			return;
-		}
-		/* the signal first: a command reading its stdin would take the end for a clean exit */
-		slot_stop(s, f->kill, neg_now());
-		slot_close_stdin(c, s);
+		slot_event(c, s, f->kill ? SEV_KILL : SEV_CANCEL, NULL);
 		return;
 	}
 }
@@ -1819,95 +1999,119 @@ chan_stream_frame(struct neg_chan *c, const struct proto_stream *f)
 static void
 chan_supersede(struct neg_chan *c)
 {
-	int64_t now = neg_now();
 	struct neg_slot *s;
 	int i, n = 0;
 
-	for (i = 0; i < NEG_CHAN_MAXJOBS; i++) {
+	for (i = 0; i < NEG_CHAN_SLOTS; i++) {
 		s = &c->slot[i];
 		if (s->state == SLOT_FREE)
 			continue;
 		n++;
-		buf_free(&s->reply);
-		if (s->state == SLOT_QUEUED) {
-			slot_unqueue(s, NULL);
-		} else if (s->state == SLOT_RUNNING) {
-			s->job.discard = 1;
-			slot_close_stdin(c, s);
-			slot_stop(s, 0, now);
-		}
+		slot_event(c, s, SEV_NEW_CALLER, NULL);
 	}
 	if (n > 0)
 		chan_log(c, LOG_INFO, "a new caller: %d earlier call%s dropped", n, n == 1 ? "" : "s");
 }
 
 /*
- * A request read (rc 0) or refused (rc < 0, err why).  Commands and requests
- * without an id take a slot; one that finds none is held, and reading stops,
- * until one is free.  Requests with an id that run nothing are answered at
- * once: a new caller is never kept waiting by the commands of an old one.
+ * Where the answer to a request without an id goes: after the reply of the
+ * last execute without an id still in progress (a 0.8 caller takes replies in
+ * the order of its requests), or, when there is none, out at once.
  */
+static struct buf *
+chan_inorder(struct neg_chan *c)
+{
+	struct neg_slot *v[NEG_CHAN_SLOTS];
+	int n = chan_order(c, v);
+
+	while (n > 0 && v[n - 1]->has_id)
+		n--;
+	return n > 0 ? &v[n - 1]->after : &c->out;
+}
+
+/* Whether answers held for order pile up: reading requests waits until they can go. */
 static int
+chan_after_full(struct neg_chan *c)
+{
+	const struct buf *b = chan_inorder(c);
+
+	return b != &c->out && b->len >= NEG_CHAN_AFTER_MAX;
+}
+
+/*
+ * A request read (rc 0) or refused (rc < 0, err why).  Only an execute takes a
+ * slot; every other request, a refusal, and an execute that finds no slot
+ * ("busy") is answered at once, or, without an id, right after the replies
+ * it must follow.  So frames after a waiting command are always read: the
+ * stdin, credit and cancels of running calls, pings, a new caller's version.
+ */
+static void
 chan_request(struct neg_chan *c, struct proto_request *req, int rc, const char *err)
 {
 	struct neg_slot *s;
+	struct buf *to;
+	char busy[200];
 	int exec = rc == 0 && proto_method_lookup(req->method) == PROTO_M_EXECUTE;
 
 	chan_flush(c);	/* what is done goes first: an answer given at once comes after it */
-	if (rc < 0 && req->id[0]) {
-		chan_log(c, LOG_WARNING, "%s", err);
-		neg_reply_text(&c->out, req->id, err);
-		proto_request_free(req);
-		return 0;
-	}
-	if (rc == 0 && !exec && req->id[0]) {
-		if (req->new_caller)
-			chan_supersede(c);
-		chan_answer(c, req, &c->out);
-		proto_request_free(req);
-		return 0;
-	}
-	if ((s = chan_free_slot(c)) == NULL)
-		return -1;
-	memset(s, 0, sizeof(*s));
-	c->count++;
-	s->seq = c->seq++;
-	s->has_id = req->id[0] != '\0';
-	s->state = SLOT_DONE;
+	to = req->id[0] ? &c->out : chan_inorder(c);
 	if (rc < 0) {
 		chan_log(c, LOG_WARNING, "%s", err);
 		/* "id": null says "not an answer to any call of yours" to callers that sent an id */
-		neg_reply_text(&s->reply, "null", err);
-		proto_request_free(req);
+		neg_reply_text(to, req->id[0] ? req->id : "null", err);
 	} else if (!exec) {
-		chan_answer(c, req, &s->reply);
-		proto_request_free(req);
+		if (req->new_caller && req->id[0])
+			chan_supersede(c);
+		chan_answer(c, req, to);
+	} else if (c->stopping) {
+		neg_reply_text(to, req->id, NEG_STOPPING_TEXT ": it starts no new commands");
+	} else if ((s = chan_free_slot(c)) == NULL) {
+		snprintf(busy, sizeof(busy), "The callee is busy: %d commands are running or waiting "
+		    "on this channel, the most it takes; %s was refused, try again when one has "
+		    "finished", c->count, req->argc ? req->argv[0] : "");
+		chan_log(c, LOG_WARNING, "%s", busy);
+		neg_reply_text(to, req->id, busy);
 	} else {
+		memset(s, 0, sizeof(*s));
+		c->count++;
+		s->seq = c->seq++;
+		s->has_id = req->id[0] != '\0';
 		s->req = *req;
 		memset(req, 0, sizeof(*req));
-		if (s->req.stream && !chan_streams(c)) {
-			slot_unqueue(s, "Protocol error: streaming is not served here (frame limit too small)");
-			return 0;
-		}
-		s->state = SLOT_QUEUED;
-		s->since = neg_now();
-		if (chan_may_start(c))
-			chan_start(c, s, s->since);
+		slot_event(c, s, SEV_EXECUTE, NULL);
+		if (s->req.stream && !chan_streams(c))
+			slot_event(c, s, SEV_REFUSED,
+			    "Protocol error: streaming is not served here (frame limit too small)");
+		else if (chan_may_start(c))
+			slot_event(c, s, SEV_START, NULL);
+		return;
 	}
-	return 0;
+	proto_request_free(req);
 }
 
 /* One frame the reader returned (ev PROTO_FRAME), or its error (PROTO_ERROR). */
 static void
 chan_frame(struct neg_chan *c, enum proto_event ev)
 {
+	struct proto_request req;
 	struct proto_stream f;
 	char err[200];
 	int rc;
 
-	memset(&c->held_req, 0, sizeof(c->held_req));
+	memset(&req, 0, sizeof(req));
+	if (ev == PROTO_ERROR && c->rd.cut) {
+		/*
+		 * A later frame started inside this one: its caller died mid-request
+		 * (a host that hung up, on a port whose disconnect came too late to
+		 * be seen).  An "id": null answer would reach nobody but the next
+		 * caller, and a 0.8 caller would take it for its own reply.
+		 */
+		chan_log(c, LOG_WARNING, "dropped, not answered (its caller is gone): %s",
+		    strncmp(c->rd.err, "Protocol error: ", 16) == 0 ? c->rd.err + 16 : c->rd.err);
+		return;
+	}
 	if (ev == PROTO_ERROR) {
-		snprintf(c->held_err, sizeof(c->held_err), "%s", c->rd.err);
+		snprintf(err, sizeof(err), "%s", c->rd.err);
 		rc = -1;
 	} else {
 		rc = proto_stream_parse(&f, c->rd.body.p, c->rd.body.len, c->rd.json_len, err,
@@ -1920,40 +2124,44 @@ chan_frame(struct neg_chan *c, enum proto_event ev)
 			chan_log(c, LOG_WARNING, "%s (call %s)", err, f.id);
 			return;
 		}
-		if (rc < 0) {
-			snprintf(c->held_err, sizeof(c->held_err), "%s", err);
-		} else {
-			rc = proto_request_parse(&c->held_req, c->rd.body.p, c->rd.body.len, c->held_err,
-			    sizeof(c->held_err));
+		if (rc == 0) {
+			rc = proto_request_parse(&req, c->rd.body.p, c->rd.body.len, err, sizeof(err));
 			if (rc < 0)
-				proto_request_free(&c->held_req);
+				proto_request_free(&req);
 		}
 		/* a large frame's buffer is not kept around between requests */
 		if (c->rd.body.cap > NEG_KEEP_BUF)
 			buf_free(&c->rd.body);
 	}
-	if (chan_request(c, &c->held_req, rc, c->held_err) < 0)
-		c->held = rc == 0 ? 1 : 2;
+	chan_request(c, &req, rc, err);
+}
+
+/*
+ * Whether reading requests waits: while replies pile up unread (a peer that
+ * sends and never reads holds NEG_CHAN_OUT_MAX and what was already running,
+ * not --max-frame), or answers held for order behind a command do.
+ */
+static int
+chan_paused(struct neg_chan *c)
+{
+	return chan_unsent(c) >= NEG_CHAN_OUT_MAX || chan_after_full(c);
 }
 
 /* Starts queued commands in arrival order while the fair share allows, and reads requests. */
 static void
 chan_process(struct neg_chan *c)
 {
-	struct neg_slot *v[NEG_CHAN_MAXJOBS];
+	struct neg_slot *v[NEG_CHAN_SLOTS];
 	enum proto_event ev;
-	int64_t now = neg_now();
 	size_t used;
 	int i, n;
 
 	n = chan_order(c, v);
 	for (i = 0; i < n && chan_may_start(c); i++)
 		if (v[i]->state == SLOT_QUEUED)
-			chan_start(c, v[i], now);
+			slot_event(c, v[i], SEV_START, NULL);
 	chan_flush(c);
-	if (c->held && chan_request(c, &c->held_req, c->held == 1 ? 0 : -1, c->held_err) == 0)
-		c->held = 0;
-	while (!c->held && c->inoff < c->in.len && chan_unsent(c) < c->srv->max_frame) {
+	while (c->inoff < c->in.len && !chan_paused(c)) {
 		if (!proto_reader_partial(&c->rd))
 			c->frame_t0 = c->last_rx;
 		ev = proto_reader_feed(&c->rd, c->in.p + c->inoff, c->in.len - c->inoff, &used);
@@ -2055,8 +2263,8 @@ stream_io(struct neg_chan *c, struct neg_slot *s, const struct pollfd *p, int n)
 }
 
 /*
- * The channel's pollfds: its own fd first (input wanted unless a request is
- * held or replies pile up unread, output when queued), then its commands' pipes.
+ * The channel's pollfds: its own fd first (input wanted unless reading is
+ * paused, output when queued), then its commands' pipes.
  */
 int
 neg_chan_pollfds(struct neg_chan *c, struct pollfd *p, int want_input)
@@ -2067,11 +2275,11 @@ neg_chan_pollfds(struct neg_chan *c, struct pollfd *p, int want_input)
 	p[0].fd = c->fd;	/* -1 while disconnected: poll() skips it, the jobs are still served */
 	p[0].events = 0;
 	p[0].revents = 0;
-	if (want_input && !c->held && chan_unsent(c) < c->srv->max_frame && c->inoff == c->in.len)
+	if (want_input && !chan_paused(c) && c->inoff == c->in.len)
 		p[0].events |= POLLIN;
 	if (c->outoff < c->out.len)
 		p[0].events |= POLLOUT;
-	for (i = 0; i < NEG_CHAN_MAXJOBS; i++) {
+	for (i = 0; i < NEG_CHAN_SLOTS; i++) {
 		s = &c->slot[i];
 		s->nfds = s->state != SLOT_RUNNING ? 0 : s->req.stream ? stream_pollfds(c, s, p + n) :
 		    neg_job_pollfds(&s->job, p + n);
@@ -2081,29 +2289,13 @@ neg_chan_pollfds(struct neg_chan *c, struct pollfd *p, int want_input)
 }
 
 static void
-chan_job_finished(struct neg_chan *c, struct neg_slot *s)
-{
-	if (s->state != SLOT_RUNNING || !neg_job_done(&s->job))
-		return;
-	if (s->why)
-		neg_reply_text(&s->reply, s->req.id, s->why);
-	else if (!s->job.discard)
-		neg_job_reply(&s->job, &s->req, &s->reply, c->srv->max_frame);
-	neg_job_free(&s->job);
-	proto_request_free(&s->req);
-	buf_free(&s->sin);
-	s->state = SLOT_DONE;
-	c->running--;
-	c->srv->running--;
-}
-
-static void
 chan_jobs_finished(struct neg_chan *c)
 {
 	int i;
 
-	for (i = 0; i < NEG_CHAN_MAXJOBS; i++)
-		chan_job_finished(c, &c->slot[i]);
+	for (i = 0; i < NEG_CHAN_SLOTS; i++)
+		if (c->slot[i].state == SLOT_RUNNING && neg_job_done(&c->slot[i].job))
+			slot_event(c, &c->slot[i], SEV_JOB_DONE, NULL);
 }
 
 /*
@@ -2152,7 +2344,7 @@ neg_chan_io(struct neg_chan *c, const struct pollfd *p, int n)
 	int i, k, rounds, gone = 0, why = 0;
 	struct neg_slot *s;
 
-	for (i = 0, k = 1; i < NEG_CHAN_MAXJOBS; i++) {
+	for (i = 0, k = 1; i < NEG_CHAN_SLOTS; i++) {
 		s = &c->slot[i];
 		if (s->state != SLOT_RUNNING || s->nfds == 0)
 			continue;
@@ -2201,7 +2393,7 @@ neg_chan_reap(struct neg_chan *c)
 {
 	int i;
 
-	for (i = 0; i < NEG_CHAN_MAXJOBS; i++)
+	for (i = 0; i < NEG_CHAN_SLOTS; i++)
 		if (c->slot[i].state == SLOT_RUNNING)
 			neg_job_reap(&c->slot[i].job);
 	chan_jobs_finished(c);
@@ -2223,14 +2415,14 @@ neg_chan_tick(struct neg_chan *c, int64_t now)
 	struct proto_request none;
 	int i;
 
-	for (i = 0; i < NEG_CHAN_MAXJOBS; i++)
+	for (i = 0; i < NEG_CHAN_SLOTS; i++)
 		if (c->slot[i].state == SLOT_RUNNING)
 			neg_job_tick(&c->slot[i].job, now);
 	/*
 	 * A data frame is one write(): still incomplete, its writer died in it,
 	 * and what came after (the next caller's request) is in its bytes.
 	 */
-	if (proto_reader_raw(&c->rd) && c->inoff == c->in.len && !c->held &&
+	if (proto_reader_raw(&c->rd) && c->inoff == c->in.len && !chan_paused(c) &&
 	    now - c->frame_t0 >= chan_frame_limit(c)) {
 		chan_log(c, LOG_WARNING, "a data frame was cut short; looking through its bytes "
 		    "for the next frame");
@@ -2240,8 +2432,8 @@ neg_chan_tick(struct neg_chan *c, int64_t now)
 		c->frame_t0 = now;
 	}
 	/* timed from the frame's first byte: a trickle of bytes does not keep a cut frame alive */
-	if (proto_reader_partial(&c->rd) && c->inoff == c->in.len && !c->held &&
-	    now - c->frame_t0 >= chan_frame_limit(c) && chan_free_slot(c) != NULL) {
+	if (proto_reader_partial(&c->rd) && c->inoff == c->in.len && !chan_paused(c) &&
+	    now - c->frame_t0 >= chan_frame_limit(c)) {
 		chan_log(c, LOG_WARNING, "dropping an incomplete frame");
 		memset(&none, 0, sizeof(none));
 		chan_request(c, &none, -1, "Protocol error: incomplete frame (the rest did not arrive in time)");
@@ -2259,7 +2451,7 @@ neg_chan_wake(const struct neg_chan *c)
 	int i;
 	const struct neg_slot *s;
 
-	for (i = 0; i < NEG_CHAN_MAXJOBS; i++) {
+	for (i = 0; i < NEG_CHAN_SLOTS; i++) {
 		s = &c->slot[i];
 		if (s->state == SLOT_RUNNING)
 			t = neg_min_deadline(t, neg_job_wake(&s->job));
@@ -2272,8 +2464,8 @@ neg_chan_wake(const struct neg_chan *c)
 	/* old guest kernels can lose the POLLOUT wake-up: retry writes on a timer */
 	if (c->outoff < c->out.len)
 		t = neg_min_deadline(t, neg_now() + 100);
-	/* requests held back while the channel's slots are taken */
-	if (c->inoff < c->in.len || c->held)
+	/* requests not read while reading is paused */
+	if (c->inoff < c->in.len)
 		t = neg_min_deadline(t, neg_now() + 50);
 	if (c->log_dropped > 0)
 		t = neg_min_deadline(t, c->log_until);
@@ -2287,29 +2479,14 @@ neg_chan_wake(const struct neg_chan *c)
 void
 neg_chan_reset(struct neg_chan *c)
 {
-	int64_t now = neg_now();
 	struct neg_slot *s;
 	int i;
 
-	for (i = 0; i < NEG_CHAN_MAXJOBS; i++) {
+	for (i = 0; i < NEG_CHAN_SLOTS; i++) {
 		s = &c->slot[i];
-		if (s->state == SLOT_FREE)
-			continue;
-		buf_free(&s->reply);
-		if (s->state == SLOT_RUNNING) {
-			s->job.discard = 1;
-			s->sin_closed = 1;
-			slot_close_stdin(c, s);
-			neg_job_kill(&s->job, now);
-		} else {
-			if (s->state == SLOT_QUEUED)
-				proto_request_free(&s->req);
-			s->state = SLOT_DONE;
-		}
+		if (s->state != SLOT_FREE)
+			slot_event(c, s, SEV_PEER_GONE, NULL);
 	}
-	if (c->held == 1)
-		proto_request_free(&c->held_req);
-	c->held = 0;
 	proto_reader_reset(&c->rd);
 	c->in.len = c->inoff = 0;
 	c->out.len = c->outoff = 0;
@@ -2323,13 +2500,53 @@ neg_chan_free(struct neg_chan *c)
 	int i;
 
 	neg_chan_reset(c);
-	for (i = 0; i < NEG_CHAN_MAXJOBS; i++) {
+	for (i = 0; i < NEG_CHAN_SLOTS; i++) {
 		buf_free(&c->slot[i].reply);
 		buf_free(&c->slot[i].sin);
+		buf_free(&c->slot[i].after);
 	}
 	proto_reader_free(&c->rd);
 	buf_free(&c->in);
 	buf_free(&c->out);
+}
+
+void
+neg_stop_begin(struct neg_stop *st, int64_t now)
+{
+	st->step = NEG_STOP_REFUSE;
+	st->at = now + NEG_STOP_GRACE_MS;
+}
+
+/* The step of a stop whose time has come now, or NEG_STOP_NONE. */
+int
+neg_stop_due(struct neg_stop *st, int64_t now)
+{
+	if (st->step == NEG_STOP_NONE || st->step == NEG_STOP_DROP || now < st->at)
+		return NEG_STOP_NONE;
+	st->step++;
+	st->at = st->step == NEG_STOP_KILL ? now + NEG_KILL_GRACE_MS + NEG_STOP_FLUSH_MS : 0;
+	return st->step;
+}
+
+/*
+ * The channel's stop event, one step of neg_stop (neg_proto.h): every slot
+ * it concerns gets SEV_STOP (the waiting ones at REFUSE, the running ones at
+ * KILL); DROP is the peer-gone event for all (the replies that could not go).
+ */
+void
+neg_chan_stop(struct neg_chan *c, int step)
+{
+	int i, want = step == NEG_STOP_REFUSE ? SLOT_QUEUED : SLOT_RUNNING;
+
+	if (step == NEG_STOP_DROP) {
+		neg_chan_reset(c);
+		return;
+	}
+	c->stopping = 1;
+	for (i = 0; i < NEG_CHAN_SLOTS; i++)
+		if (c->slot[i].state == want)
+			slot_event(c, &c->slot[i], SEV_STOP, NULL);
+	chan_process(c);
 }
 
 /* Whether commands are still running or replies unsent (a stopping daemon waits for both). */
@@ -2340,7 +2557,7 @@ neg_chan_busy(const struct neg_chan *c)
 
 	if (c->fd >= 0 && c->outoff < c->out.len)
 		return 1;
-	for (i = 0; i < NEG_CHAN_MAXJOBS; i++)
+	for (i = 0; i < NEG_CHAN_SLOTS; i++)
 		if (c->slot[i].state == SLOT_RUNNING)
 			return 1;
 	return 0;

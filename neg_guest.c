@@ -497,20 +497,31 @@ port_sigio_init(struct port *pt)
 
 /*
  * What the daemon does on the signals the self-pipe brought (SIGCHLD aside:
- * the loop reaps): SIGTERM or SIGINT stop it (what the host had running is
- * killed); SIGIO is the port's event; SIGHUP changes nothing.
+ * the loop reaps): SIGTERM or SIGINT begin the stop (neg_stop: no new
+ * commands, a running one may finish for NEG_STOP_GRACE_MS, then is killed);
+ * SIGIO is the port's event; SIGHUP reopens the log and probes an absent
+ * host at once (commands are looked up at each call: nothing to re-read).
  */
 static void
-guestd_signals(struct port *pt, unsigned sigs, int64_t now, int *stopping)
+guestd_signals(struct port *pt, const char *dir, unsigned sigs, int64_t now, struct neg_stop *stop)
 {
-	if ((sigs & (NEG_SIG(SIGTERM) | NEG_SIG(SIGINT))) && !*stopping) {
-		neg_log(LOG_INFO, "terminating");
-		*stopping = 1;
+	if ((sigs & (NEG_SIG(SIGTERM) | NEG_SIG(SIGINT))) && stop->step == NEG_STOP_NONE) {
+		neg_log(LOG_INFO, "terminating: no new commands; a running one may finish for %d s",
+		    NEG_STOP_GRACE_MS / 1000);
+		neg_stop_begin(stop, now);
 		if (pt->chan.srv)
-			neg_chan_reset(&pt->chan);
+			neg_chan_stop(&pt->chan, stop->step);
 	}
 	if (sigs & NEG_SIG(SIGIO))
 		port_event(pt, EV_SIGIO, now);
+	if (sigs & NEG_SIG(SIGHUP)) {
+		if (neg_syslog)
+			closelog();
+		neg_log(LOG_INFO, "SIGHUP: commands are read from %s at each call; log reopened, "
+		    "port probed", dir);
+		if (pt->state != PORT_UP)
+			pt->probe_at = now;
+	}
 }
 
 static int
@@ -520,8 +531,9 @@ guest_daemon(struct neg_server *srv, const char *given)
 	struct port pt;
 	int64_t now, wake, poll_warned = 0;
 	char path[PATH_MAX];
+	struct neg_stop stop = { NEG_STOP_NONE, 0 };
 	unsigned sigs;
-	int n, chld, i, fd, stopping = 0;
+	int n, chld, i, fd, step;
 
 	memset(&pt, 0, sizeof(pt));
 	pt.chan.fd = -1;
@@ -535,12 +547,14 @@ guest_daemon(struct neg_server *srv, const char *given)
 	neg_log(LOG_INFO, "negotiator-guest %s started", NEG_VERSION);
 	for (;;) {
 		now = neg_now();
-		if (stopping && (pt.chan.srv == NULL || !neg_chan_busy(&pt.chan))) {
+		if (stop.step && (pt.chan.srv == NULL || !neg_chan_busy(&pt.chan))) {
 			if (pt.chan.srv)
 				neg_chan_free(&pt.chan);
 			return 0;
 		}
-		if (pt.state != PORT_UP && now >= pt.probe_at && !stopping) {
+		if ((step = neg_stop_due(&stop, now)) != NEG_STOP_NONE && pt.chan.srv)
+			neg_chan_stop(&pt.chan, step);
+		if (pt.state != PORT_UP && now >= pt.probe_at) {
 			if (pt.state == PORT_CLOSED)
 				port_reopen(&pt, srv, now);
 			else
@@ -551,9 +565,10 @@ guest_daemon(struct neg_server *srv, const char *given)
 		p[0].events = POLLIN;
 		p[0].revents = 0;
 		n = 1;
-		wake = pt.state == PORT_UP || stopping ? 0 : pt.probe_at;
+		wake = neg_min_deadline(pt.state == PORT_UP ? 0 : pt.probe_at, stop.at);
 		if (pt.chan.srv) {
-			n += neg_chan_pollfds(&pt.chan, p + 1, !stopping);
+			/* read while stopping too: the running call's stdin, credit and cancels */
+			n += neg_chan_pollfds(&pt.chan, p + 1, 1);
 			if (pt.state != PORT_UP)
 				p[1].fd = -1;	/* never poll a port whose host is away: it spins */
 			wake = neg_min_deadline(wake, neg_chan_wake(&pt.chan));
@@ -563,7 +578,7 @@ guest_daemon(struct neg_server *srv, const char *given)
 			continue;
 		now = neg_now();
 		sigs = (p[0].revents & POLLIN) ? neg_signal_drain() : 0;
-		guestd_signals(&pt, sigs, now, &stopping);
+		guestd_signals(&pt, srv->env.dir, sigs, now, &stop);
 		chld = (sigs & NEG_SIG(SIGCHLD)) != 0;
 		if (pt.chan.srv == NULL)
 			continue;

@@ -1676,21 +1676,28 @@ table_free(struct table *t)
 
 /*
  * What the daemon does on the signals the self-pipe brought (SIGCHLD aside:
- * the loop reaps): SIGTERM or SIGINT stop taking requests and kill virsh,
- * running commands get HOST_STOP_GRACE_MS (stop_at); SIGHUP rescans.
+ * the loop reaps): SIGTERM or SIGINT begin the stop (neg_stop: no new
+ * commands, running ones may finish for NEG_STOP_GRACE_MS, then are killed)
+ * and kill virsh; SIGHUP reopens the log and rescans.
  */
 static void
-hostd_signals(struct hostd *h, unsigned sigs, int64_t now, int64_t *stop_at)
+hostd_signals(struct hostd *h, unsigned sigs, int64_t now, struct neg_stop *stop)
 {
+	size_t k;
+
 	if ((sigs & (NEG_SIG(SIGTERM) | NEG_SIG(SIGINT))) && !h->stopping) {
 		neg_log(LOG_INFO, "terminating: no new requests, %d commands running",
 		    h->srv.running);
 		h->stopping = 1;
-		*stop_at = now + HOST_STOP_GRACE_MS;
+		neg_stop_begin(stop, now);
+		for (k = 0; k < h->n; k++)
+			neg_chan_stop(&h->g[k]->chan, stop->step);
 		if (h->nm.busy)
 			neg_job_kill(&h->nm.job, now);
 	}
 	if (sigs & NEG_SIG(SIGHUP)) {
+		if (neg_syslog)
+			closelog();	/* reopened at the next line: a restarted syslogd is found */
 		neg_log(LOG_INFO, "SIGHUP: rescanning %s", h->dir);
 		h->rescan_at = now;
 	}
@@ -1708,10 +1715,11 @@ host_daemon(const char *dir, struct neg_server *srv)
 	struct hostd h;
 	struct table t;
 	size_t k, n;
-	int64_t now, wake, stop_at = 0, poll_warned = 0;
+	int64_t now, wake, poll_warned = 0;
+	struct neg_stop stop = { NEG_STOP_NONE, 0 };
 	struct hguest *g;
 	unsigned sigs;
-	int chld, nj;
+	int chld, nj, step;
 
 	memset(&h, 0, sizeof(h));
 	memset(&t, 0, sizeof(t));
@@ -1752,13 +1760,11 @@ host_daemon(const char *dir, struct neg_server *srv)
 				table_free(&t);
 				return 0;
 			}
-			if (now >= stop_at) {
+			if ((step = neg_stop_due(&stop, now)) != NEG_STOP_NONE)
 				for (k = 0; k < h.n; k++)
-					neg_chan_reset(&h.g[k]->chan);
-				stop_at = now + NEG_POLL_MAX_MS;
-			}
+					neg_chan_stop(&h.g[k]->chan, step);
 		}
-		wake = h.stopping ? stop_at : h.rescan_at;
+		wake = h.stopping ? stop.at : h.rescan_at;
 		for (k = 0, n = 2 + 3; k < h.n; k++)
 			n += NEG_CHAN_FDS;
 		table_size(&t, n, h.n);
@@ -1776,8 +1782,8 @@ host_daemon(const char *dir, struct neg_server *srv)
 			if (!g->up && !g->removed && !h.stopping && now >= g->retry_at)
 				hg_connect(&h, g, now);
 			t.first[k] = n;
-			n += (size_t)neg_chan_pollfds(&g->chan, t.all + n,
-			    !h.stopping && g->naming == NAME_SETTLED);
+			/* read while stopping too: the running calls' stdin, credit and cancels */
+			n += (size_t)neg_chan_pollfds(&g->chan, t.all + n, g->naming == NAME_SETTLED);
 			if (!g->up && !g->removed && !h.stopping)
 				wake = neg_min_deadline(wake, g->retry_at);
 			wake = neg_min_deadline(wake, neg_chan_wake(&g->chan));
@@ -1786,7 +1792,7 @@ host_daemon(const char *dir, struct neg_server *srv)
 		table_poll(&t, neg_poll_timeout(wake, now), &poll_warned);
 		now = neg_now();
 		sigs = (t.all[0].revents & POLLIN) ? neg_signal_drain() : 0;
-		hostd_signals(&h, sigs, now, &stop_at);
+		hostd_signals(&h, sigs, now, &stop);
 		chld = (sigs & NEG_SIG(SIGCHLD)) != 0;
 		if ((t.all[1].revents & POLLIN) && hostd_events(&h) &&
 		    h.rescan_at > now + HOST_RESCAN_DEBOUNCE_MS)

@@ -50,7 +50,9 @@
  *
  * A payload whose object ends before its declared length at a decimal suffix
  * of it, padded with blanks to that length, is taken for a cut length line
- * (one error, then the object as the frame): no peer pads.
+ * (one error, then the object as the frame): no peer pads. *
+ * Each state has its step function (reader_length, reader_body, reader_raw,
+ * and reader_resync for HUNT and CAND); reader_feed only dispatches.
  */
 #include <errno.h>
 #include <limits.h>
@@ -671,6 +673,7 @@ reader_error(struct proto_reader *r, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(r->err, sizeof(r->err), fmt, ap);
 	va_end(ap);
+	r->cut = 0;
 }
 
 /* Moves the tracker past byte c; the digits of the latest run are kept (the last ones). */
@@ -776,6 +779,247 @@ cand_start(struct proto_reader *r)
 	ck_init(&r->ck);
 }
 
+/* What a state's step returns when it saw no event: the reader goes on with the next bytes. */
+#define R_GO_ON (-1)
+
+/* LEN: one byte of a length line; at its newline, the frame it announces starts (or an error). */
+static int
+reader_length(struct proto_reader *r, const char *p, size_t *ip)
+{
+	size_t n = 0, raw = 0;
+	int rc;
+
+	if (p[*ip] != '\n') {
+		if (r->linelen == sizeof(r->line)) {
+			track_from(r, r->line, r->linelen);
+			r->state = R_HUNT;
+			r->linelen = 0;
+			reader_error(r, "Protocol error: length line longer than %d bytes",
+			    PROTO_MAX_LENLINE);
+			return PROTO_ERROR;
+		}
+		r->line[r->linelen++] = p[(*ip)++];
+		return R_GO_ON;
+	}
+	(*ip)++;
+	rc = parse_length(r, &n, &raw);
+	track_from(r, r->line, r->linelen);
+	r->linelen = 0;
+	if (rc == 1)	/* a stray newline between frames is harmless */
+		return R_GO_ON;
+	if (rc < 0) {
+		/* digits right before the newline may be a length line run into */
+		track(r, '\n');
+		r->state = r->track == T_NL ? R_HUNT : R_LEN;
+		if (rc == -3)
+			reader_error(r, "Protocol error: a data frame's length line is H+R, "
+			    "a header of 2 to %d bytes and 1 or more bytes", PROTO_MAX_RAW_HEAD);
+		else
+			reader_error(r, "Protocol error: expected a byte count, got a line of %s",
+			    rc == -1 ? "other characters" : "too many digits");
+		return PROTO_ERROR;
+	}
+	r->body.len = 0;
+	r->want = r->declared = n;
+	r->rawlen = raw;
+	ck_init(&r->ck);
+	if (n > r->max_frame || raw > r->max_frame - n) {
+		r->state = R_SKIP;
+		r->ntail = 0;
+		/* what is over the limit is skipped, the raw bytes too: all of it is checked */
+		r->want = r->declared = n + raw;
+		r->rawlen = 0;
+		reader_error(r, "Protocol error: frame of %zu bytes exceeds the limit of %zu bytes",
+		    n + raw, r->max_frame);
+		return PROTO_ERROR;
+	}
+	r->state = R_BODY;
+	if (n == 0) {
+		r->state = R_LEN;
+		buf_reserve(&r->body, 0);
+		return PROTO_FRAME;
+	}
+	return R_GO_ON;
+}
+
+/*
+ * BODY or SKIP, bytes the checker still accepts: taken up to where it stops.
+ * An object that ends before the declared length at a decimal suffix of it
+ * is a cut length line run into the next frame's (PROTO_ERROR, r->cut; the
+ * frame of that size comes next, from r->held).
+ */
+static int
+reader_body_good(struct proto_reader *r, const char *p, size_t len, size_t *ip)
+{
+	const unsigned char *u = (const unsigned char *)p;
+	size_t i = *ip, take = len - i < r->want ? len - i : r->want, k, n;
+
+	k = ck_run(&r->ck, u + i, take, r->state == R_BODY ? r->declared : 0);
+	if (r->state == R_BODY)
+		buf_add(&r->body, p + i, k);
+	else
+		tail_add(r, p + i, k);
+	*ip = i += k;
+	r->want -= k;
+	if (r->ck.why != NULL && r->state == R_BODY) {
+		track_body(r);
+	} else if (r->ck.why != NULL) {
+		track_from(r, r->tail, r->ntail);
+	} else if (k < take) {
+		/* the object ends before the declared length */
+		n = r->declared - r->want + 1;
+		/* (a data frame's header: its digits are the raw length's) */
+		if (r->rawlen == 0 && digits_end_with(r, n)) {
+			/* a cut length line ran into this frame's: "100" + "79\n{...}" */
+			reader_error(r, "Protocol error: frame cut short (a length line ran "
+			    "into the next one: %zu declared, a whole object of %zu follows)",
+			    r->declared, n);
+			r->cut = 1;
+			r->want = 1;
+			r->declared = n;
+			r->held = r->body;
+			memset(&r->body, 0, sizeof(r->body));
+			return PROTO_ERROR;
+		}
+		ck_close(&r->ck);
+		buf_add(&r->body, p + i, 1);
+		(*ip)++;
+		r->want--;
+	}
+	return R_GO_ON;
+}
+
+/*
+ * BODY or SKIP after a byte that cannot be this frame: the bytes are kept
+ * whole for the parser's report, unless a frame starts in them ("DIGITS\n{"),
+ * which means this one was cut short (PROTO_ERROR, r->cut; the candidate
+ * frame is read next).
+ */
+static int
+reader_body_bad(struct proto_reader *r, const char *p, size_t len, size_t *ip)
+{
+	const unsigned char *u = (const unsigned char *)p;
+	size_t i = *ip, take = len - i < r->want ? len - i : r->want, k;
+
+	for (k = 0; k < take && !(r->track == T_NL && p[i + k] == '{'); k++)
+		track(r, u[i + k]);
+	if (r->state == R_BODY)
+		buf_add(&r->body, p + i, k);
+	*ip = i + k;
+	r->want -= k;
+	if (k < take && r->state == R_SKIP) {
+		cand_start(r);	/* the frame was refused already */
+		return R_GO_ON;
+	}
+	if (k < take) {
+		reader_error(r, "Protocol error: frame cut short (invalid JSON at byte "
+		    "%zu of %zu: %s); resynchronising", r->ck.pos, r->declared, r->ck.why);
+		r->cut = 1;
+		cand_start(r);
+		return PROTO_ERROR;
+	}
+	return R_GO_ON;
+}
+
+/* BODY or SKIP: the frame's bytes; at its end, the frame (or a data frame's raw bytes next). */
+static int
+reader_body(struct proto_reader *r, const char *p, size_t len, size_t *ip)
+{
+	int ev, bad;
+
+	ev = r->ck.why == NULL ? reader_body_good(r, p, len, ip) : reader_body_bad(r, p, len, ip);
+	if (ev != R_GO_ON || r->want > 0 || r->state == R_CAND)
+		return ev;
+	bad = r->ck.state != CK_DONE;
+	if (r->state == R_BODY && r->rawlen > 0) {
+		/* a data frame's header is done: its raw bytes follow, unchecked */
+		r->want = r->rawlen;
+		if (!bad) {
+			r->state = R_RAW;
+			return R_GO_ON;
+		}
+		r->state = R_DROP;
+		reader_error(r, "Protocol error: a data frame's header is not one JSON object");
+		return PROTO_ERROR;
+	}
+	ev = r->state == R_SKIP ? R_GO_ON : PROTO_FRAME;
+	r->state = state_after_frame(r, bad);
+	return ev;
+}
+
+/* RAW or DROP: a data frame's raw bytes, kept (the frame) or dropped (its header was refused). */
+static int
+reader_raw(struct proto_reader *r, const char *p, size_t len, size_t *ip)
+{
+	size_t take = len - *ip < r->want ? len - *ip : r->want;
+	int keep = r->state == R_RAW;
+
+	if (keep)
+		buf_add(&r->body, p + *ip, take);
+	*ip += take;
+	r->want -= take;
+	if (r->want > 0)
+		return R_GO_ON;
+	r->state = R_LEN;
+	r->track = T_NONE;
+	r->rawlen = 0;
+	if (!keep)
+		return R_GO_ON;
+	r->json_len = r->declared;
+	return PROTO_FRAME;
+}
+
+/*
+ * The resync, HUNT and CAND: after bytes that are no frame (junk, a cut or
+ * refused frame), finds where the next frame starts.  HUNT looks for a line
+ * start ("\n", or digits and "\n"); "DIGITS\n{" starts a candidate, which
+ * CAND takes for a frame only when it is one whole JSON object whose size is
+ * a decimal suffix of those digits (a length line the cut bytes ran into),
+ * else it hunts again from the candidate's last bytes.  Consumes at most up
+ * to p[len); returns PROTO_FRAME (the frame in r->body) or R_GO_ON.
+ */
+static int
+reader_resync(struct proto_reader *r, const char *p, size_t len, size_t *ip)
+{
+	const unsigned char *u = (const unsigned char *)p;
+	size_t i = *ip, n, k, take;
+
+	if (r->state == R_HUNT) {
+		if (r->track == T_NL && p[i] == '{') {
+			cand_start(r);
+		} else if (r->track == T_NL || (r->track == T_NONE && p[i] == '\n')) {
+			/* a line start: what follows is a length line */
+			r->state = R_LEN;
+			*ip += r->track == T_NONE;
+		} else {
+			track(r, u[(*ip)++]);
+		}
+		return R_GO_ON;
+	}
+	n = digits_bound(r);
+	take = len - i < n - r->body.len ? len - i : n - r->body.len;
+	k = ck_run(&r->ck, u + i, take, (size_t)-1);
+	buf_add(&r->body, p + i, k);
+	*ip = i += k;
+	if (r->ck.why == NULL && k < take) {
+		ck_close(&r->ck);
+		buf_add(&r->body, p + i, 1);
+		(*ip)++;
+		if (digits_end_with(r, r->body.len)) {
+			r->state = R_LEN;
+			return PROTO_FRAME;
+		}
+		/* a whole object, of another length: no frame starts inside it */
+		r->track = T_NONE;
+		r->state = R_HUNT;
+	} else if (r->ck.why != NULL || r->body.len == n) {
+		/* not a frame; one may start in its last bytes */
+		track_body(r);
+		r->state = R_HUNT;
+	}
+	return R_GO_ON;
+}
+
 /*
  * Consumes bytes from p[0..len) and stops at the first event: a whole frame in
  * r->body, or an error (in r->err).  *used says how many bytes were taken.
@@ -785,9 +1029,8 @@ cand_start(struct proto_reader *r)
 static enum proto_event
 reader_feed(struct proto_reader *r, const char *p, size_t len, size_t *used)
 {
-	const unsigned char *u = (const unsigned char *)p;
-	size_t i = 0, n, k, take, raw;
-	int rc, bad;
+	size_t i = 0;
+	int ev = R_GO_ON;
 
 	if (r->held.p != NULL) {
 		/* the caller may have released the body after the error: the frame's bytes are here */
@@ -795,201 +1038,27 @@ reader_feed(struct proto_reader *r, const char *p, size_t len, size_t *used)
 		r->body = r->held;
 		memset(&r->held, 0, sizeof(r->held));
 	}
-	while (i < len) {
+	while (i < len && ev == R_GO_ON) {
 		switch (r->state) {
 		case R_LEN:
-			if (p[i] != '\n') {
-				if (r->linelen == sizeof(r->line)) {
-					track_from(r, r->line, r->linelen);
-					r->state = R_HUNT;
-					r->linelen = 0;
-					*used = i;
-					reader_error(r, "Protocol error: length line longer than %d bytes",
-					    PROTO_MAX_LENLINE);
-					return PROTO_ERROR;
-				}
-				r->line[r->linelen++] = p[i++];
-				break;
-			}
-			i++;
-			rc = parse_length(r, &n, &raw);
-			track_from(r, r->line, r->linelen);
-			r->linelen = 0;
-			if (rc == 1)	/* a stray newline between frames is harmless */
-				break;
-			*used = i;
-			if (rc < 0) {
-				/* digits right before the newline may be a length line run into */
-				track(r, '\n');
-				r->state = r->track == T_NL ? R_HUNT : R_LEN;
-				if (rc == -3)
-					reader_error(r, "Protocol error: a data frame's length line is H+R, "
-					    "a header of 2 to %d bytes and 1 or more bytes", PROTO_MAX_RAW_HEAD);
-				else
-					reader_error(r, "Protocol error: expected a byte count, got a line of %s",
-					    rc == -1 ? "other characters" : "too many digits");
-				return PROTO_ERROR;
-			}
-			r->body.len = 0;
-			r->want = r->declared = n;
-			r->rawlen = raw;
-			ck_init(&r->ck);
-			if (n > r->max_frame || raw > r->max_frame - n) {
-				r->state = R_SKIP;
-				r->ntail = 0;
-				/* what is over the limit is skipped, the raw bytes too: all of it is checked */
-				r->want = r->declared = n + raw;
-				r->rawlen = 0;
-				reader_error(r, "Protocol error: frame of %zu bytes exceeds the limit of %zu bytes",
-				    n + raw, r->max_frame);
-				return PROTO_ERROR;
-			}
-			r->state = R_BODY;
-			if (n == 0) {
-				r->state = R_LEN;
-				buf_reserve(&r->body, 0);
-				return PROTO_FRAME;
-			}
+			ev = reader_length(r, p, &i);
 			break;
 		case R_BODY:
 		case R_SKIP:
-			take = len - i < r->want ? len - i : r->want;
-			if (r->ck.why == NULL) {
-				k = ck_run(&r->ck, u + i, take, r->state == R_BODY ? r->declared : 0);
-				if (r->state == R_BODY)
-					buf_add(&r->body, p + i, k);
-				else
-					tail_add(r, p + i, k);
-				i += k;
-				r->want -= k;
-				if (r->ck.why != NULL && r->state == R_BODY) {
-					track_body(r);
-				} else if (r->ck.why != NULL) {
-					track_from(r, r->tail, r->ntail);
-				} else if (k < take) {
-					/* the object ends before the declared length */
-					n = r->declared - r->want + 1;
-					/* (a data frame's header: its digits are the raw length's) */
-					if (r->rawlen == 0 && digits_end_with(r, n)) {
-						/* a cut length line ran into this frame's: "100" + "79\n{...}" */
-						reader_error(r, "Protocol error: frame cut short (a length line ran "
-						    "into the next one: %zu declared, a whole object of %zu follows)",
-						    r->declared, n);
-						r->want = 1;
-						r->declared = n;
-						r->held = r->body;
-						memset(&r->body, 0, sizeof(r->body));
-						*used = i;
-						return PROTO_ERROR;
-					}
-					ck_close(&r->ck);
-					buf_add(&r->body, p + i, 1);
-					i++;
-					r->want--;
-				}
-			} else {
-				/*
-				 * Bytes that cannot be this frame: kept whole for the
-				 * parser's report, unless a frame starts in them,
-				 * which means this one was cut short.
-				 */
-				for (k = 0; k < take && !(r->track == T_NL && p[i + k] == '{'); k++)
-					track(r, u[i + k]);
-				if (r->state == R_BODY)
-					buf_add(&r->body, p + i, k);
-				i += k;
-				r->want -= k;
-				if (k < take && r->state == R_SKIP) {
-					cand_start(r);	/* the frame was refused already */
-					break;
-				}
-				if (k < take) {
-					*used = i;
-					reader_error(r, "Protocol error: frame cut short (invalid JSON at byte "
-					    "%zu of %zu: %s); resynchronising", r->ck.pos, r->declared, r->ck.why);
-					cand_start(r);
-					return PROTO_ERROR;
-				}
-			}
-			if (r->want > 0)
-				break;
-			bad = r->ck.state != CK_DONE;
-			if (r->state == R_BODY && r->rawlen > 0) {
-				/* a data frame's header is done: its raw bytes follow, unchecked */
-				r->want = r->rawlen;
-				if (!bad) {
-					r->state = R_RAW;
-					break;
-				}
-				r->state = R_DROP;
-				*used = i;
-				reader_error(r, "Protocol error: a data frame's header is not one JSON object");
-				return PROTO_ERROR;
-			}
-			if (r->state == R_SKIP) {
-				r->state = state_after_frame(r, bad);
-				break;
-			}
-			r->state = state_after_frame(r, bad);
-			*used = i;
-			return PROTO_FRAME;
+			ev = reader_body(r, p, len, &i);
+			break;
 		case R_RAW:
 		case R_DROP:
-			take = len - i < r->want ? len - i : r->want;
-			if (r->state == R_RAW)
-				buf_add(&r->body, p + i, take);
-			i += take;
-			r->want -= take;
-			if (r->want > 0)
-				break;
-			k = r->state == R_RAW;
-			r->state = R_LEN;
-			r->track = T_NONE;
-			r->rawlen = 0;
-			if (!k)
-				break;
-			r->json_len = r->declared;
-			*used = i;
-			return PROTO_FRAME;
-		case R_HUNT:
-			if (r->track == T_NL && p[i] == '{') {
-				cand_start(r);
-			} else if (r->track == T_NL || (r->track == T_NONE && p[i] == '\n')) {
-				/* a line start: what follows is a length line */
-				r->state = R_LEN;
-				i += r->track == T_NONE;
-			} else {
-				track(r, u[i++]);
-			}
+			ev = reader_raw(r, p, len, &i);
 			break;
+		case R_HUNT:
 		case R_CAND:
-			n = digits_bound(r);
-			take = len - i < n - r->body.len ? len - i : n - r->body.len;
-			k = ck_run(&r->ck, u + i, take, (size_t)-1);
-			buf_add(&r->body, p + i, k);
-			i += k;
-			if (r->ck.why == NULL && k < take) {
-				ck_close(&r->ck);
-				buf_add(&r->body, p + i, 1);
-				i++;
-				if (digits_end_with(r, r->body.len)) {
-					r->state = R_LEN;
-					*used = i;
-					return PROTO_FRAME;
-				}
-				/* a whole object, of another length: no frame starts inside it */
-				r->track = T_NONE;
-				r->state = R_HUNT;
-			} else if (r->ck.why != NULL || r->body.len == n) {
-				/* not a frame; one may start in its last bytes */
-				track_body(r);
-				r->state = R_HUNT;
-			}
+			ev = reader_resync(r, p, len, &i);
 			break;
 		}
 	}
 	*used = i;
-	return PROTO_NEED_MORE;
+	return ev == R_GO_ON ? PROTO_NEED_MORE : (enum proto_event)ev;
 }
 
 enum proto_event

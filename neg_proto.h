@@ -48,6 +48,9 @@
 #define NEG_MAX_NAME 255                    /* bytes of a command name */
 #define NEG_WRITE_CHUNK (32u << 10)         /* virtio_console takes at most this per write() */
 #define NEG_KILL_GRACE_MS 2000              /* SIGTERM to SIGKILL */
+#define NEG_STOPPING_TEXT "The daemon is stopping"  /* the reply to calls it ends */
+#define NEG_STOP_GRACE_MS 5000              /* SIGTERM: running commands may finish this long */
+#define NEG_STOP_FLUSH_MS 2000              /* ... then, after the kill, their replies may go out */
 
 /*
  * Streaming execute (the README's protocol section).  A data frame is one
@@ -65,10 +68,14 @@
 #define NEG_STREAM_OUT_HIGH (128u << 10) /* a channel's unsent bytes before it stops reading pipes */
 
 /* The runner, the served channel and the callers (neg.c). */
-#define NEG_CHAN_MAXJOBS 4            /* requests in progress on one channel */
+#define NEG_CHAN_MAXJOBS 4            /* commands running on one channel (the guest daemon: 1) */
+#define NEG_CHAN_QUEUE 4              /* commands waiting on one channel; more are refused "busy" */
+#define NEG_CHAN_SLOTS (NEG_CHAN_MAXJOBS + NEG_CHAN_QUEUE)
+#define NEG_CHAN_AFTER_MAX (64u << 10) /* answers held for order behind a command before reading stops */
 #define NEG_READ_CHUNK 65536          /* bytes one read() takes */
 #define NEG_READS_PER_WAKE 16         /* reads of one fd per wake-up: others get a turn */
-#define NEG_KEEP_BUF (1u << 20)       /* a buffer larger than this is freed once empty */
+#define NEG_KEEP_BUF (256u << 10)     /* a channel's buffer larger than this is freed once empty */
+#define NEG_CHAN_OUT_MAX (256u << 10) /* unsent output at which a channel stops reading requests */
 #define NEG_MAX_COMMANDS 65536        /* names list_commands returns (see PROTO_MAX_TOKENS) */
 #define NEG_FD_SCAN_MAX 65536         /* fds closed in a child where /proc is missing */
 #define NEG_POLL_MAX_MS 3600000       /* the longest single poll() wait; also "no deadline" */
@@ -92,7 +99,6 @@
 #define HOST_RESCAN_DEBOUNCE_MS 50    /* a burst of directory events is one rescan */
 #define HOST_RETRY_MIN_MS 100         /* a socket that refused is tried again after this ... */
 #define HOST_RETRY_MAX_MS 60000       /* ... doubling up to this (inotify says when it is back) */
-#define HOST_STOP_GRACE_MS 5000       /* SIGTERM: running commands may finish this long */
 #define HOST_PER_GUEST_JOBS NEG_CHAN_MAXJOBS
 #define HOST_TOTAL_JOBS 64            /* commands running at once for all guests, shared fairly */
 #define HOST_VIRSH_TIMEOUT_MS 5000    /* one virsh call; then it is killed and paths give names */
@@ -175,6 +181,7 @@ struct proto_reader {
 	size_t rawlen;   /* the raw bytes that follow the header being read */
 	size_t json_len; /* of the frame returned: the JSON's bytes; raw bytes follow in body */
 	char err[160];   /* the reason when PROTO_ERROR is returned */
+	int cut;         /* ... which is a frame cut short by a later one: its sender is gone */
 };
 
 void proto_reader_init(struct proto_reader *, size_t max_frame);
@@ -380,6 +387,7 @@ struct neg_job {
 	int group_killed;  /* ...and, its leader reaped, SIGKILL */
 	int timed_out;
 	int discard;       /* the caller went away: no reply */
+	int stopping;      /* the daemon is stopping: the reply says so, with the status */
 	char name[NEG_MAX_NAME + 1];
 };
 
@@ -418,13 +426,34 @@ void neg_reply_text(struct buf *, const char *id, const char *msg);
 
 /*
  * One served channel: a byte stream carrying requests from the peer and our
- * replies, with up to maxjobs requests in progress and replies sent in the
- * order of the requests.  Both daemons drive these from their poll loop.
+ * replies, with up to maxjobs commands running and NEG_CHAN_QUEUE waiting;
+ * replies without an id are sent in the order of the requests.  Both daemons
+ * drive these from their poll loop.
  */
 #define NEG_CHAN_FDS (1 + 3 * NEG_CHAN_MAXJOBS)
 
-/* A request in progress: a command waiting for a job slot, then running, then its reply done. */
-enum { SLOT_FREE, SLOT_QUEUED, SLOT_RUNNING, SLOT_DONE };
+/*
+ * An execute in progress: a command waiting for a job slot, then running, then
+ * its reply done.  Its state changes only in neg.c's slot_event, by the table
+ * neg_slot_next returns (-1: the event is not allowed in that state).
+ */
+enum { SLOT_FREE, SLOT_QUEUED, SLOT_RUNNING, SLOT_DONE, SLOT_STATES };
+enum {
+	SEV_EXECUTE,    /* the request takes a free slot */
+	SEV_START,      /* the fair share lets its command start */
+	SEV_REFUSED,    /* it will not run (streaming not served; the start failed) */
+	SEV_JOB_DONE,   /* the command was reaped and its pipes are closed */
+	SEV_FLUSHED,    /* its reply may go now (request order allows) */
+	SEV_CANCEL,     /* the caller's cancel, TERM */
+	SEV_KILL,       /* the caller's cancel, KILL */
+	SEV_VIOLATION,  /* the caller broke the streaming rules */
+	SEV_NEW_CALLER, /* a new caller took the channel: the call's caller is gone */
+	SEV_PEER_GONE,  /* the channel's peer disconnected */
+	SEV_STOP,       /* the daemon is stopping (SIGTERM) */
+	SEV_COUNT
+};
+int neg_slot_next(int state, int ev);
+void neg_slot_table(struct buf *);
 
 struct neg_slot {
 	struct neg_job job;
@@ -444,6 +473,7 @@ struct neg_slot {
 	int sin_closed;      /* the command's stdin is closed: more is dropped */
 	size_t out_credit;   /* output bytes the caller takes now */
 	const char *why;     /* the caller broke the protocol: the reply says so */
+	struct buf after;    /* answers to later requests without an id, sent right after reply */
 };
 
 struct neg_chan {
@@ -457,12 +487,10 @@ struct neg_chan {
 	int64_t out_retry;
 	int64_t last_rx;
 	int64_t frame_t0;    /* when the first byte of the frame being read arrived */
-	struct neg_slot slot[NEG_CHAN_MAXJOBS];
-	int count, maxjobs;  /* slots in use, and how many may be */
+	struct neg_slot slot[NEG_CHAN_SLOTS];
+	int count, maxjobs;  /* slots in use; commands that may run at once */
+	int stopping;        /* the daemon is stopping: executes are refused */
 	unsigned seq;
-	int held;            /* a request read while no slot was free: 1 parsed, 2 refused */
-	struct proto_request held_req;
-	char held_err[200];
 	int running;         /* this channel's commands running */
 	int busy;            /* counted in srv->busy */
 	const char *guest;   /* NEGOTIATOR_GUEST for this channel's commands */
@@ -472,6 +500,7 @@ struct neg_chan {
 };
 
 void neg_chan_init(struct neg_chan *, int fd, struct neg_server *, int maxjobs);
+void neg_slot_event(struct neg_chan *, int slot, int ev);
 int neg_chan_pollfds(struct neg_chan *, struct pollfd *, int want_input);
 int neg_chan_io(struct neg_chan *, const struct pollfd *, int n);
 void neg_chan_reap(struct neg_chan *);
@@ -480,6 +509,24 @@ int64_t neg_chan_wake(const struct neg_chan *);
 void neg_chan_reset(struct neg_chan *);
 void neg_chan_free(struct neg_chan *);
 int neg_chan_busy(const struct neg_chan *);
+
+/*
+ * A daemon's stop on SIGTERM, the same in both: REFUSE at once (no new
+ * commands, the waiting ones answered, the channels still read for the
+ * running calls' frames); KILL after NEG_STOP_GRACE_MS (SIGTERM to what
+ * runs, SIGKILL NEG_KILL_GRACE_MS later, each call answered "The daemon is
+ * stopping" with the command's status); DROP when the replies could not go
+ * out within NEG_STOP_FLUSH_MS more.  The daemon exits once no channel is
+ * busy.
+ */
+enum { NEG_STOP_NONE, NEG_STOP_REFUSE, NEG_STOP_KILL, NEG_STOP_DROP };
+struct neg_stop {
+	int step;
+	int64_t at;   /* when the next step is due */
+};
+void neg_stop_begin(struct neg_stop *, int64_t now);
+int neg_stop_due(struct neg_stop *, int64_t now);
+void neg_chan_stop(struct neg_chan *, int step);
 int64_t neg_min_deadline(int64_t, int64_t);
 int neg_poll_timeout(int64_t deadline, int64_t now);
 int neg_poll(struct pollfd *, nfds_t, int timeout, int64_t *warned_at);

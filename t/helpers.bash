@@ -261,3 +261,104 @@ start_guest_daemon() {
 	vm_run 'cat /tmp/gd.log' >&2
 	return 1
 }
+
+# rawpeer PATH < SCRIPT: a hand-made peer on PATH (the host side's socket, or the guest side's
+# port device), one step per line of SCRIPT: `send JSON` (a frame), `raw TEXT` (bytes, with
+# backslash escapes), `flood BYTES [ID]` (pings of id ID, 1 by default, until BYTES are
+# sent or none could be for 2 s), `drain` (until every pong of the last flood is read, and
+# whatever came before them), `data ID TEXT` (a stdin
+# data frame of call ID), `expect TEXT` (waits, at most 10 s, for a frame that contains TEXT,
+# and prints it; frames already read count), `wait FILE` (until FILE exists, at most 10 s).
+# Fails with what it got when an expected frame does not come.
+rawpeer() {
+	python3 -c "$RAWPEER_PY" "$1"
+}
+read -r -d '' RAWPEER_PY <<'EOS' || true
+import os, select, socket, stat, sys, time
+path = sys.argv[1]
+if stat.S_ISSOCK(os.stat(path).st_mode):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(path)
+    fd = s.fileno()
+else:
+    fd = os.open(path, os.O_RDWR | os.O_NOCTTY)
+buf, got = b'', []
+def cut():
+    global buf
+    while True:
+        nl = buf.find(b'\n')
+        if nl < 0:
+            return
+        head = buf[:nl].strip()
+        n = sum(int(x) for x in head.split(b'+'))
+        if len(buf) < nl + 1 + n:
+            return
+        got.append(buf[nl + 1:nl + 1 + n])
+        buf = buf[nl + 1 + n:]
+def put(b):
+    while b:
+        b = b[os.write(fd, b):]
+def until(ok, what):
+    global buf
+    end = time.time() + 10
+    while not ok():
+        left = end - time.time()
+        if left <= 0:
+            sys.exit('rawpeer: %s: not within 10 s; frames read: %r' % (what, got))
+        if select.select([fd], [], [], left)[0]:
+            d = os.read(fd, 65536)
+            if not d:
+                sys.exit('rawpeer: %s: the other side closed; frames read: %r' % (what, got))
+            buf += d
+            cut()
+for line in sys.stdin:
+    cmd, _, arg = line.rstrip('\n').partition(' ')
+    if cmd == 'send':
+        b = arg.encode()
+        put(b'%d\n%s' % (len(b), b))
+    elif cmd == 'raw':
+        put(arg.encode('latin-1').decode('unicode_escape').encode('latin-1'))
+    elif cmd == 'data':
+        cid, _, text = arg.partition(' ')
+        h, b = ('{"id": %s, "data": "stdin"}' % cid).encode(), text.encode()
+        put(b'%d+%d\n%s%s' % (len(h), len(b), h, b))
+    elif cmd == 'expect':
+        hit = []
+        def seen():
+            hit[:] = [f for f in got if arg.encode() in f][:1]
+            return bool(hit)
+        until(seen, 'a frame with ' + arg)
+        got.remove(hit[0])
+        print(hit[0].decode('latin-1'))
+    elif cmd == 'wait':
+        until(lambda: os.path.exists(arg), 'the file ' + arg)
+    elif cmd == 'flood':
+        # pings until ARG bytes are sent, or none could be sent for 2 s (the other side stopped
+        # reading); what is sent is said on stdout
+        size, _, pid = arg.partition(' ')
+        body = b'{"method": "ping", "id": %s}' % (pid or '1').encode()
+        ping = b'%d\n%s' % (len(body), body)
+        chunk, sent = ping * 2048, 0
+        os.set_blocking(fd, False)
+        while sent < int(size) and select.select([], [fd], [], 2)[1]:
+            try:
+                sent += os.write(fd, chunk[sent % len(ping):])
+            except BlockingIOError:
+                pass
+        os.set_blocking(fd, True)
+        pings = sent // len(ping)
+        put(ping[sent % len(ping):])
+        print('flooded %d bytes, %d pings' % (sent, pings + 1))
+    elif cmd == 'drain':
+        # the pongs of the flood, read to the last (the other side goes on while it sends)
+        n, mine = 0, b'"pong", "id": %s}' % (pid or '1').encode()
+        while True:
+            n += sum(1 for f in got if mine in f)
+            got[:] = []
+            if n >= pings + 1:
+                break
+            until(lambda: bool(got), 'pong %d of %d' % (n, pings + 1))
+        print('drained %d pongs' % (pings + 1))
+    else:
+        sys.exit('rawpeer: no such step: ' + line)
+EOS

@@ -51,6 +51,24 @@ H() { "$HOSTBIN" --socket "$VM_H2G" "$@"; }
 	assert_success
 }
 
+@test "a host caller that sends half a frame and hangs up costs the next 0.8 caller nothing" {
+	run rawpeer "$VM_H2G" <<'EOS'
+raw 100\n{"method": "list_
+EOS
+	assert_success
+	# a 0.8 caller: no id, so the first reply it reads is its answer
+	run rawpeer "$VM_H2G" <<'EOS'
+send {"method": "list_commands", "args": [], "kw": {}}
+expect "success"
+EOS
+	echo "$output"
+	assert_success
+	assert_output --partial '"success": true'
+	run H -c
+	assert_success
+	assert_line show
+}
+
 @test "built-ins fall back to /etc/redhat-release where an old guest has no lsb-release or os-release" {
 	vm_run 'mkdir /etc/saved && mv /etc/os-release /etc/lsb-release /etc/saved/ && echo "CentOS release 6.10 (Final)" > /etc/redhat-release'
 	run H -e find-distribution-release

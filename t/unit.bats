@@ -506,3 +506,20 @@ dframe() {
 	run "$NEGTEST" request <<< '{"method": "version", "args": [], "kw": {"new_caller": true}, "id": 1}'
 	assert_line 'new_caller=1'
 }
+
+@test "the slot picture at the top of neg.c is slot_event's table, and every row walks as the table says" {
+	run "$NEGTEST" slot-table
+	assert_success
+	table=$output
+	picture=$(sed -n '/neg-test slot-table/,/any other event in any state/p' "$ROOT/neg.c" | sed -n 's/^ \*   //p')
+	assert_equal "$picture" "$table"
+	# every state x event through slot_event: allowed rows land where the table says, the
+	# others change nothing and each says so in the log
+	run --separate-stderr "$NEGTEST" slot-walk
+	echo "$output"
+	assert_success
+	[ "${#lines[@]}" -eq 44 ]
+	ignored=$(grep -c "(ignored)" <<< "$output")
+	[ "$ignored" -eq 24 ]
+	[ "$(grep -c 'ignored (a bug: please report it)' <<< "$stderr")" -eq "$ignored" ]
+}
