@@ -146,7 +146,7 @@ SYSCONFDIR  = /etc
 # the guest binary installed by install-guest (negotiator-guest.i386 for a 32-bit guest)
 GUEST_BIN   = negotiator-guest
 EXAMPLES    = commands/README commands/guest-uptime commands/health-check commands/load \
-              commands/read-file commands/reconfigure-network commands/write-file
+              commands/read-file commands/reconfigure-network commands/sh commands/write-file
 # service files name the programs by their installed path
 SUBST       = sed 's|/usr/sbin/|$(SBINDIR)/|g'
 

@@ -70,6 +70,7 @@ tree_of() {
 		/usr/local/share/doc/negotiator/examples/commands/load \
 		/usr/local/share/doc/negotiator/examples/commands/read-file \
 		/usr/local/share/doc/negotiator/examples/commands/reconfigure-network \
+		/usr/local/share/doc/negotiator/examples/commands/sh \
 		/usr/local/share/doc/negotiator/examples/commands/write-file \
 		/usr/local/share/doc/negotiator/examples/negotiator-host.supervisord.conf \
 		/usr/local/share/man/man8/negotiator-guest.8 /usr/local/share/man/man8/negotiator-host.8 | sort)"
@@ -376,6 +377,21 @@ complete_line() {
 	assert_line --regexp '^(ok|FAIL) load'
 	# its status is its verdict
 	if grep -q '^FAIL' <<<"$output"; then assert_failure 1; else assert_success; fi
+	# sh (opt-in, for Ansible): a /bin/sh script with the caller's stdin and its own status, in
+	# a login's HOME and directory
+	printf 'one line\n' > "$e/line"
+	run "$HOSTBIN" --socket "$e/sock" -e "sh 'cd /tmp; pwd; read -r l; echo \"got \$l\"; exit 3'" --input "$e/line"
+	assert_failure 3
+	assert_line --index 0 /tmp
+	assert_line --index 1 "got one line"
+	home=$(awk -F: -v u="$(id -u)" '$3 == u { print $6; exit }' /etc/passwd)
+	[ -d "$home" ]
+	run "$HOSTBIN" --socket "$e/sock" -e "sh 'echo \"\$HOME\"; pwd'"
+	assert_success
+	assert_output "$(printf '%s\n%s' "$home" "$home")"
+	run "$HOSTBIN" --socket "$e/sock" -e "sh one two"
+	assert_failure 2
+	assert_line --index 0 "usage: sh SCRIPT (one argument: the whole script, quoted)"
 	[ "$(id -u)" = 0 ] || skip "write-file and read-file use /var/lib/negotiator/files"
 	[ ! -e /var/lib/negotiator/files/negship-test ] || skip "a file of that name is there"
 	head -c 70000 /dev/urandom > "$e/blob"
