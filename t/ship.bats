@@ -73,7 +73,13 @@ tree_of() {
 		/usr/local/share/doc/negotiator/examples/commands/sh \
 		/usr/local/share/doc/negotiator/examples/commands/write-file \
 		/usr/local/share/doc/negotiator/examples/negotiator-host.supervisord.conf \
-		/usr/local/share/man/man8/negotiator-guest.8 /usr/local/share/man/man8/negotiator-host.8 | sort)"
+		/usr/local/share/man/man8/negotiator-guest.8 /usr/local/share/man/man8/negotiator-host.8 \
+		/usr/share/ansible/collections/ansible_collections/negotiator/guest/README.md \
+		/usr/share/ansible/collections/ansible_collections/negotiator/guest/galaxy.yml \
+		/usr/share/ansible/collections/ansible_collections/negotiator/guest/meta/runtime.yml \
+		/usr/share/ansible/collections/ansible_collections/negotiator/guest/plugins/connection/negotiator.py \
+		/usr/share/ansible/collections/ansible_collections/negotiator/guest/plugins/inventory/negotiator.py \
+		/usr/share/ansible/collections/ansible_collections/negotiator/guest/plugins/plugin_utils/runner.py | sort)"
 	[ -d "$D/root/usr/lib/negotiator/commands" ]
 	# the service files name the programs where PREFIX put them
 	grep -qx 'ExecStart=/usr/local/sbin/negotiator-host --daemon $NEGOTIATOR_HOST_OPTS' "$D/root/usr/local/lib/systemd/system/negotiator-host.service"
@@ -128,11 +134,16 @@ build_debs() {
 	done
 	run dpkg-deb -f "$ROOT/pkg/out/negotiator-host_${V}_amd64.deb" Recommends
 	assert_output "libvirt-clients"
+	# the Ansible collection goes with the host, where ansible finds collections by default
+	run dpkg-deb -c "$ROOT/pkg/out/negotiator-host_${V}_amd64.deb"
+	assert_line --regexp ' \./usr/share/ansible/collections/ansible_collections/negotiator/guest/plugins/connection/negotiator\.py$'
+	assert_line --regexp ' \./usr/share/doc/negotiator-host/examples/commands/sh$'
 	run dpkg-deb -c "$ROOT/pkg/out/negotiator-guest_${V}_amd64.deb"
 	assert_line --regexp ' \./usr/sbin/negotiator-guest$'
 	assert_line --regexp ' \./etc/init/negotiator-guest\.conf$'
 	assert_line --regexp ' \./lib/systemd/system/negotiator-guest\.service$'
 	refute_line --partial negotiator-host
+	refute_line --partial ansible
 	if [ -x "$ROOT/negotiator-guest.i386" ]; then
 		dpkg-deb -x "$ROOT/pkg/out/negotiator-guest_${V}_i386.deb" "$D/i386"
 		run file "$D/i386/usr/sbin/negotiator-guest"

@@ -352,7 +352,7 @@ class Connection(ConnectionBase):
         script = ('t=%s.negotiator.$$ && cat > "$t" && mv -f -- "$t" %s || { s=$?; rm -f -- "$t"; exit $s; }'
                   % (q, q))
         with open(b_in, 'rb') as f:
-            rc, _, err = self._call(script, stdin_file=f, stderr_limit=_TRANSFER_STDERR)
+            rc, dummy, err = self._call(script, stdin_file=f, stderr_limit=_TRANSFER_STDERR)
         if rc != 0:
             raise AnsibleError('negotiator: failed to transfer %s to %s in %s (exit status %d): %s'
                                % (to_native(b_in), out_path, self._guest, rc, to_native(err, errors='surrogate_or_replace').strip()))
@@ -364,7 +364,7 @@ class Connection(ConnectionBase):
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=b'.' + os.path.basename(b_out) + b'.', suffix=b'.negotiator')
         try:
             with os.fdopen(fd, 'wb') as f:
-                rc, _, err = self._call(script, stdout_file=f, stderr_limit=_TRANSFER_STDERR)
+                rc, dummy, err = self._call(script, stdout_file=f, stderr_limit=_TRANSFER_STDERR)
                 f.flush()
             if rc != 0:
                 raise AnsibleError('negotiator: failed to transfer %s from %s to %s (exit status %d): %s'

@@ -299,7 +299,7 @@ def _drive(proc, input_data, want_stdout, gate, gate_timeout, stderr_limit):
                                        % (gate_timeout, to_native(bytes(gate_seen), errors='surrogate_or_replace')))
                 if pidfd is None and proc.poll() is not None:
                     exited = True
-            for key, _ in events:
+            for key, dummy in events:
                 what = key.data
                 if what == 'exit':
                     exited = True
