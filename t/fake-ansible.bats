@@ -35,8 +35,10 @@ start_guest() {
 }
 
 setup_file() {
+	# (bats 1.8 cannot skip from setup_file: setup skips each test)
 	if [ "${NEG_BIN:-.}" != . ] && [ -z "${NEG_ANSIBLE_ALL_BUILDS:-}" ]; then
-		skip "the Ansible tests run once, against the default build (NEG_ANSIBLE_ALL_BUILDS=1 runs them here too)"
+		export NEG_ANSIBLE_SKIP="the Ansible tests run once, against the default build (NEG_ANSIBLE_ALL_BUILDS=1 runs them here too)"
+		return 0
 	fi
 	command -v ansible-playbook >/dev/null || { echo "ansible-playbook is missing: run t/setup (Debian's ansible-core)" >&2; return 1; }
 	# short: socket paths must stay below 108 bytes
@@ -141,7 +143,7 @@ teardown_file() {
 }
 
 setup() {
-	[ -n "${D:-}" ] || skip "no fixture"
+	[ -z "${NEG_ANSIBLE_SKIP:-}" ] || skip "$NEG_ANSIBLE_SKIP"
 	rm -f "$D/calls.log" "$D/ssh.log" "$D/sudo.log"
 	rm -rf "$D/work"
 	mkdir -p "$D/work"
