@@ -24,11 +24,14 @@ ANSIBLE_TIMEOUT=${NEG_ANSIBLE_TIMEOUT:-300}
 start_guest() {
 	local name=$1 chan=$2 cmds=${3:-}
 	mkdir -p "$chan"
-	detached "$FAKEPORT" "$D/$name.port" "$chan/$name.negotiator-host-to-guest.0" &
+	# started directly (not through a function or subshell), so that $! is the program's pid
+	"$FAKEPORT" "$D/$name.port" "$chan/$name.negotiator-host-to-guest.0" </dev/null >/dev/null \
+		2> "$D/$name.fp.log" 3>&- &
 	echo $! > "$D/$name.fp.pid"
 	wait_for "$chan/$name.negotiator-host-to-guest.0"
 	[ -n "$cmds" ] || return 0
-	detached "$GUESTBIN" -d -c "$D/$name.port" --commands-directory "$cmds" 2> "$D/$name.log" &
+	"$GUESTBIN" -d -c "$D/$name.port" --commands-directory "$cmds" </dev/null >/dev/null \
+		2> "$D/$name.log" 3>&- &
 	echo $! > "$D/$name.pid"
 	wait_until 10 "$HOSTBIN" --socket "$chan/$name.negotiator-host-to-guest.0" -t 1 -e 'sh true' ||
 		wait_until 1 "$HOSTBIN" --socket "$chan/$name.negotiator-host-to-guest.0" -t 1 -e find-distributor-id
@@ -136,7 +139,8 @@ teardown_file() {
 	[ -n "${D:-}" ] || return 0
 	[ -z "${NEG_KEEP_LOGS:-}" ] || cp "$D"/*.log "$NEG_KEEP_LOGS"/ 2>/dev/null || true
 	local f
-	for f in "$D"/*.pid; do
+	# the daemons before their fake ports
+	for f in "$D"/vm?.pid "$D"/vm?.fp.pid; do
 		[ -e "$f" ] && stop_pid "$(cat "$f")"
 	done
 	rm -rf "$D"
