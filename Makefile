@@ -8,7 +8,8 @@
 #   make bench      measurements beside the floors and qemu-ga: a table and PNGs in bench/
 #   make fuzz       libFuzzer harnesses (clang) in t/fuzz-bin/; make fuzz-run runs each FUZZ_SECONDS
 #   make dist       a release tarball that builds with a C compiler and musl alone
-#   make install    programs, man pages, service files, completion (PREFIX, DESTDIR); make uninstall
+#   make install    programs, man pages, service files, completion, the Ansible collection (PREFIX,
+#                   DESTDIR); make uninstall
 #   make deb        Debian packages of both programs in pkg/out/
 
 VERSION  = 0.9.0
@@ -146,7 +147,12 @@ SYSCONFDIR  = /etc
 # the guest binary installed by install-guest (negotiator-guest.i386 for a 32-bit guest)
 GUEST_BIN   = negotiator-guest
 EXAMPLES    = commands/README commands/guest-uptime commands/health-check commands/load \
-              commands/read-file commands/reconfigure-network commands/write-file
+              commands/read-file commands/reconfigure-network commands/sh commands/write-file
+# the Ansible collection negotiator.guest, where ansible-galaxy installs collections for every
+# user (Ansible's default collections path has /usr/share/ansible/collections whatever PREFIX is)
+ANSIBLEDIR  = /usr/share/ansible/collections/ansible_collections/negotiator/guest
+ANSIBLE_FILES = galaxy.yml README.md meta/runtime.yml plugins/connection/negotiator.py \
+              plugins/inventory/negotiator.py plugins/plugin_utils/runner.py
 # service files name the programs by their installed path
 SUBST       = sed 's|/usr/sbin/|$(SBINDIR)/|g'
 
@@ -165,6 +171,7 @@ install-host: negotiator-host
 	  > $(DESTDIR)$(SYSCONFDIR)/init.d/negotiator-host
 	chmod 755 $(DESTDIR)$(SYSCONFDIR)/init.d/negotiator-host
 	install -m 644 init/negotiator.bash $(DESTDIR)$(COMPDIR)/negotiator-host
+	for f in $(ANSIBLE_FILES); do install -D -m 644 ansible/$$f $(DESTDIR)$(ANSIBLEDIR)/$$f || exit 1; done
 
 install-guest: $(GUEST_BIN)
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(COMMANDSDIR) \
@@ -187,7 +194,8 @@ uninstall:
 	  $(DESTDIR)$(SYSCONFDIR)/init.d/negotiator-host $(DESTDIR)$(SYSCONFDIR)/init.d/negotiator-guest \
 	  $(DESTDIR)$(SYSCONFDIR)/init/negotiator-guest.conf \
 	  $(DESTDIR)$(COMPDIR)/negotiator-host $(DESTDIR)$(COMPDIR)/negotiator-guest
-	rm -rf $(DESTDIR)$(DOCDIR)/examples
+	rm -rf $(DESTDIR)$(DOCDIR)/examples $(DESTDIR)$(ANSIBLEDIR)
+	-rmdir $(DESTDIR)$(dir $(ANSIBLEDIR)) 2>/dev/null
 	-rmdir $(DESTDIR)$(DOCDIR) $(DESTDIR)$(COMMANDSDIR) $(DESTDIR)/usr/lib/negotiator 2>/dev/null
 
 # Debian packages, built with dpkg-deb alone: negotiator-host (amd64) and negotiator-guest
@@ -199,7 +207,7 @@ dist: jsmn.h
 	rm -rf negotiator-$(VERSION)
 	mkdir -p negotiator-$(VERSION)
 	cp -R Makefile LICENSE README.md jsmn.h neg.c neg_proto.c neg_proto.h neg_host.c neg_guest.c init \
-	  commands man pkg t negotiator-$(VERSION)/
+	  commands man pkg t ansible negotiator-$(VERSION)/
 	cd negotiator-$(VERSION) && rm -rf pkg/out t/.cache $(TESTPROGS) t/oldkernel.i386 t/fuzz-bin
 	tar czf negotiator-$(VERSION).tar.gz negotiator-$(VERSION)
 	rm -rf negotiator-$(VERSION)

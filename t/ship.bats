@@ -70,9 +70,16 @@ tree_of() {
 		/usr/local/share/doc/negotiator/examples/commands/load \
 		/usr/local/share/doc/negotiator/examples/commands/read-file \
 		/usr/local/share/doc/negotiator/examples/commands/reconfigure-network \
+		/usr/local/share/doc/negotiator/examples/commands/sh \
 		/usr/local/share/doc/negotiator/examples/commands/write-file \
 		/usr/local/share/doc/negotiator/examples/negotiator-host.supervisord.conf \
-		/usr/local/share/man/man8/negotiator-guest.8 /usr/local/share/man/man8/negotiator-host.8 | sort)"
+		/usr/local/share/man/man8/negotiator-guest.8 /usr/local/share/man/man8/negotiator-host.8 \
+		/usr/share/ansible/collections/ansible_collections/negotiator/guest/README.md \
+		/usr/share/ansible/collections/ansible_collections/negotiator/guest/galaxy.yml \
+		/usr/share/ansible/collections/ansible_collections/negotiator/guest/meta/runtime.yml \
+		/usr/share/ansible/collections/ansible_collections/negotiator/guest/plugins/connection/negotiator.py \
+		/usr/share/ansible/collections/ansible_collections/negotiator/guest/plugins/inventory/negotiator.py \
+		/usr/share/ansible/collections/ansible_collections/negotiator/guest/plugins/plugin_utils/runner.py | sort)"
 	[ -d "$D/root/usr/lib/negotiator/commands" ]
 	# the service files name the programs where PREFIX put them
 	grep -qx 'ExecStart=/usr/local/sbin/negotiator-host --daemon $NEGOTIATOR_HOST_OPTS' "$D/root/usr/local/lib/systemd/system/negotiator-host.service"
@@ -127,11 +134,16 @@ build_debs() {
 	done
 	run dpkg-deb -f "$ROOT/pkg/out/negotiator-host_${V}_amd64.deb" Recommends
 	assert_output "libvirt-clients"
+	# the Ansible collection goes with the host, where ansible finds collections by default
+	run dpkg-deb -c "$ROOT/pkg/out/negotiator-host_${V}_amd64.deb"
+	assert_line --regexp ' \./usr/share/ansible/collections/ansible_collections/negotiator/guest/plugins/connection/negotiator\.py$'
+	assert_line --regexp ' \./usr/share/doc/negotiator-host/examples/commands/sh$'
 	run dpkg-deb -c "$ROOT/pkg/out/negotiator-guest_${V}_amd64.deb"
 	assert_line --regexp ' \./usr/sbin/negotiator-guest$'
 	assert_line --regexp ' \./etc/init/negotiator-guest\.conf$'
 	assert_line --regexp ' \./lib/systemd/system/negotiator-guest\.service$'
 	refute_line --partial negotiator-host
+	refute_line --partial ansible
 	if [ -x "$ROOT/negotiator-guest.i386" ]; then
 		dpkg-deb -x "$ROOT/pkg/out/negotiator-guest_${V}_i386.deb" "$D/i386"
 		run file "$D/i386/usr/sbin/negotiator-guest"
@@ -376,6 +388,21 @@ complete_line() {
 	assert_line --regexp '^(ok|FAIL) load'
 	# its status is its verdict
 	if grep -q '^FAIL' <<<"$output"; then assert_failure 1; else assert_success; fi
+	# sh (opt-in, for Ansible): a /bin/sh script with the caller's stdin and its own status, in
+	# a login's HOME and directory
+	printf 'one line\n' > "$e/line"
+	run "$HOSTBIN" --socket "$e/sock" -e "sh 'cd /tmp; pwd; read -r l; echo \"got \$l\"; exit 3'" --input "$e/line"
+	assert_failure 3
+	assert_line --index 0 /tmp
+	assert_line --index 1 "got one line"
+	home=$(awk -F: -v u="$(id -u)" '$3 == u { print $6; exit }' /etc/passwd)
+	[ -d "$home" ]
+	run "$HOSTBIN" --socket "$e/sock" -e "sh 'echo \"\$HOME\"; pwd'"
+	assert_success
+	assert_output "$(printf '%s\n%s' "$home" "$home")"
+	run "$HOSTBIN" --socket "$e/sock" -e "sh one two"
+	assert_failure 2
+	assert_line --index 0 "usage: sh SCRIPT (one argument: the whole script, quoted)"
 	[ "$(id -u)" = 0 ] || skip "write-file and read-file use /var/lib/negotiator/files"
 	[ ! -e /var/lib/negotiator/files/negship-test ] || skip "a file of that name is there"
 	head -c 70000 /dev/urandom > "$e/blob"
