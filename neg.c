@@ -1604,6 +1604,16 @@ chan_unsent(const struct neg_chan *c)
 	return c->out.len - c->outoff;
 }
 
+/* Keeps the daemon's total of unsent output (srv->unsent) up to date with this channel's. */
+static void
+chan_count_unsent(struct neg_chan *c)
+{
+	size_t unsent = chan_unsent(c);
+
+	c->srv->unsent = c->srv->unsent - c->unsent_counted + unsent;
+	c->unsent_counted = unsent;
+}
+
 /* A slot for a new execute, NULL while all the channel may have are taken (maxjobs + NEG_CHAN_QUEUE). */
 static struct neg_slot *
 chan_free_slot(struct neg_chan *c)
@@ -2144,7 +2154,10 @@ chan_frame(struct neg_chan *c, enum proto_event ev)
 static int
 chan_paused(struct neg_chan *c)
 {
-	return chan_unsent(c) >= NEG_CHAN_OUT_MAX || chan_after_full(c);
+	size_t unsent = chan_unsent(c);
+
+	return unsent >= NEG_CHAN_OUT_MAX || chan_after_full(c) ||
+	    (c->srv->unsent >= NEG_SRV_OUT_MAX && unsent >= NEG_CHAN_OUT_LOW);
 }
 
 /* Starts queued commands in arrival order while the fair share allows, and reads requests. */
@@ -2177,6 +2190,7 @@ chan_process(struct neg_chan *c)
 	}
 	chan_account(c);
 	chan_flush(c);
+	chan_count_unsent(c);
 }
 
 /* Whether the output of a streamed call is read now: it has credit and the channel room. */
@@ -2365,6 +2379,14 @@ neg_chan_io(struct neg_chan *c, const struct pollfd *p, int n)
 			if (r > 0) {
 				c->in.len += (size_t)r;
 				c->last_rx = neg_now();
+				/*
+				 * Requests are taken as they come: a peer that never reads
+				 * its replies pauses the channel with one read's bytes held
+				 * here at most, not NEG_READS_PER_WAKE of them.
+				 */
+				chan_process(c);
+				if (chan_paused(c))
+					break;
 				continue;
 			}
 			if (r < 0 && errno == EINTR)
@@ -2385,6 +2407,7 @@ neg_chan_io(struct neg_chan *c, const struct pollfd *p, int n)
 		gone = chan_write(c, &why);
 	/* what happened to the peer, not whatever the commands' start-up left in errno */
 	errno = why;
+	chan_count_unsent(c);
 	return gone ? -1 : 0;
 }
 
@@ -2488,8 +2511,12 @@ neg_chan_reset(struct neg_chan *c)
 			slot_event(c, s, SEV_PEER_GONE, NULL);
 	}
 	proto_reader_reset(&c->rd);
-	c->in.len = c->inoff = 0;
-	c->out.len = c->outoff = 0;
+	/* a closed channel gives back what its peer made it hold */
+	buf_free(&c->rd.body);
+	buf_free(&c->in);
+	buf_free(&c->out);
+	c->inoff = c->outoff = 0;
+	chan_count_unsent(c);
 	chan_account(c);
 }
 

@@ -233,7 +233,10 @@ virsh_status(const struct neg_job *j)
 	return WEXITSTATUS(j->status);
 }
 
-/* The value of attribute attr inside the tag text [s, e), or NULL. */
+/*
+ * Copies the value of attribute attr inside the tag text [s, e) to out: 1, or
+ * 0 when the tag has no such attribute or its value does not fit in outlen.
+ */
 static int
 xml_attr(const char *s, const char *e, const char *attr, char *out, size_t outlen)
 {

@@ -76,6 +76,8 @@
 #define NEG_READS_PER_WAKE 16         /* reads of one fd per wake-up: others get a turn */
 #define NEG_KEEP_BUF (256u << 10)     /* a channel's buffer larger than this is freed once empty */
 #define NEG_CHAN_OUT_MAX (256u << 10) /* unsent output at which a channel stops reading requests */
+#define NEG_SRV_OUT_MAX (4u << 20)    /* a daemon's unsent output, all channels, past which ... */
+#define NEG_CHAN_OUT_LOW (16u << 10)  /* ... a channel stops reading requests at this much of its own */
 #define NEG_MAX_COMMANDS 65536        /* names list_commands returns (see PROTO_MAX_TOKENS) */
 #define NEG_FD_SCAN_MAX 65536         /* fds closed in a child where /proc is missing */
 #define NEG_POLL_MAX_MS 3600000       /* the longest single poll() wait; also "no deadline" */
@@ -353,8 +355,6 @@ int neg_valid_name(const char *);
 int neg_list_commands(const struct neg_cmdenv *, char ***names, size_t *n);
 int neg_builtin_run(const char *name);
 
-/* A failing poll() in a daemon's loop is said at most this often, and waited out this long. */
-
 /* How neg_job_spawn starts a process: the one path for commands and helpers such as virsh. */
 struct neg_spawn {
 	const char *path;    /* what is exec'd; with inherit, a name looked up in PATH */
@@ -420,6 +420,7 @@ struct neg_server {
 	int running;
 	int max_running;
 	int busy;          /* channels with commands running or waiting */
+	size_t unsent;     /* output all channels have queued and not yet sent */
 };
 
 void neg_reply_text(struct buf *, const char *id, const char *msg);
@@ -484,7 +485,6 @@ struct neg_chan {
 	size_t inoff;
 	struct buf out;
 	size_t outoff;
-	int64_t out_retry;
 	int64_t last_rx;
 	int64_t frame_t0;    /* when the first byte of the frame being read arrived */
 	struct neg_slot slot[NEG_CHAN_SLOTS];
@@ -493,6 +493,7 @@ struct neg_chan {
 	unsigned seq;
 	int running;         /* this channel's commands running */
 	int busy;            /* counted in srv->busy */
+	size_t unsent_counted; /* this channel's part of srv->unsent */
 	const char *guest;   /* NEGOTIATOR_GUEST for this channel's commands */
 	int64_t log_until;   /* the end of the current log window ... */
 	int log_count;       /* ... lines logged in it ... */

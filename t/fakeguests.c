@@ -13,6 +13,13 @@
  * name (the test's command prints NEGOTIATOR_GUEST; one line comes back stripped).
  * Prints one line of numbers; exits 1 if any call failed or timed out.
  *
+ * usage: fakeguests --flood DIR N BYTES
+ *
+ * For the benchmark's memory figure: N guests as above, each sending pings
+ * to the daemon as fast as it takes them and never reading a reply, until
+ * BYTES are sent or none could be for 2 s; prints the bytes sent, then holds
+ * the connections, unread, until SIGTERM.
+ *
  * usage: fakeguests --serve DIR N [PROCS]
  *
  * The other way round, for the host CLI's fan-out: N guests' host-to-guest
@@ -243,6 +250,95 @@ serve_all(const char *dir, int n, int procs)
 	return 0;
 }
 
+/* Waits (60 s at most) until the daemon has connected to the n guests; returns how many it did. */
+static int
+accept_all(struct fg *g, struct pollfd *p, int n)
+{
+	int64_t deadline = now_us() + 60 * 1000000LL;
+	int i, connected = 0;
+
+	while (connected < n && now_us() < deadline) {
+		for (i = 0; i < n; i++) {
+			p[i].fd = g[i].conn < 0 ? g[i].lsock : -1;
+			p[i].events = POLLIN;
+			p[i].revents = 0;
+		}
+		poll(p, (nfds_t)n, 100);
+		for (i = 0; i < n; i++) {
+			if (!(p[i].revents & POLLIN))
+				continue;
+			g[i].conn = accept(g[i].lsock, NULL, NULL);
+			if (g[i].conn >= 0) {
+				fcntl(g[i].conn, F_SETFL, O_NONBLOCK);
+				connected++;
+			}
+		}
+	}
+	return connected;
+}
+
+/*
+ * --flood: every guest writes pings until bytes are sent or none could be for
+ * 2 s, reading nothing; then the connections are held until SIGTERM.
+ */
+static int
+flood_all(const char *dir, int n, long long bytes)
+{
+	struct fg *g = calloc((size_t)n, sizeof(*g));
+	struct pollfd *p = calloc((size_t)n, sizeof(*p));
+	long long *sent = calloc((size_t)n, sizeof(*sent)), total = 0;
+	size_t *off = calloc((size_t)n, sizeof(*off));	/* where in frames each guest is: none cut */
+	struct proto_request kw;
+	struct buf ping = {0}, frames = {0};
+	int64_t idle_since;
+	sigset_t term, old;
+	ssize_t w;
+	int i, connected, moved;
+
+	if (g == NULL || p == NULL || sent == NULL || off == NULL)
+		return 1;
+	/* the pings as a 0.8 caller writes them, 16 to a write */
+	memset(&kw, 0, sizeof(kw));
+	proto_request_write(&ping, "ping", NULL, 0, &kw);
+	for (i = 0; i < 16; i++)
+		buf_add(&frames, ping.p, ping.len);
+	sigemptyset(&term);
+	sigaddset(&term, SIGTERM);
+	sigprocmask(SIG_BLOCK, &term, &old);
+	signal(SIGTERM, on_term);
+	for (i = 0; i < n; i++) {
+		snprintf(g[i].name, sizeof(g[i].name), "fake-guest.%d", i);
+		g[i].lsock = guest_socket(dir, i, g[i].name, G2H_NAME);
+		g[i].conn = -1;
+	}
+	connected = accept_all(g, p, n);
+	for (idle_since = now_us(); now_us() - idle_since < 2000000; ) {
+		for (i = 0, moved = 0; i < n; i++) {
+			if (g[i].conn < 0 || sent[i] >= bytes)
+				continue;
+			if ((w = write(g[i].conn, frames.p + off[i], frames.len - off[i])) > 0) {
+				off[i] = (off[i] + (size_t)w) % frames.len;
+				sent[i] += w;
+				total += w;
+				moved = 1;
+			}
+		}
+		for (i = 0; i < n && (g[i].conn < 0 || sent[i] >= bytes); i++)
+			;
+		if (i == n)
+			break;
+		if (moved)
+			idle_since = now_us();
+		else
+			poll(NULL, 0, 10);
+	}
+	printf("connected=%d/%d flooded_bytes=%lld\n", connected, n, total);
+	fflush(stdout);
+	while (!stop_all)
+		sigsuspend(&old);
+	return connected == n ? 0 : 1;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -257,8 +353,13 @@ main(int argc, char **argv)
 
 	if ((argc == 4 || argc == 5) && strcmp(argv[1], "--serve") == 0)
 		return serve_all(argv[2], atoi(argv[3]), argc == 5 ? atoi(argv[4]) : 1);
+	if (argc == 5 && strcmp(argv[1], "--flood") == 0) {
+		signal(SIGPIPE, SIG_IGN);
+		return flood_all(argv[2], atoi(argv[3]), atoll(argv[4]));
+	}
 	if (argc < 5) {
-		fprintf(stderr, "usage: fakeguests DIR N CALLS METHOD [ARG...] | --serve DIR N [PROCS]\n");
+		fprintf(stderr, "usage: fakeguests DIR N CALLS METHOD [ARG...] | --flood DIR N BYTES | "
+		    "--serve DIR N [PROCS]\n");
 		return 2;
 	}
 	signal(SIGPIPE, SIG_IGN);
@@ -279,24 +380,7 @@ main(int argc, char **argv)
 	}
 	/* phase 1: the daemon finds and connects to every guest */
 	start = now_us();
-	deadline = start + 60 * 1000000LL;
-	while (connected < n && now_us() < deadline) {
-		for (i = 0; i < n; i++) {
-			p[i].fd = g[i].conn < 0 ? g[i].lsock : -1;
-			p[i].events = POLLIN;
-			p[i].revents = 0;
-		}
-		poll(p, (nfds_t)n, 100);
-		for (i = 0; i < n; i++) {
-			if (!(p[i].revents & POLLIN))
-				continue;
-			g[i].conn = accept(g[i].lsock, NULL, NULL);
-			if (g[i].conn >= 0) {
-				fcntl(g[i].conn, F_SETFL, O_NONBLOCK);
-				connected++;
-			}
-		}
-	}
+	connected = accept_all(g, p, n);
 	printf("connected=%d/%d connect_seconds=%.3f", connected, n,
 	    (double)(now_us() - start) / 1e6);
 	fflush(stdout);

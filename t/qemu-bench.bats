@@ -86,7 +86,7 @@ EOF
 @test "where the time goes: system calls per call and the binary by part" {
 	local label
 	for label in "guest daemon, per ping" "guest daemon, per -e true" "guest daemon, per MiB in and out" \
-		"host CLI, one -e true"; do
+		"host CLI, one -e true" "VmHWM while they flood" "VmRSS once they left"; do
 		run grep -E "^\| $label[^|]*\| [0-9.]+" "$D/out/results.md"
 		[ "$status" -eq 0 ] || { echo "no figure for '$label'"; return 1; }
 	done
