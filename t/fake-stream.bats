@@ -705,20 +705,8 @@ t_stop() {
 # --- 4e. a frame cut short by a caller that left costs the next 0.8 caller nothing ---
 
 t_cut08() {
-	# the start of a request, then its caller goes (a fake port shows no disconnect, as a
-	# real port does not when the next caller comes first)
-	run rawpeer "$(chan_path "$SIDE")" <<'EOS'
-raw 100\n{"method": "list_
-EOS
-	assert_success
-	# a 0.8 caller has no id: the first reply it reads is its answer
-	run rawpeer "$(chan_path "$SIDE")" <<'EOS'
-send {"method": "list_commands", "args": [], "kw": {}}
-expect "success"
-EOS
-	echo "$output"
-	assert_success
-	assert_output --partial '"success": true'
+	# (a fake port shows no disconnect, as a real port does not when the next caller comes first)
+	cut_frame_then_08 "$(chan_path "$SIDE")"
 	run cli -e "show after-cut"
 	assert_success
 }

@@ -362,3 +362,19 @@ for line in sys.stdin:
     else:
         sys.exit('rawpeer: no such step: ' + line)
 EOS
+
+# cut_frame_then_08 PATH: on the socket PATH, the start of a request whose caller then goes, and
+# after it a 0.8 caller (no id: the first reply it reads is its answer), which must get its answer.
+cut_frame_then_08() {
+	run rawpeer "$1" <<'EOS'
+raw 100\n{"method": "list_
+EOS
+	assert_success
+	run rawpeer "$1" <<'EOS'
+send {"method": "list_commands", "args": [], "kw": {}}
+expect "success"
+EOS
+	echo "$output"
+	assert_success
+	assert_output --partial '"success": true'
+}

@@ -52,18 +52,7 @@ H() { "$HOSTBIN" --socket "$VM_H2G" "$@"; }
 }
 
 @test "a host caller that sends half a frame and hangs up costs the next 0.8 caller nothing" {
-	run rawpeer "$VM_H2G" <<'EOS'
-raw 100\n{"method": "list_
-EOS
-	assert_success
-	# a 0.8 caller: no id, so the first reply it reads is its answer
-	run rawpeer "$VM_H2G" <<'EOS'
-send {"method": "list_commands", "args": [], "kw": {}}
-expect "success"
-EOS
-	echo "$output"
-	assert_success
-	assert_output --partial '"success": true'
+	cut_frame_then_08 "$VM_H2G"
 	run H -c
 	assert_success
 	assert_line show
