@@ -79,6 +79,9 @@
 #include <fcntl.h>
 #include <ifaddrs.h>
 #include <limits.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <net/if.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -2512,10 +2515,19 @@ neg_chan_reset(struct neg_chan *c)
 	}
 	proto_reader_reset(&c->rd);
 	/* a closed channel gives back what its peer made it hold */
+#ifdef __GLIBC__
+	size_t held = c->rd.body.cap + c->in.cap + c->out.cap;
+#endif
+
 	buf_free(&c->rd.body);
 	buf_free(&c->in);
 	buf_free(&c->out);
 	c->inoff = c->outoff = 0;
+#ifdef __GLIBC__
+	/* musl unmaps large blocks on free; glibc keeps freed heap pages until asked */
+	if (held > NEG_KEEP_BUF)
+		malloc_trim(0);
+#endif
 	chan_count_unsent(c);
 	chan_account(c);
 }
