@@ -1607,6 +1607,22 @@ chan_unsent(const struct neg_chan *c)
 	return c->out.len - c->outoff;
 }
 
+/*
+ * Returns freed memory to the kernel after held bytes of buffers went: musl
+ * unmaps a large block when it is freed, glibc keeps freed heap pages until
+ * malloc_trim asks for them.
+ */
+static void
+give_back(size_t held)
+{
+#ifdef __GLIBC__
+	if (held > NEG_KEEP_BUF)
+		malloc_trim(0);
+#else
+	(void)held;
+#endif
+}
+
 /* Keeps the daemon's total of unsent output (srv->unsent) up to date with this channel's. */
 static void
 chan_count_unsent(struct neg_chan *c)
@@ -2506,6 +2522,7 @@ void
 neg_chan_reset(struct neg_chan *c)
 {
 	struct neg_slot *s;
+	size_t held;
 	int i;
 
 	for (i = 0; i < NEG_CHAN_SLOTS; i++) {
@@ -2515,19 +2532,12 @@ neg_chan_reset(struct neg_chan *c)
 	}
 	proto_reader_reset(&c->rd);
 	/* a closed channel gives back what its peer made it hold */
-#ifdef __GLIBC__
-	size_t held = c->rd.body.cap + c->in.cap + c->out.cap;
-#endif
-
+	held = c->rd.body.cap + c->in.cap + c->out.cap;
 	buf_free(&c->rd.body);
 	buf_free(&c->in);
 	buf_free(&c->out);
 	c->inoff = c->outoff = 0;
-#ifdef __GLIBC__
-	/* musl unmaps large blocks on free; glibc keeps freed heap pages until asked */
-	if (held > NEG_KEEP_BUF)
-		malloc_trim(0);
-#endif
+	give_back(held);
 	chan_count_unsent(c);
 	chan_account(c);
 }
