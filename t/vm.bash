@@ -461,3 +461,45 @@ vm_shutdown() {
 	fi
 	return 0
 }
+
+# vm_copy_program ROOT PROGRAM...: copy each PROGRAM and the shared libraries ldd says it loads
+# under ROOT at the same paths, for VM_EXTRA_ROOT (a dynamically linked program in the image).
+vm_copy_program() {
+	local root=$1 p l
+	shift
+	for p in "$@"; do
+		[[ -f $p ]] || { _vm_err "vm_copy_program: $p not found"; return 1; }
+		mkdir -p "$root${p%/*}" && cp -L "$p" "$root$p" || { _vm_err "vm_copy_program: cannot copy $p"; return 1; }
+		for l in $(ldd "$p" 2>/dev/null | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}'); do
+			[[ -e $root$l ]] && continue
+			mkdir -p "$root${l%/*}" && cp -L "$l" "$root$l" ||
+				{ _vm_err "vm_copy_program: cannot copy $l (for $p)"; return 1; }
+		done
+	done
+}
+
+# vm_python_root ROOT: this machine's python3 with its standard library (its extension modules and
+# their libraries too, but not its tests, build files or IDLE) under ROOT, for VM_EXTRA_ROOT:
+# Ansible's modules run in the guest with /usr/bin/python3.  About 30 MB unpacked; the VM wants
+# VM_MEMORY=768 or more.
+vm_python_root() {
+	local root=$1 py lib
+	py=$(readlink -f /usr/bin/python3) || { _vm_err "vm_python_root: no /usr/bin/python3"; return 1; }
+	lib=/usr/lib/${py##*/}
+	[[ -d $lib ]] || { _vm_err "vm_python_root: no standard library at $lib"; return 1; }
+	local mods=() m
+	# Ansible's modules need none of the databases, terminals or test modules
+	for m in "$lib"/lib-dynload/*.so; do
+		case ${m##*/} in
+		_sqlite3* | _dbm* | _gdbm* | _curses* | readline* | _test* | xx* | _tkinter* | _ctypes_test*) ;;
+		*) mods+=("$m") ;;
+		esac
+	done
+	vm_copy_program "$root" "$py" "${mods[@]}" || return 1
+	ln -sf "${py##*/}" "$root/usr/bin/python3"
+	(cd / && find "${lib#/}" \( -name test -o -name tests -o -name idlelib -o -name tkinter \
+		-o -name turtledemo -o -name ensurepip -o -name lib2to3 -o -name pydoc_data \
+		-o -name 'config-*' -o -name site-packages -o -name dist-packages -o -name lib-dynload \) -prune \
+		-o -print0 | cpio --null -pdm --quiet "$root") ||
+		{ _vm_err "vm_python_root: cannot copy $lib"; return 1; }
+}
