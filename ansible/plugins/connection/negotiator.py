@@ -154,11 +154,14 @@ options:
       - name: ansible_negotiator_timeout
   transfer_method:
     description:
-      - How files are copied. V(piped) streams them through the guest command (C(cat)).
-      - V(auto) picks the best the hypervisor's negotiator-host and the guest offer; today that is
-        V(piped).
+      - How files are copied. V(native) uses negotiator's own file transfer (C(negotiator-host --put)
+        and C(--get)), checksummed end to end, atomic, in bounded memory; the guest daemon must serve
+        the paths (C(negotiator-guest --allow-files DIR), e.g. C(/) for a guest Ansible manages).
+        V(piped) streams them through the guest command (C(cat) into a temporary file renamed into place).
+      - V(auto) tries V(native) and falls back to V(piped) for the rest of the connection when the guest
+        does not serve files (an older guest daemon, or one started without C(--allow-files) for the path).
     type: str
-    choices: [auto, piped]
+    choices: [auto, native, piped]
     default: auto
     env:
       - name: ANSIBLE_NEGOTIATOR_TRANSFER_METHOD
@@ -211,6 +214,7 @@ EXAMPLES = r'''
 '''
 
 import os
+import re
 import shlex
 import signal
 import stat
@@ -231,6 +235,9 @@ display = Display()
 _TASK_TIMEOUT_GRACE = 2.0
 # stderr kept from a file transfer
 _TRANSFER_STDERR = 65536
+# negotiator-host's lines for a guest that does not serve a file: 'auto' copies through the guest
+# command instead (an older guest daemon or negotiator-host, or a path outside the --allow-files roots)
+_NATIVE_UNAVAILABLE = re.compile(r'not supported by this peer|files are not served here|allow-files|unknown option.*--(?:put|get)\b')
 
 
 class Connection(ConnectionBase):
@@ -244,6 +251,7 @@ class Connection(ConnectionBase):
         self._hv = None
         self._guest = None
         self._command = None
+        self._native_refused = False
 
     def _connect(self):
         """Nothing to open: every call is one negotiator-host process.  Options are checked here."""
@@ -322,16 +330,53 @@ class Connection(ConnectionBase):
 
     # ---- files ----
     #
-    # One method per way of copying.  When negotiator-host gains native file transfer (its own
-    # checksummed, atomic copy with owner and mode), a 'native' pair joins these, 'auto' picks it
-    # where the hypervisor's negotiator-host and the guest have it and keeps 'piped' for peers
-    # without it.
+    # One method per way of copying: 'native' is negotiator-host's --put/--get (checksummed, atomic),
+    # 'piped' runs cat through the guest command.  'auto' tries native and keeps to piped for the
+    # rest of the connection once the guest said it does not serve files there.
 
     def _transfer_method(self):
         method = self.get_option('transfer_method')
         if method == 'auto':
-            return 'piped'
+            return 'piped' if self._native_refused else 'native'
         return method
+
+    def _transfer(self, what, args, **kw):
+        """negotiator-host --put/--get: None when it worked, else its last line (negotiator's own)."""
+        argv = self._hv.argv(['-t', format_seconds(self._timeout())] + args)
+        display.vvvv(u'NEGOTIATOR: %s' % u' '.join(shlex.quote(to_text(a)) for a in argv), host=self._guest)
+        try:
+            rc, dummy, err = run(argv, stderr_limit=_TRANSFER_STDERR, **kw)
+        except (FileNotFoundError, PermissionError) as e:
+            raise self._hv.describe_missing(e)
+        if rc == 0:
+            return None
+        self._hv.check_ssh(rc, err)
+        line = to_text(err, errors='surrogate_or_replace').strip().split('\n')[-1]
+        if line.startswith('negotiator-host: '):
+            line = line[len('negotiator-host: '):]
+        if self.get_option('transfer_method') == 'auto' and _NATIVE_UNAVAILABLE.search(line):
+            display.vvv(u'NEGOTIATOR: %s; copying through %s instead' % (line, self._command), host=self._guest)
+            self._native_refused = True
+            return line
+        raise AnsibleError('negotiator: failed to %s: %s' % (what, line or 'exit status %d' % rc))
+
+    def _remote(self, path):
+        """GUEST:PATH as --put/--get name it (with a socket of its own, the guest part is empty)."""
+        return ('' if self._hv.socket else self._guest) + ':' + to_text(path, errors='surrogate_or_strict')
+
+    def _put_native(self, b_in, out_path):
+        with open(b_in, 'rb') as f:
+            if self._transfer('transfer %s to %s in %s' % (to_native(b_in), out_path, self._guest),
+                              ['--put', '-', self._remote(out_path)], stdin_file=f) is None:
+                return
+        self._put_piped(b_in, out_path)
+
+    def _fetch_native(self, in_path, b_out):
+        if self._fetch_into(b_out, lambda f: self._transfer(
+                'transfer %s from %s to %s' % (in_path, self._guest, to_native(b_out)),
+                ['--get', self._remote(in_path), '-'], stdout_file=f)):
+            return
+        self._fetch_piped(in_path, b_out)
 
     def put_file(self, in_path, out_path):
         super(Connection, self).put_file(in_path, out_path)
@@ -360,22 +405,32 @@ class Connection(ConnectionBase):
     def _fetch_piped(self, in_path, b_out):
         """cat of the file into a temporary file beside out_path, renamed over it when all came."""
         script = 'exec cat < %s' % shlex.quote(to_text(in_path, errors='surrogate_or_strict'))
-        directory = os.path.dirname(b_out) or b'.'
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=b'.' + os.path.basename(b_out) + b'.', suffix=b'.negotiator')
-        try:
-            with os.fdopen(fd, 'wb') as f:
-                rc, dummy, err = self._call(script, stdout_file=f, stderr_limit=_TRANSFER_STDERR)
-                f.flush()
+
+        def fetch(f):
+            rc, dummy, err = self._call(script, stdout_file=f, stderr_limit=_TRANSFER_STDERR)
             if rc != 0:
                 raise AnsibleError('negotiator: failed to transfer %s from %s to %s (exit status %d): %s'
                                    % (in_path, self._guest, to_native(b_out), rc,
                                       to_native(err, errors='surrogate_or_replace').strip()))
+        self._fetch_into(b_out, fetch)
+
+    def _fetch_into(self, b_out, fetch):
+        """fetch(file) writes into a temporary file beside b_out, renamed over it when fetch
+        returns None; anything else it returns (or raises) leaves b_out as it was.  True if renamed."""
+        directory = os.path.dirname(b_out) or b'.'
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=b'.' + os.path.basename(b_out) + b'.', suffix=b'.negotiator')
+        try:
+            with os.fdopen(fd, 'wb') as f:
+                if fetch(f) is not None:
+                    return False
+                f.flush()
             # the mode a plain open() would have given it, not mkstemp's 0600
             umask = os.umask(0)
             os.umask(umask)
             os.chmod(tmp, (stat.S_IRUSR | stat.S_IWUSR | stat.S_IRGRP | stat.S_IWGRP | stat.S_IROTH | stat.S_IWOTH) & ~umask)
             os.rename(tmp, b_out)
             tmp = None
+            return True
         finally:
             if tmp is not None:
                 try:

@@ -148,14 +148,21 @@ class Hypervisor(object):
             return rc, b'\n'.join(lines[:-1]) + (b'\n' if len(lines) > 1 else b'')
         if rc == 255 and last.startswith(b'negotiator-host: '):
             self._raise_negotiator_failure(to_text(last[len(b'negotiator-host: '):], errors='surrogate_or_replace'), who, command)
-        if self.ssh and rc == 255:
-            raise AnsibleConnectionFailure('negotiator: ssh to the hypervisor %s failed: %s'
-                                           % (self.ssh, to_text(last, errors='surrogate_or_replace') or 'exit status 255'))
+        self.check_ssh(rc, stderr)
         if self.ssh and rc in (126, 127) and not last.startswith(b'negotiator-host: ') and self.host_path.encode() in last:
             raise AnsibleError('negotiator: cannot run %s on %s: %s (install negotiator-host there, or set '
                                'negotiator_host_path / ansible_negotiator_host_path to where it is)'
                                % (self.host_path, self.ssh, to_text(last, errors='surrogate_or_replace')))
         return rc, stderr
+
+    def check_ssh(self, rc, stderr):
+        """Raises when ssh itself failed: status 255 without negotiator-host's own last line."""
+        if not self.ssh or rc != 255:
+            return
+        last = stderr.rstrip(b'\n').split(b'\n')[-1] if stderr else b''
+        if not last.startswith(b'negotiator-host: '):
+            raise AnsibleConnectionFailure('negotiator: ssh to the hypervisor %s failed: %s'
+                                           % (self.ssh, to_text(last, errors='surrogate_or_replace') or 'exit status 255'))
 
     def _raise_negotiator_failure(self, line, who, command):
         where = self.where()
