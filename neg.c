@@ -1131,7 +1131,7 @@ job_fds(const struct neg_job *j, struct pollfd *p, int want_in, int want_out)
 	return n;
 }
 
-/* Fills up to three pollfds; returns how many. */
+/* Fills up to NEG_JOB_FDS pollfds; returns how many. */
 int
 neg_job_pollfds(struct neg_job *j, struct pollfd *p)
 {
@@ -2302,16 +2302,17 @@ stream_io(struct neg_chan *c, struct neg_slot *s, const struct pollfd *p, int n)
 int
 neg_chan_pollfds(struct neg_chan *c, struct pollfd *p, int want_input)
 {
-	int n = 1, i;
+	int n = NEG_CHAN_PFD_JOBS, i;
 	struct neg_slot *s;
 
-	p[0].fd = c->fd;	/* -1 while disconnected: poll() skips it, the jobs are still served */
-	p[0].events = 0;
-	p[0].revents = 0;
+	/* -1 while disconnected: poll() skips it, the jobs are still served */
+	p[NEG_CHAN_PFD_PEER].fd = c->fd;
+	p[NEG_CHAN_PFD_PEER].events = 0;
+	p[NEG_CHAN_PFD_PEER].revents = 0;
 	if (want_input && !chan_paused(c) && c->inoff == c->in.len)
-		p[0].events |= POLLIN;
+		p[NEG_CHAN_PFD_PEER].events |= POLLIN;
 	if (c->outoff < c->out.len)
-		p[0].events |= POLLOUT;
+		p[NEG_CHAN_PFD_PEER].events |= POLLOUT;
 	for (i = 0; i < NEG_CHAN_SLOTS; i++) {
 		s = &c->slot[i];
 		s->nfds = s->state != SLOT_RUNNING ? 0 : s->req.stream ? stream_pollfds(c, s, p + n) :
@@ -2377,7 +2378,7 @@ neg_chan_io(struct neg_chan *c, const struct pollfd *p, int n)
 	int i, k, rounds, gone = 0, why = 0;
 	struct neg_slot *s;
 
-	for (i = 0, k = 1; i < NEG_CHAN_SLOTS; i++) {
+	for (i = 0, k = NEG_CHAN_PFD_JOBS; i < NEG_CHAN_SLOTS; i++) {
 		s = &c->slot[i];
 		if (s->state != SLOT_RUNNING || s->nfds == 0)
 			continue;
@@ -2389,9 +2390,9 @@ neg_chan_io(struct neg_chan *c, const struct pollfd *p, int n)
 		}
 		k += s->nfds;
 	}
-	if (p[0].revents & POLLOUT)
+	if (p[NEG_CHAN_PFD_PEER].revents & POLLOUT)
 		gone = chan_write(c, &why);
-	if (!gone && (p[0].revents & POLLIN)) {
+	if (!gone && (p[NEG_CHAN_PFD_PEER].revents & POLLIN)) {
 		for (rounds = 0; rounds < NEG_READS_PER_WAKE; rounds++) {
 			buf_reserve(&c->in, sizeof(tmp));
 			r = read(c->fd, c->in.p + c->in.len, sizeof(tmp));
@@ -2417,12 +2418,13 @@ neg_chan_io(struct neg_chan *c, const struct pollfd *p, int n)
 			break;
 		}
 	}
-	if (!gone && (p[0].revents & (POLLHUP | POLLERR | POLLNVAL)) && !(p[0].revents & POLLIN))
+	if (!gone && (p[NEG_CHAN_PFD_PEER].revents & (POLLHUP | POLLERR | POLLNVAL)) &&
+	    !(p[NEG_CHAN_PFD_PEER].revents & POLLIN))
 		gone = 1;
 	chan_jobs_finished(c);
 	chan_process(c);
 	/* the peer just spoke: what answers it goes now, not after one more poll() per call */
-	if (!gone && (p[0].revents & POLLIN) && c->outoff < c->out.len)
+	if (!gone && (p[NEG_CHAN_PFD_PEER].revents & POLLIN) && c->outoff < c->out.len)
 		gone = chan_write(c, &why);
 	/* what happened to the peer, not whatever the commands' start-up left in errno */
 	errno = why;

@@ -298,7 +298,7 @@ xml_channel_path(const char *xml, const char *channel, char *src, size_t srclen)
  * SIGHUP kill it first (it runs in a session of its own, where the terminal's
  * signals do not reach it), and the signal then acts as it would have.
  */
-enum { PFD_VIRSH_SIG, PFD_VIRSH_JOB, PFD_VIRSH_COUNT = PFD_VIRSH_JOB + 3 };
+enum { PFD_VIRSH_SIG, PFD_VIRSH_JOB, PFD_VIRSH_COUNT = PFD_VIRSH_JOB + NEG_JOB_FDS };
 
 static int
 run_virsh(const char *verb, const char *name, struct buf *b, int64_t deadline)
@@ -1706,6 +1706,9 @@ hostd_signals(struct hostd *h, unsigned sigs, int64_t now, struct neg_stop *stop
 	}
 }
 
+/* The poll table's fixed slots; the guests' channels follow from HD_PFD_GUESTS. */
+enum { HD_PFD_SIG, HD_PFD_INOTIFY, HD_PFD_NAMING, HD_PFD_GUESTS = HD_PFD_NAMING + NEG_JOB_FDS };
+
 /*
  * Each turn: a rescan when due, freeing removed guests, the naming's next step, the stop
  * when all is idle, connects due, the poll table; poll; then the self-pipe,
@@ -1768,14 +1771,14 @@ host_daemon(const char *dir, struct neg_server *srv)
 					neg_chan_stop(&h.g[k]->chan, step);
 		}
 		wake = h.stopping ? stop.at : h.rescan_at;
-		for (k = 0, n = 2 + 3; k < h.n; k++)
+		for (k = 0, n = HD_PFD_GUESTS; k < h.n; k++)
 			n += NEG_CHAN_FDS;
 		table_size(&t, n, h.n);
-		t.all[0].fd = neg_sigpipe_fd();
-		t.all[0].events = POLLIN;
-		t.all[1].fd = h.ino;
-		t.all[1].events = POLLIN;
-		n = 2;
+		t.all[HD_PFD_SIG].fd = neg_sigpipe_fd();
+		t.all[HD_PFD_SIG].events = POLLIN;
+		t.all[HD_PFD_INOTIFY].fd = h.ino;
+		t.all[HD_PFD_INOTIFY].events = POLLIN;
+		n = HD_PFD_NAMING;
 		nj = h.nm.busy ? neg_job_pollfds(&h.nm.job, t.all + n) : 0;
 		n += (size_t)nj;
 		if (h.nm.busy)
@@ -1794,14 +1797,14 @@ host_daemon(const char *dir, struct neg_server *srv)
 		t.n = n;
 		table_poll(&t, neg_poll_timeout(wake, now), &poll_warned);
 		now = neg_now();
-		sigs = (t.all[0].revents & POLLIN) ? neg_signal_drain() : 0;
+		sigs = (t.all[HD_PFD_SIG].revents & POLLIN) ? neg_signal_drain() : 0;
 		hostd_signals(&h, sigs, now, &stop);
 		chld = (sigs & NEG_SIG(SIGCHLD)) != 0;
-		if ((t.all[1].revents & POLLIN) && hostd_events(&h) &&
+		if ((t.all[HD_PFD_INOTIFY].revents & POLLIN) && hostd_events(&h) &&
 		    h.rescan_at > now + HOST_RESCAN_DEBOUNCE_MS)
 			h.rescan_at = now + HOST_RESCAN_DEBOUNCE_MS;
 		if (h.nm.busy) {
-			neg_job_io(&h.nm.job, t.all + 2, nj);
+			neg_job_io(&h.nm.job, t.all + HD_PFD_NAMING, nj);
 			if (chld)
 				neg_job_reap(&h.nm.job);
 			neg_job_tick(&h.nm.job, now);

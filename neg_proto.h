@@ -431,7 +431,9 @@ void neg_reply_text(struct buf *, const char *id, const char *msg);
  * replies without an id are sent in the order of the requests.  Both daemons
  * drive these from their poll loop.
  */
-#define NEG_CHAN_FDS (1 + 3 * NEG_CHAN_MAXJOBS)
+#define NEG_JOB_FDS 3	/* a command's stdin, stdout and stderr: what neg_job_pollfds fills at most */
+#define NEG_CHAN_FDS (1 + NEG_JOB_FDS * NEG_CHAN_MAXJOBS)
+enum { NEG_CHAN_PFD_PEER, NEG_CHAN_PFD_JOBS };	/* neg_chan_pollfds' slots: the channel's fd, then its jobs' */
 
 /*
  * An execute in progress: a command waiting for a job slot, then running, then
