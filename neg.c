@@ -65,7 +65,6 @@
  * A CLI's turn (neg_runs_turn): signals become cancels, the pollfds of every
  * call not done, poll until the earliest deadline, each call's io and tick.
  */
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -869,41 +868,12 @@ neg_list_commands(const struct neg_cmdenv *env, char ***namesp, size_t *np)
 /* ---- the command runner ---- */
 
 /*
- * The soft RLIMIT_NOFILE before neg_raise_fd_limit raised it: children get it
- * back, since programs that use select() break on descriptors past 1,024.  The
- * child calls it through a pointer so that the guest, which never raises the
- * limit, does not link setrlimit.
+ * Set by a program that raised its own resource limits (the host's
+ * host_raise_fd_limit): called in every command's child before exec, so the
+ * command starts with the limits the program itself was given.  NULL in the
+ * guest, which changes none.
  */
-static struct rlimit child_nofile;
-static void (*child_restore)(void);
-
-static void
-restore_nofile(void)
-{
-	setrlimit(RLIMIT_NOFILE, &child_nofile);
-}
-
-/*
- * Raises the soft limit on open descriptors to the hard one (a daemon that
- * serves many guests needs a few each); returns the limit now in force.
- */
-long
-neg_raise_fd_limit(void)
-{
-	struct rlimit rl;
-
-	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
-		return -1;
-	if (rl.rlim_cur < rl.rlim_max) {
-		child_nofile = rl;
-		rl.rlim_cur = rl.rlim_max;
-		if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
-			child_restore = restore_nofile;
-		else
-			rl.rlim_cur = child_nofile.rlim_cur;
-	}
-	return rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > LONG_MAX ? LONG_MAX : (long)rl.rlim_cur;
-}
+void (*neg_child_restore_limits)(void);
 
 static void
 close_fd(int *fd)
@@ -958,8 +928,8 @@ child(const struct neg_spawn *sp, char *const *argv, int in, int out, int err, i
 		signal(e, SIG_DFL);
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
-	if (child_restore != NULL)
-		child_restore();
+	if (neg_child_restore_limits != NULL)
+		neg_child_restore_limits();
 	if (in < 0)
 		in = open("/dev/null", O_RDONLY);
 	if (in < 0 || dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0)

@@ -25,6 +25,7 @@
  * HOST_VIRSH_TIMEOUT_MS: a hung virsh delays only the naming of new guests.
  */
 #include <sys/inotify.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -681,6 +682,44 @@ guest_socket(const char *dir, const char *guest, const char *given, double timeo
 	return -1;
 }
 
+/* ---- descriptors ---- */
+
+/*
+ * The soft RLIMIT_NOFILE before host_raise_fd_limit raised it: every command
+ * the host spawns gets it back (neg_child_restore_limits), since programs that
+ * use select() break on descriptors past 1,024.  Kept out of neg.c so that the
+ * guest, which never raises the limit, does not link setrlimit.
+ */
+static struct rlimit child_nofile;
+
+static void
+restore_nofile(void)
+{
+	setrlimit(RLIMIT_NOFILE, &child_nofile);
+}
+
+/*
+ * Raises the soft limit on open descriptors to the hard one (a daemon that
+ * serves many guests needs a few each); returns the limit now in force.
+ */
+static long
+host_raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return -1;
+	if (rl.rlim_cur < rl.rlim_max) {
+		child_nofile = rl;
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+			neg_child_restore_limits = restore_nofile;
+		else
+			rl.rlim_cur = child_nofile.rlim_cur;
+	}
+	return rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > LONG_MAX ? LONG_MAX : (long)rl.rlim_cur;
+}
+
 /* ---- many guests from one CLI ---- */
 
 /*
@@ -1053,7 +1092,7 @@ fleet_run(struct neg_cli *o, const char *method, size_t parallel)
 {
 	struct neg_run **v;
 	struct member *m;
-	long fd_limit = neg_raise_fd_limit(), fd_max;
+	long fd_limit = host_raise_fd_limit(), fd_max;
 	size_t i, next = 0, running = 0, nv;
 	int64_t wake;
 	int rc;
@@ -1734,7 +1773,7 @@ host_daemon(const char *dir, struct neg_server *srv)
 	h.scan_every = HOST_RESCAN_MS;
 	h.wd_dir = h.wd_up = -1;
 	h.virsh = virsh_wanted();
-	h.fd_limit = neg_raise_fd_limit();
+	h.fd_limit = host_raise_fd_limit();
 	h.fd_max = h.fd_limit < 0 ? LONG_MAX :
 	    h.fd_limit - (h.fd_limit / 2 < HOST_FD_RESERVE ? h.fd_limit / 2 : HOST_FD_RESERVE) - 1;
 	if (neg_signals_init() < 0)

@@ -391,7 +391,7 @@ struct neg_job {
 	char name[NEG_MAX_NAME + 1];
 };
 
-long neg_raise_fd_limit(void);
+extern void (*neg_child_restore_limits)(void);
 int neg_job_spawn(struct neg_job *, const struct neg_spawn *, char *const *argv,
     char *err, size_t errlen);
 int neg_job_start(struct neg_job *, const struct neg_cmdenv *, char *const *argv,

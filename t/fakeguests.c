@@ -33,6 +33,7 @@
  * but its own, so in one process holding 1,000 sockets each built-in costs
  * a thousand close() calls that a real guest's daemon never pays.
  */
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -129,6 +130,21 @@ guest_socket(const char *dir, int i, const char *name, const char *channel)
 }
 
 /*
+ * The soft limit on descriptors raised to the hard one, as the host daemon
+ * raises its own: one process may hold a thousand guests' sockets.
+ */
+static void
+raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
+/*
  * --serve's poll slots: the self-pipe, then per guest its listener and its
  * channel as neg_chan_pollfds fills it.
  */
@@ -159,7 +175,7 @@ serve(const char *dir, int n, int w, int procs)
 	srv.env.dir = "/nonexistent";	/* the built-ins alone */
 	srv.max_frame = PROTO_MAX_FRAME_DEFAULT;
 	srv.max_running = HOST_TOTAL_JOBS;
-	neg_raise_fd_limit();
+	raise_fd_limit();
 	if (neg_signals_init() < 0)
 		return 1;
 	g = calloc((size_t)n, sizeof(*g));
