@@ -2113,8 +2113,8 @@ chan_frame(struct neg_chan *c, enum proto_event ev)
 		snprintf(err, sizeof(err), "%s", c->rd.err);
 		rc = -1;
 	} else {
-		rc = proto_stream_parse(&f, c->rd.body.p, c->rd.body.len, c->rd.json_len, err,
-		    sizeof(err));
+		/* checked as it arrived, tokenised here once */
+		rc = proto_served_parse(&c->rd, &f, &req, err, sizeof(err));
 		if (rc == 1) {
 			chan_stream_frame(c, &f);
 			return;
@@ -2123,11 +2123,8 @@ chan_frame(struct neg_chan *c, enum proto_event ev)
 			chan_log(c, LOG_WARNING, "%s (call %s)", err, f.id);
 			return;
 		}
-		if (rc == 0) {
-			rc = proto_request_parse(&req, c->rd.body.p, c->rd.body.len, err, sizeof(err));
-			if (rc < 0)
-				proto_request_free(&req);
-		}
+		if (rc < 0)
+			proto_request_free(&req);
 		/* a large frame's buffer is not kept around between requests */
 		if (c->rd.body.cap > NEG_KEEP_BUF)
 			buf_free(&c->rd.body);

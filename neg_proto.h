@@ -143,8 +143,9 @@ void buf_free(struct buf *);
 
 /*
  * A strict JSON checker, fed a byte at a time and resumable at any byte: the
- * frame reader runs it over a body as it arrives, proto_json_parse over a
- * whole payload.  Its fields are the reader's business (neg_proto.c).
+ * frame reader runs it over a body as it arrives (proto_served_parse takes
+ * its verdict), proto_json_parse over a whole payload.  Its fields are the
+ * reader's business (neg_proto.c).
  */
 struct proto_check {
 	int state;
@@ -208,6 +209,7 @@ struct proto_json {
 
 int proto_json_parse(struct proto_json *, const char *, size_t, char *err,
     size_t errlen);
+unsigned long proto_check_runs(void);
 void proto_json_free(struct proto_json *);
 int proto_json_get(const struct proto_json *, int obj, const char *key);
 int proto_json_next(const struct proto_json *, int tok);
@@ -313,6 +315,8 @@ struct proto_stream {
 };
 
 int proto_stream_parse(struct proto_stream *, const char *payload, size_t len, size_t json_len,
+    char *err, size_t errlen);
+int proto_served_parse(const struct proto_reader *, struct proto_stream *, struct proto_request *,
     char *err, size_t errlen);
 void proto_stream_data(struct buf *, const char *id, int fd, const char *, size_t);
 size_t proto_stream_data_open(struct buf *, const char *id, int fd, size_t room);
