@@ -65,7 +65,6 @@
  * A CLI's turn (neg_runs_turn): signals become cancels, the pollfds of every
  * call not done, poll until the earliest deadline, each call's io and tick.
  */
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -869,41 +868,12 @@ neg_list_commands(const struct neg_cmdenv *env, char ***namesp, size_t *np)
 /* ---- the command runner ---- */
 
 /*
- * The soft RLIMIT_NOFILE before neg_raise_fd_limit raised it: children get it
- * back, since programs that use select() break on descriptors past 1,024.  The
- * child calls it through a pointer so that the guest, which never raises the
- * limit, does not link setrlimit.
+ * Set by a program that raised its own resource limits (the host's
+ * host_raise_fd_limit): called in every command's child before exec, so the
+ * command starts with the limits the program itself was given.  NULL in the
+ * guest, which changes none.
  */
-static struct rlimit child_nofile;
-static void (*child_restore)(void);
-
-static void
-restore_nofile(void)
-{
-	setrlimit(RLIMIT_NOFILE, &child_nofile);
-}
-
-/*
- * Raises the soft limit on open descriptors to the hard one (a daemon that
- * serves many guests needs a few each); returns the limit now in force.
- */
-long
-neg_raise_fd_limit(void)
-{
-	struct rlimit rl;
-
-	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
-		return -1;
-	if (rl.rlim_cur < rl.rlim_max) {
-		child_nofile = rl;
-		rl.rlim_cur = rl.rlim_max;
-		if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
-			child_restore = restore_nofile;
-		else
-			rl.rlim_cur = child_nofile.rlim_cur;
-	}
-	return rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > LONG_MAX ? LONG_MAX : (long)rl.rlim_cur;
-}
+void (*neg_child_restore_limits)(void);
 
 static void
 close_fd(int *fd)
@@ -958,8 +928,8 @@ child(const struct neg_spawn *sp, char *const *argv, int in, int out, int err, i
 		signal(e, SIG_DFL);
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
-	if (child_restore != NULL)
-		child_restore();
+	if (neg_child_restore_limits != NULL)
+		neg_child_restore_limits();
 	if (in < 0)
 		in = open("/dev/null", O_RDONLY);
 	if (in < 0 || dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0)
@@ -1131,7 +1101,7 @@ job_fds(const struct neg_job *j, struct pollfd *p, int want_in, int want_out)
 	return n;
 }
 
-/* Fills up to three pollfds; returns how many. */
+/* Fills up to NEG_JOB_FDS pollfds; returns how many. */
 int
 neg_job_pollfds(struct neg_job *j, struct pollfd *p)
 {
@@ -2143,8 +2113,8 @@ chan_frame(struct neg_chan *c, enum proto_event ev)
 		snprintf(err, sizeof(err), "%s", c->rd.err);
 		rc = -1;
 	} else {
-		rc = proto_stream_parse(&f, c->rd.body.p, c->rd.body.len, c->rd.json_len, err,
-		    sizeof(err));
+		/* checked as it arrived, tokenised here once */
+		rc = proto_served_parse(&c->rd, &f, &req, err, sizeof(err));
 		if (rc == 1) {
 			chan_stream_frame(c, &f);
 			return;
@@ -2153,11 +2123,8 @@ chan_frame(struct neg_chan *c, enum proto_event ev)
 			chan_log(c, LOG_WARNING, "%s (call %s)", err, f.id);
 			return;
 		}
-		if (rc == 0) {
-			rc = proto_request_parse(&req, c->rd.body.p, c->rd.body.len, err, sizeof(err));
-			if (rc < 0)
-				proto_request_free(&req);
-		}
+		if (rc < 0)
+			proto_request_free(&req);
 		/* a large frame's buffer is not kept around between requests */
 		if (c->rd.body.cap > NEG_KEEP_BUF)
 			buf_free(&c->rd.body);
@@ -2302,16 +2269,17 @@ stream_io(struct neg_chan *c, struct neg_slot *s, const struct pollfd *p, int n)
 int
 neg_chan_pollfds(struct neg_chan *c, struct pollfd *p, int want_input)
 {
-	int n = 1, i;
+	int n = NEG_CHAN_PFD_JOBS, i;
 	struct neg_slot *s;
 
-	p[0].fd = c->fd;	/* -1 while disconnected: poll() skips it, the jobs are still served */
-	p[0].events = 0;
-	p[0].revents = 0;
+	/* -1 while disconnected: poll() skips it, the jobs are still served */
+	p[NEG_CHAN_PFD_PEER].fd = c->fd;
+	p[NEG_CHAN_PFD_PEER].events = 0;
+	p[NEG_CHAN_PFD_PEER].revents = 0;
 	if (want_input && !chan_paused(c) && c->inoff == c->in.len)
-		p[0].events |= POLLIN;
+		p[NEG_CHAN_PFD_PEER].events |= POLLIN;
 	if (c->outoff < c->out.len)
-		p[0].events |= POLLOUT;
+		p[NEG_CHAN_PFD_PEER].events |= POLLOUT;
 	for (i = 0; i < NEG_CHAN_SLOTS; i++) {
 		s = &c->slot[i];
 		s->nfds = s->state != SLOT_RUNNING ? 0 : s->req.stream ? stream_pollfds(c, s, p + n) :
@@ -2377,7 +2345,7 @@ neg_chan_io(struct neg_chan *c, const struct pollfd *p, int n)
 	int i, k, rounds, gone = 0, why = 0;
 	struct neg_slot *s;
 
-	for (i = 0, k = 1; i < NEG_CHAN_SLOTS; i++) {
+	for (i = 0, k = NEG_CHAN_PFD_JOBS; i < NEG_CHAN_SLOTS; i++) {
 		s = &c->slot[i];
 		if (s->state != SLOT_RUNNING || s->nfds == 0)
 			continue;
@@ -2389,9 +2357,9 @@ neg_chan_io(struct neg_chan *c, const struct pollfd *p, int n)
 		}
 		k += s->nfds;
 	}
-	if (p[0].revents & POLLOUT)
+	if (p[NEG_CHAN_PFD_PEER].revents & POLLOUT)
 		gone = chan_write(c, &why);
-	if (!gone && (p[0].revents & POLLIN)) {
+	if (!gone && (p[NEG_CHAN_PFD_PEER].revents & POLLIN)) {
 		for (rounds = 0; rounds < NEG_READS_PER_WAKE; rounds++) {
 			buf_reserve(&c->in, sizeof(tmp));
 			r = read(c->fd, c->in.p + c->in.len, sizeof(tmp));
@@ -2417,12 +2385,13 @@ neg_chan_io(struct neg_chan *c, const struct pollfd *p, int n)
 			break;
 		}
 	}
-	if (!gone && (p[0].revents & (POLLHUP | POLLERR | POLLNVAL)) && !(p[0].revents & POLLIN))
+	if (!gone && (p[NEG_CHAN_PFD_PEER].revents & (POLLHUP | POLLERR | POLLNVAL)) &&
+	    !(p[NEG_CHAN_PFD_PEER].revents & POLLIN))
 		gone = 1;
 	chan_jobs_finished(c);
 	chan_process(c);
 	/* the peer just spoke: what answers it goes now, not after one more poll() per call */
-	if (!gone && (p[0].revents & POLLIN) && c->outoff < c->out.len)
+	if (!gone && (p[NEG_CHAN_PFD_PEER].revents & POLLIN) && c->outoff < c->out.len)
 		gone = chan_write(c, &why);
 	/* what happened to the peer, not whatever the commands' start-up left in errno */
 	errno = why;

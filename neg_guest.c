@@ -524,10 +524,14 @@ guestd_signals(struct port *pt, const char *dir, unsigned sigs, int64_t now, str
 	}
 }
 
+/* The daemon's poll slots: the self-pipe, then the port's channel as neg_chan_pollfds fills it. */
+enum { GD_PFD_SIG, GD_PFD_CHAN, GD_PFD_PORT = GD_PFD_CHAN + NEG_CHAN_PFD_PEER,
+    GD_PFD_JOBS = GD_PFD_CHAN + NEG_CHAN_PFD_JOBS, GD_PFD_COUNT = GD_PFD_CHAN + NEG_CHAN_FDS };
+
 static int
 guest_daemon(struct neg_server *srv, const char *given)
 {
-	struct pollfd p[1 + NEG_CHAN_FDS];
+	struct pollfd p[GD_PFD_COUNT];
 	struct port pt;
 	int64_t now, wake, poll_warned = 0;
 	char path[PATH_MAX];
@@ -561,33 +565,34 @@ guest_daemon(struct neg_server *srv, const char *given)
 				port_probe(&pt, now);
 			continue;
 		}
-		p[0].fd = neg_sigpipe_fd();
-		p[0].events = POLLIN;
-		p[0].revents = 0;
-		n = 1;
+		p[GD_PFD_SIG].fd = neg_sigpipe_fd();
+		p[GD_PFD_SIG].events = POLLIN;
+		p[GD_PFD_SIG].revents = 0;
+		n = GD_PFD_CHAN;
 		wake = neg_min_deadline(pt.state == PORT_UP ? 0 : pt.probe_at, stop.at);
 		if (pt.chan.srv) {
 			/* read while stopping too: the running call's stdin, credit and cancels */
-			n += neg_chan_pollfds(&pt.chan, p + 1, 1);
+			n += neg_chan_pollfds(&pt.chan, p + GD_PFD_CHAN, 1);
 			if (pt.state != PORT_UP)
-				p[1].fd = -1;	/* never poll a port whose host is away: it spins */
+				p[GD_PFD_PORT].fd = -1;	/* never poll a port whose host is away: it spins */
 			wake = neg_min_deadline(wake, neg_chan_wake(&pt.chan));
 		}
 		if (neg_poll(p, (nfds_t)n, neg_poll_timeout(wake, now), &poll_warned) < 0 &&
 		    errno != EINTR)
 			continue;
 		now = neg_now();
-		sigs = (p[0].revents & POLLIN) ? neg_signal_drain() : 0;
+		sigs = (p[GD_PFD_SIG].revents & POLLIN) ? neg_signal_drain() : 0;
 		guestd_signals(&pt, srv->env.dir, sigs, now, &stop);
 		chld = (sigs & NEG_SIG(SIGCHLD)) != 0;
 		if (pt.chan.srv == NULL)
 			continue;
 		if (pt.state == PORT_UP) {
 			/* poll() reports a hang-up whenever there is one: none means connected */
-			if (!(p[1].revents & POLLHUP))
+			if (!(p[GD_PFD_PORT].revents & POLLHUP))
 				pt.unconfirmed = 0;
-			if (neg_chan_io(&pt.chan, p + 1, n - 1) < 0) {
-				neg_log(LOG_DEBUG, "port: revents %#x, errno %d", p[1].revents, errno);
+			if (neg_chan_io(&pt.chan, p + GD_PFD_CHAN, n - GD_PFD_CHAN) < 0) {
+				neg_log(LOG_DEBUG, "port: revents %#x, errno %d", p[GD_PFD_PORT].revents,
+				    errno);
 				if (errno != 0 && errno != EPIPE && errno != ECONNRESET)
 					port_event(&pt, EV_LOST, now);
 				else if (port_still_up(&pt))
@@ -598,12 +603,12 @@ guest_daemon(struct neg_server *srv, const char *given)
 					port_event(&pt, pt.tty ? EV_LOST : EV_HANGUP, now);
 			}
 		} else {
-			for (i = 2; i < n; i++)
+			for (i = GD_PFD_JOBS; i < n; i++)
 				if (p[i].revents)
 					break;
 			if (i < n) {
-				p[1].revents = 0;
-				neg_chan_io(&pt.chan, p + 1, n - 1);
+				p[GD_PFD_PORT].revents = 0;
+				neg_chan_io(&pt.chan, p + GD_PFD_CHAN, n - GD_PFD_CHAN);
 			}
 		}
 		if (chld)

@@ -25,6 +25,7 @@
  * HOST_VIRSH_TIMEOUT_MS: a hung virsh delays only the naming of new guests.
  */
 #include <sys/inotify.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -298,7 +299,7 @@ xml_channel_path(const char *xml, const char *channel, char *src, size_t srclen)
  * SIGHUP kill it first (it runs in a session of its own, where the terminal's
  * signals do not reach it), and the signal then acts as it would have.
  */
-enum { PFD_VIRSH_SIG, PFD_VIRSH_JOB, PFD_VIRSH_COUNT = PFD_VIRSH_JOB + 3 };
+enum { PFD_VIRSH_SIG, PFD_VIRSH_JOB, PFD_VIRSH_COUNT = PFD_VIRSH_JOB + NEG_JOB_FDS };
 
 static int
 run_virsh(const char *verb, const char *name, struct buf *b, int64_t deadline)
@@ -681,6 +682,44 @@ guest_socket(const char *dir, const char *guest, const char *given, double timeo
 	return -1;
 }
 
+/* ---- descriptors ---- */
+
+/*
+ * The soft RLIMIT_NOFILE before host_raise_fd_limit raised it: every command
+ * the host spawns gets it back (neg_child_restore_limits), since programs that
+ * use select() break on descriptors past 1,024.  Kept out of neg.c so that the
+ * guest, which never raises the limit, does not link setrlimit.
+ */
+static struct rlimit child_nofile;
+
+static void
+restore_nofile(void)
+{
+	setrlimit(RLIMIT_NOFILE, &child_nofile);
+}
+
+/*
+ * Raises the soft limit on open descriptors to the hard one (a daemon that
+ * serves many guests needs a few each); returns the limit now in force.
+ */
+static long
+host_raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return -1;
+	if (rl.rlim_cur < rl.rlim_max) {
+		child_nofile = rl;
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+			neg_child_restore_limits = restore_nofile;
+		else
+			rl.rlim_cur = child_nofile.rlim_cur;
+	}
+	return rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > LONG_MAX ? LONG_MAX : (long)rl.rlim_cur;
+}
+
 /* ---- many guests from one CLI ---- */
 
 /*
@@ -1053,7 +1092,7 @@ fleet_run(struct neg_cli *o, const char *method, size_t parallel)
 {
 	struct neg_run **v;
 	struct member *m;
-	long fd_limit = neg_raise_fd_limit(), fd_max;
+	long fd_limit = host_raise_fd_limit(), fd_max;
 	size_t i, next = 0, running = 0, nv;
 	int64_t wake;
 	int rc;
@@ -1706,6 +1745,9 @@ hostd_signals(struct hostd *h, unsigned sigs, int64_t now, struct neg_stop *stop
 	}
 }
 
+/* The poll table's fixed slots; the guests' channels follow from HD_PFD_GUESTS. */
+enum { HD_PFD_SIG, HD_PFD_INOTIFY, HD_PFD_NAMING, HD_PFD_GUESTS = HD_PFD_NAMING + NEG_JOB_FDS };
+
 /*
  * Each turn: a rescan when due, freeing removed guests, the naming's next step, the stop
  * when all is idle, connects due, the poll table; poll; then the self-pipe,
@@ -1731,7 +1773,7 @@ host_daemon(const char *dir, struct neg_server *srv)
 	h.scan_every = HOST_RESCAN_MS;
 	h.wd_dir = h.wd_up = -1;
 	h.virsh = virsh_wanted();
-	h.fd_limit = neg_raise_fd_limit();
+	h.fd_limit = host_raise_fd_limit();
 	h.fd_max = h.fd_limit < 0 ? LONG_MAX :
 	    h.fd_limit - (h.fd_limit / 2 < HOST_FD_RESERVE ? h.fd_limit / 2 : HOST_FD_RESERVE) - 1;
 	if (neg_signals_init() < 0)
@@ -1768,14 +1810,14 @@ host_daemon(const char *dir, struct neg_server *srv)
 					neg_chan_stop(&h.g[k]->chan, step);
 		}
 		wake = h.stopping ? stop.at : h.rescan_at;
-		for (k = 0, n = 2 + 3; k < h.n; k++)
+		for (k = 0, n = HD_PFD_GUESTS; k < h.n; k++)
 			n += NEG_CHAN_FDS;
 		table_size(&t, n, h.n);
-		t.all[0].fd = neg_sigpipe_fd();
-		t.all[0].events = POLLIN;
-		t.all[1].fd = h.ino;
-		t.all[1].events = POLLIN;
-		n = 2;
+		t.all[HD_PFD_SIG].fd = neg_sigpipe_fd();
+		t.all[HD_PFD_SIG].events = POLLIN;
+		t.all[HD_PFD_INOTIFY].fd = h.ino;
+		t.all[HD_PFD_INOTIFY].events = POLLIN;
+		n = HD_PFD_NAMING;
 		nj = h.nm.busy ? neg_job_pollfds(&h.nm.job, t.all + n) : 0;
 		n += (size_t)nj;
 		if (h.nm.busy)
@@ -1794,14 +1836,14 @@ host_daemon(const char *dir, struct neg_server *srv)
 		t.n = n;
 		table_poll(&t, neg_poll_timeout(wake, now), &poll_warned);
 		now = neg_now();
-		sigs = (t.all[0].revents & POLLIN) ? neg_signal_drain() : 0;
+		sigs = (t.all[HD_PFD_SIG].revents & POLLIN) ? neg_signal_drain() : 0;
 		hostd_signals(&h, sigs, now, &stop);
 		chld = (sigs & NEG_SIG(SIGCHLD)) != 0;
-		if ((t.all[1].revents & POLLIN) && hostd_events(&h) &&
+		if ((t.all[HD_PFD_INOTIFY].revents & POLLIN) && hostd_events(&h) &&
 		    h.rescan_at > now + HOST_RESCAN_DEBOUNCE_MS)
 			h.rescan_at = now + HOST_RESCAN_DEBOUNCE_MS;
 		if (h.nm.busy) {
-			neg_job_io(&h.nm.job, t.all + 2, nj);
+			neg_job_io(&h.nm.job, t.all + HD_PFD_NAMING, nj);
 			if (chld)
 				neg_job_reap(&h.nm.job);
 			neg_job_tick(&h.nm.job, now);

@@ -167,9 +167,12 @@ static const char ck_too_many[] = "too many values";
 
 typedef char ck_depth_fits[PROTO_MAX_DEPTH <= 32 ? 1 : -1]; /* struct proto_check's objects */
 
+static unsigned long ck_begun;	/* checks started: proto_check_runs */
+
 static void
 ck_init(struct proto_check *ck)
 {
+	ck_begun++;
 	memset(ck, 0, sizeof(*ck));
 	ck->state = CK_START;
 }
@@ -1151,14 +1154,28 @@ proto_utf8_valid(const char *p, size_t len)
 }
 
 /*
+ * How many times the checker started over a text: each frame the reader
+ * reads, each parse that checks.  For the tests, which count one per served
+ * request.
+ */
+unsigned long
+proto_check_runs(void)
+{
+	return ck_begun;
+}
+
+/*
  * Validates js[0..len) as exactly one JSON object (the checker above) and
  * tokenizes it.  Bounded: depth by PROTO_MAX_DEPTH, tokens by
  * PROTO_MAX_TOKENS; jsmn with parent links and the next[] table keep the cost
- * linear in len.
+ * linear in len.  done, when not NULL, is a check already run over these
+ * bytes from their first (the frame reader's): when it took all len of them,
+ * or failed inside them, its verdict is the one a check here would reach
+ * (the checker is resumable at any byte), so it is not run again.
  */
-int
-proto_json_parse(struct proto_json *j, const char *js, size_t len, char *err,
-    size_t errlen)
+static int
+json_parse(struct proto_json *j, const char *js, size_t len, const struct proto_check *done,
+    char *err, size_t errlen)
 {
 	struct proto_check ck;
 	const char *why;
@@ -1171,8 +1188,12 @@ proto_json_parse(struct proto_json *j, const char *js, size_t len, char *err,
 		snprintf(err, errlen, "Protocol error: message too large");
 		return -1;
 	}
-	ck_init(&ck);
-	ck_run(&ck, (const unsigned char *)js, len, 0);
+	if (done != NULL && (done->state == CK_FAILED ? done->pos < len : done->pos == len)) {
+		ck = *done;
+	} else {
+		ck_init(&ck);
+		ck_run(&ck, (const unsigned char *)js, len, 0);
+	}
 	if ((why = ck_end(&ck)) == ck_too_many) {
 		snprintf(err, errlen, "Protocol error: more than %d JSON values in one message",
 		    PROTO_MAX_TOKENS);
@@ -1213,6 +1234,13 @@ proto_json_parse(struct proto_json *j, const char *js, size_t len, char *err,
 		j->next[i] += i + 1;
 	}
 	return 0;
+}
+
+int
+proto_json_parse(struct proto_json *j, const char *js, size_t len, char *err,
+    size_t errlen)
+{
+	return json_parse(j, js, len, NULL, err, errlen);
 }
 
 void
@@ -1667,18 +1695,16 @@ tok_strdup(const struct proto_json *j, int tok)
 
 #define FAIL(...) do { snprintf(err, errlen, __VA_ARGS__); goto fail; } while (0)
 
-/* Parses a request frame's payload into req; err names what was wrong. */
-int
-proto_request_parse(struct proto_request *req, const char *js, size_t len,
-    char *err, size_t errlen)
+/*
+ * Fills a zeroed req from a request's tokens (j is the caller's: a copy of its
+ * handle, never freed here); err names what was wrong.
+ */
+static int
+request_from_json(struct proto_request *req, struct proto_json j, char *err, size_t errlen)
 {
-	struct proto_json j;
 	int tok, args, kw, i, n;
 	double d;
 
-	memset(req, 0, sizeof(*req));
-	if (proto_json_parse(&j, js, len, err, errlen) < 0)
-		return -1;
 	if (copy_id(&j, req->id) < 0)
 		FAIL("Protocol error: the request id must be a string or number of at most %d ASCII bytes",
 		    PROTO_MAX_ID);
@@ -1749,13 +1775,27 @@ proto_request_parse(struct proto_request *req, const char *js, size_t len,
 	req->new_caller = tok >= 0 && proto_json_is(&j, tok, "true");
 done:
 	req->argv[req->argc] = NULL;
-	proto_json_free(&j);
 	return 0;
 fail:
 	if (req->argv)
 		req->argv[req->argc] = NULL;
-	proto_json_free(&j);
 	return -1;
+}
+
+/* Parses a request frame's payload into req; err names what was wrong. */
+int
+proto_request_parse(struct proto_request *req, const char *js, size_t len,
+    char *err, size_t errlen)
+{
+	struct proto_json j;
+	int rc;
+
+	memset(req, 0, sizeof(*req));
+	if (proto_json_parse(&j, js, len, err, errlen) < 0)
+		return -1;
+	rc = request_from_json(req, j, err, errlen);
+	proto_json_free(&j);
+	return rc;
 }
 
 void
@@ -1937,6 +1977,9 @@ proto_reply_version(struct buf *b, const char *id, const char *version, int stre
 
 static const char *const stream_fds[] = { "stdin", "stdout", "stderr" };
 
+static int stream_from_json(struct proto_stream *, struct proto_json, const char *, size_t,
+    size_t, char *, size_t);
+
 static int
 stream_fd(const struct proto_json *j, int tok)
 {
@@ -1960,8 +2003,7 @@ proto_stream_parse(struct proto_stream *s, const char *js, size_t len, size_t js
     char *err, size_t errlen)
 {
 	struct proto_json j;
-	int tok, rc = 1;
-	double d;
+	int rc;
 
 	memset(s, 0, sizeof(*s));
 	if (json_len > PROTO_MAX_RAW_HEAD) {
@@ -1973,6 +2015,54 @@ proto_stream_parse(struct proto_stream *s, const char *js, size_t len, size_t js
 	}
 	if (proto_json_parse(&j, js, json_len, err, errlen) < 0)
 		return json_len == len ? 0 : -1;	/* a request's parser says why */
+	rc = stream_from_json(s, j, js, len, json_len, err, errlen);
+	proto_json_free(&j);
+	return rc;
+}
+
+/*
+ * A frame the reader r returned, as a daemon serves it: a stream frame (1, s
+ * filled), a request (0, req filled) or neither (-1, err says why; s->id names
+ * the call when it was a broken stream frame of one).  As proto_stream_parse
+ * then proto_request_parse would answer, but the JSON is tokenised once, and
+ * checked only when the reader did not check it whole as it arrived.
+ */
+int
+proto_served_parse(const struct proto_reader *r, struct proto_stream *s,
+    struct proto_request *req, char *err, size_t errlen)
+{
+	const char *js = r->body.p;
+	size_t len = r->body.len, json_len = r->json_len;
+	struct proto_json j;
+	int rc;
+
+	memset(s, 0, sizeof(*s));
+	memset(req, 0, sizeof(*req));
+	if (json_len > PROTO_MAX_RAW_HEAD && json_len != len)
+		return proto_stream_parse(s, js, len, json_len, err, errlen);
+	if (json_parse(&j, js, json_len, &r->ck, err, errlen) < 0)
+		return -1;
+	/* requests and replies may be large; stream frames never are */
+	rc = json_len > PROTO_MAX_RAW_HEAD ? 0 : stream_from_json(s, j, js, len, json_len, err, errlen);
+	if (rc == 0) {
+		memset(s, 0, sizeof(*s));
+		rc = request_from_json(req, j, err, errlen);
+	}
+	proto_json_free(&j);
+	return rc;
+}
+
+/*
+ * proto_stream_parse's reading of a header's tokens (j is the caller's: a
+ * copy of its handle, never freed here).
+ */
+static int
+stream_from_json(struct proto_stream *s, struct proto_json j, const char *js, size_t len,
+    size_t json_len, char *err, size_t errlen)
+{
+	int tok, rc = 1;
+	double d;
+
 	if (proto_json_get(&j, 0, "method") >= 0 || proto_json_get(&j, 0, "command") >= 0 ||
 	    proto_json_get(&j, 0, "success") >= 0) {
 		rc = 0;
@@ -2013,10 +2103,8 @@ proto_stream_parse(struct proto_stream *s, const char *js, size_t len, size_t js
 		rc = 0;	/* neither: the request's parser says what it lacks */
 	}
 out:
-	proto_json_free(&j);
 	return rc;
 fail:
-	proto_json_free(&j);
 	return -1;
 }
 

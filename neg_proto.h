@@ -143,8 +143,9 @@ void buf_free(struct buf *);
 
 /*
  * A strict JSON checker, fed a byte at a time and resumable at any byte: the
- * frame reader runs it over a body as it arrives, proto_json_parse over a
- * whole payload.  Its fields are the reader's business (neg_proto.c).
+ * frame reader runs it over a body as it arrives (proto_served_parse takes
+ * its verdict), proto_json_parse over a whole payload.  Its fields are the
+ * reader's business (neg_proto.c).
  */
 struct proto_check {
 	int state;
@@ -208,6 +209,7 @@ struct proto_json {
 
 int proto_json_parse(struct proto_json *, const char *, size_t, char *err,
     size_t errlen);
+unsigned long proto_check_runs(void);
 void proto_json_free(struct proto_json *);
 int proto_json_get(const struct proto_json *, int obj, const char *key);
 int proto_json_next(const struct proto_json *, int tok);
@@ -314,6 +316,8 @@ struct proto_stream {
 
 int proto_stream_parse(struct proto_stream *, const char *payload, size_t len, size_t json_len,
     char *err, size_t errlen);
+int proto_served_parse(const struct proto_reader *, struct proto_stream *, struct proto_request *,
+    char *err, size_t errlen);
 void proto_stream_data(struct buf *, const char *id, int fd, const char *, size_t);
 size_t proto_stream_data_open(struct buf *, const char *id, int fd, size_t room);
 void proto_stream_data_close(struct buf *, size_t start, size_t n);
@@ -391,7 +395,7 @@ struct neg_job {
 	char name[NEG_MAX_NAME + 1];
 };
 
-long neg_raise_fd_limit(void);
+extern void (*neg_child_restore_limits)(void);
 int neg_job_spawn(struct neg_job *, const struct neg_spawn *, char *const *argv,
     char *err, size_t errlen);
 int neg_job_start(struct neg_job *, const struct neg_cmdenv *, char *const *argv,
@@ -431,7 +435,9 @@ void neg_reply_text(struct buf *, const char *id, const char *msg);
  * replies without an id are sent in the order of the requests.  Both daemons
  * drive these from their poll loop.
  */
-#define NEG_CHAN_FDS (1 + 3 * NEG_CHAN_MAXJOBS)
+#define NEG_JOB_FDS 3	/* a command's stdin, stdout and stderr: what neg_job_pollfds fills at most */
+#define NEG_CHAN_FDS (1 + NEG_JOB_FDS * NEG_CHAN_MAXJOBS)
+enum { NEG_CHAN_PFD_PEER, NEG_CHAN_PFD_JOBS };	/* neg_chan_pollfds' slots: the channel's fd, then its jobs' */
 
 /*
  * An execute in progress: a command waiting for a job slot, then running, then

@@ -33,6 +33,7 @@
  * but its own, so in one process holding 1,000 sockets each built-in costs
  * a thousand close() calls that a real guest's daemon never pays.
  */
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -129,6 +130,28 @@ guest_socket(const char *dir, int i, const char *name, const char *channel)
 }
 
 /*
+ * The soft limit on descriptors raised to the hard one, as the host daemon
+ * raises its own: one process may hold a thousand guests' sockets.
+ */
+static void
+raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
+/*
+ * --serve's poll slots: the self-pipe, then per guest its listener and its
+ * channel as neg_chan_pollfds fills it.
+ */
+enum { SV_PFD_SIG, SV_PFD_GUESTS };
+enum { SV_PFD_LISTEN, SV_PFD_CHAN, SV_PFD_PER_GUEST = SV_PFD_CHAN + NEG_CHAN_FDS };
+
+/*
  * --serve: guests w, w + procs, ... below n in one loop, the daemons' turn:
  * pollfds, poll, io, reap, tick.
  */
@@ -152,11 +175,11 @@ serve(const char *dir, int n, int w, int procs)
 	srv.env.dir = "/nonexistent";	/* the built-ins alone */
 	srv.max_frame = PROTO_MAX_FRAME_DEFAULT;
 	srv.max_running = HOST_TOTAL_JOBS;
-	neg_raise_fd_limit();
+	raise_fd_limit();
 	if (neg_signals_init() < 0)
 		return 1;
 	g = calloc((size_t)n, sizeof(*g));
-	p = calloc((size_t)n * NEG_CHAN_FDS + 1, sizeof(*p));
+	p = calloc(SV_PFD_GUESTS + (size_t)n * SV_PFD_PER_GUEST, sizeof(*p));
 	first = calloc((size_t)n + 1, sizeof(*first));
 	if (g == NULL || p == NULL || first == NULL)
 		return 1;
@@ -168,14 +191,14 @@ serve(const char *dir, int n, int w, int procs)
 	for (sigs = 0; !(sigs & (NEG_SIG(SIGTERM) | NEG_SIG(SIGINT))); ) {
 		now = neg_now();
 		wake = 0;
-		p[0].fd = neg_sigpipe_fd();
-		p[0].events = POLLIN;
-		for (i = 0, k = 1; i < n; i++) {
+		p[SV_PFD_SIG].fd = neg_sigpipe_fd();
+		p[SV_PFD_SIG].events = POLLIN;
+		for (i = 0, k = SV_PFD_GUESTS; i < n; i++) {
 			first[i] = k;
 			/* the listener only while no client is served: one at a time, as QEMU's socket */
-			p[k].fd = g[i].up ? -1 : g[i].lsock;
-			p[k++].events = POLLIN;
-			k += neg_chan_pollfds(&g[i].chan, p + k, g[i].up);
+			p[k + SV_PFD_LISTEN].fd = g[i].up ? -1 : g[i].lsock;
+			p[k + SV_PFD_LISTEN].events = POLLIN;
+			k += SV_PFD_CHAN + neg_chan_pollfds(&g[i].chan, p + k + SV_PFD_CHAN, g[i].up);
 			wake = neg_min_deadline(wake, neg_chan_wake(&g[i].chan));
 		}
 		first[n] = k;
@@ -183,16 +206,17 @@ serve(const char *dir, int n, int w, int procs)
 			p[i].revents = 0;
 		if (poll(p, (nfds_t)k, neg_poll_timeout(wake, now)) < 0 && errno != EINTR)
 			return 1;
-		sigs = (p[0].revents & POLLIN) ? neg_signal_drain() : 0;
+		sigs = (p[SV_PFD_SIG].revents & POLLIN) ? neg_signal_drain() : 0;
 		chld = (sigs & NEG_SIG(SIGCHLD)) != 0;
 		now = neg_now();
 		for (i = 0; i < n; i++) {
-			if ((p[first[i]].revents & POLLIN) && !g[i].up &&
+			if ((p[first[i] + SV_PFD_LISTEN].revents & POLLIN) && !g[i].up &&
 			    (fd = accept4(g[i].lsock, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
 				g[i].chan.fd = fd;
 				g[i].up = 1;
 			}
-			if (neg_chan_io(&g[i].chan, p + first[i] + 1, first[i + 1] - first[i] - 1) < 0 &&
+			if (neg_chan_io(&g[i].chan, p + first[i] + SV_PFD_CHAN,
+			    first[i + 1] - first[i] - SV_PFD_CHAN) < 0 &&
 			    g[i].up) {
 				neg_chan_reset(&g[i].chan);
 				close(g[i].chan.fd);

@@ -3,7 +3,9 @@
  * programs.  One file, one target per build, picked by -DFUZZ_<TARGET>:
  *
  *   FUZZ_READER    the frame reader, fed the input in chunk sizes the input picks,
- *                  then every frame it returns parsed as a request and as a reply
+ *                  then every frame it returns parsed as a request and as a reply,
+ *                  and as a daemon serves it (proto_served_parse, the reader's
+ *                  check reused), which must say what the parsers say alone
  *   FUZZ_REQUEST   a request payload; an accepted one is written back and must
  *                  parse to the same method, arguments, input, encoding and id
  *   FUZZ_RESPONSE  a reply payload
@@ -277,6 +279,47 @@ check_data_frame(const char *s, size_t end, size_t last, int resync, const struc
 }
 
 /*
+ * A daemon's parse of the frame r returned (proto_served_parse: the reader's
+ * check stands for a second one, the JSON tokenised once) must reach what
+ * proto_stream_parse and then proto_request_parse reach: the same outcome,
+ * the same error, the same fields.
+ */
+static void
+check_served(const struct proto_reader *r)
+{
+	struct proto_stream s1, s2;
+	struct proto_request q1, q2;
+	char e1[256] = "", e2[256] = "";
+	int rc1, rc2;
+	size_t i;
+
+	rc1 = proto_served_parse(r, &s1, &q1, e1, sizeof(e1));
+	memset(&q2, 0, sizeof(q2));
+	rc2 = proto_stream_parse(&s2, r->body.p, r->body.len, r->json_len, e2, sizeof(e2));
+	if (rc2 == 0) {
+		rc2 = proto_request_parse(&q2, r->body.p, r->body.len, e2, sizeof(e2));
+		s2.id[0] = '\0';	/* a daemon looks at a stream frame's id before this */
+	}
+	if (rc1 != rc2 || (rc1 < 0 && (strcmp(e1, e2) != 0 || strcmp(s1.id, s2.id) != 0)))
+		fuzz_fail("served parse %d (%s, id %s), the parsers %d (%s, id %s)", rc1, e1, s1.id,
+		    rc2, e2, s2.id);
+	if (rc1 == 1 && (s1.kind != s2.kind || s1.fd != s2.fd || s1.credit != s2.credit ||
+	    s1.kill != s2.kill || s1.data != s2.data || s1.len != s2.len || strcmp(s1.id, s2.id) != 0))
+		fuzz_fail("served parse reads another stream frame");
+	if (rc1 == 0 && (strcmp(q1.method, q2.method) != 0 || q1.argc != q2.argc ||
+	    strcmp(q1.id, q2.id) != 0 || q1.has_input != q2.has_input || q1.base64 != q2.base64 ||
+	    !same_bytes(q1.input.p, q1.input.len, q2.input.p, q2.input.len) ||
+	    q1.timeout != q2.timeout || q1.stream != q2.stream || q1.window != q2.window ||
+	    q1.want_stdin != q2.want_stdin || q1.new_caller != q2.new_caller))
+		fuzz_fail("served parse reads another request");
+	for (i = 0; rc1 == 0 && i < q1.argc; i++)
+		if (strcmp(q1.argv[i], q2.argv[i]) != 0)
+			fuzz_fail("served parse reads another argument %zu", i);
+	proto_request_free(&q1);
+	proto_request_free(&q2);
+}
+
+/*
  * Input: byte 0 picks the number of chunk sizes (low 3 bits, plus one), the
  * limit (next 3 bits) and whether data frames are read (bit 6); then one byte
  * per chunk size (0: the rest); then the stream.
@@ -336,6 +379,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 					fuzz_fail("a frame of %zu bytes with %zu of JSON", r.body.len,
 					    r.json_len);
 				/* a data frame: raw bytes follow the JSON (the reader reads no "H+0") */
+				check_served(&r);
 				if (r.json_len < r.body.len) {
 					check_data_frame((const char *)data + 1 + nsizes, off + c + used,
 					    last, resync, &r);

@@ -61,6 +61,10 @@
  *                               ARG..., fail [N] (exit code N, default 1), anything else exit
  *                               code 127; list_commands; other methods "Method X not supported";
  *                               nothing at all to a frame that is no request
+ *   neg-test serve              serve the frames on stdin as a daemon does (a served channel
+ *                               over a socketpair, built-ins only); print each reply's success
+ *                               or error, then checks=C replies=R: how many times the JSON
+ *                               checker ran meanwhile, and how many replies came
  *
  * Exit status 0 on success, 1 when the input was refused (the reason on stderr).
  */
@@ -1214,6 +1218,89 @@ out:
 	return n == 0 ? 0 : 1;
 }
 
+/* Each reply's outcome in out, one line each; how many replies. */
+static int
+serve_replies(const struct buf *out)
+{
+	struct proto_reader r;
+	struct proto_response resp;
+	char err[256];
+	size_t off, used;
+	int replies = 0;
+
+	proto_reader_init(&r, PROTO_MAX_FRAME_DEFAULT);
+	for (off = 0; off < out->len; off += used) {
+		if (proto_reader_feed(&r, out->p + off, out->len - off, &used) != PROTO_FRAME)
+			continue;
+		replies++;
+		if (proto_response_parse(&resp, r.body.p, r.body.len, err, sizeof(err)) < 0)
+			printf("bad reply: %s\n", err);
+		else if (resp.success)
+			printf("success\n");
+		else
+			printf("error=%s\n", resp.error);
+		proto_response_free(&resp);
+	}
+	proto_reader_free(&r);
+	return replies;
+}
+
+/*
+ * neg-test serve: the frames on stdin through a daemon's served channel
+ * (neg_chan_io, as both daemons' loops call it), the replies read back;
+ * the checker's runs counted from the first byte sent to the last reply,
+ * before the replies are parsed here.
+ */
+static int
+do_serve(void)
+{
+	struct neg_server srv;
+	struct neg_chan c;
+	struct pollfd p[NEG_CHAN_FDS];
+	struct buf in = {0}, out = {0};
+	unsigned long before, checks;
+	char b[NEG_READ_CHUNK];
+	ssize_t got;
+	int sv[2], n, idle, replies;
+
+	read_stdin(&in);
+	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0) {
+		perror("socketpair");
+		return 1;
+	}
+	neg_set_nonblock(sv[0]);
+	neg_set_nonblock(sv[1]);
+	memset(&srv, 0, sizeof(srv));
+	srv.env.dir = "/nonexistent";	/* the built-ins alone */
+	srv.max_frame = PROTO_MAX_FRAME_DEFAULT;
+	srv.max_running = 1;
+	neg_chan_init(&c, sv[0], &srv, 1);
+	before = proto_check_runs();
+	if (full_write(sv[1], in.p, in.len) < 0) {
+		perror("write");
+		return 1;
+	}
+	/* done once a quiet turn finds every byte read and every reply out */
+	for (idle = 0; idle < 2; ) {
+		n = neg_chan_pollfds(&c, p, 1);
+		if (poll(p, (nfds_t)n, 200) < 0 || neg_chan_io(&c, p, n) < 0)
+			break;
+		for (n = 0; (got = read(sv[1], b, sizeof(b))) > 0; n++)
+			buf_add(&out, b, (size_t)got);
+		idle = n == 0 && c.in.len == 0 && c.outoff == c.out.len && !neg_chan_busy(&c) ?
+		    idle + 1 : 0;
+	}
+	checks = proto_check_runs() - before;
+	replies = serve_replies(&out);
+	printf("checks=%lu replies=%d\n", checks, replies);
+	neg_chan_free(&c);
+	buf_free(&in);
+	buf_free(&out);
+	close(sv[0]);
+	close(sv[1]);
+	return 0;
+}
+
 /*
  * Every row of the slot table through slot_event itself, on a channel of
  * nothing: each allowed row must land in the state the table names, each
@@ -1271,6 +1358,8 @@ main(int argc, char **argv)
 		buf_free(&b);
 		return 0;
 	}
+	if (strcmp(argv[1], "serve") == 0 && argc == 2)
+		return do_serve();
 	if (strcmp(argv[1], "slot-walk") == 0)
 		return slot_walk();
 	if (strcmp(argv[1], "request") == 0)

@@ -70,6 +70,28 @@ load helpers
 	done
 }
 
+@test "a served request is checked once: the reader's check stands, hostile frames get the same refusal" {
+	# the daemons' path (a served channel): one run of the JSON checker per frame, good or bad
+	ping='{"method": "ping", "args": [], "kw": {}, "id": "1"}'
+	big="{\"method\": \"ping\", \"kw\": {\"pad\": \"$(printf '%0400d' 0)\"}}"
+	run --separate-stderr "$NEGTEST" serve < <(frame "$ping"; frame "$ping"; frame "$big"; frame "$ping")
+	assert_success
+	assert_output "$(printf 'success\nsuccess\nsuccess\nsuccess\nchecks=4 replies=4')"
+	for bad in '{"a"}' '{,}' '{"method": "x", "args": [1,,3]}' '{"method": "x"} {}' \
+		'{"method": trueish}' '{"method": "x",}' '{"method" "x"}' '{"a": 01}' '{"a": 1.}' \
+		'{"a": -}' "{'method': 'x'}" '{"a": [1 2]}' '{"a": tru}' '[]' '"x"' '' '{"a": {"b": }}' \
+		'{"a":1}}' '{"a": "x"' '{"a": "\x"}' '{"a": "\u12"}' '{"method": "a\u0000b"}' \
+		'{"method": "\ud800"}' "$(printf '{"method": "a\001b"}')" "$(printf '{"a": "\377"}')"; do
+		run "$NEGTEST" request < <(printf '%s' "$bad")
+		assert_failure 1
+		want=$output
+		run --separate-stderr "$NEGTEST" serve < <(frame "$bad")
+		assert_success
+		assert_output "$(printf 'error=%s\nchecks=1 replies=1' "$want")"
+		[ "$stderr" = "neg-test: host: $want" ]
+	done
+}
+
 @test "NUL bytes, \\u0000, raw control bytes, bad UTF-8 and lone surrogates are refused" {
 	run "$NEGTEST" request < <(printf '{"method": "ex\000ecute"}')
 	assert_failure 1
