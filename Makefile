@@ -5,7 +5,8 @@
 #   make asan       the same programs under AddressSanitizer/UBSan (glibc) in asan/
 #   make glibc      the two programs static against glibc in glibc/ (make LIBC=glibc: in place)
 #   make demo       boot a test VM and call both ways
-#   make bench      measurements beside the floors and qemu-ga: a table and PNGs in bench/
+#   make bench      measurements beside the floors and qemu-ga: a table and PNGs in bench/, then
+#                   Ansible through our collection beside libvirt_qemu (make bench-ansible alone)
 #   make fuzz       libFuzzer harnesses (clang) in t/fuzz-bin/; make fuzz-run runs each FUZZ_SECONDS
 #   make dist       a release tarball that builds with a C compiler and musl alone
 #   make install    programs, man pages, service files, completion, the Ansible collection (PREFIX,
@@ -133,6 +134,10 @@ demo: all
 
 bench: all $(TESTPROGS)
 	t/bench
+	t/bench-ansible
+
+bench-ansible: all
+	t/bench-ansible
 
 # Where make install puts things; DESTDIR prefixes them all (for packages).  The commands
 # directory and the files under /etc are where the programs and init systems look whatever
@@ -215,5 +220,5 @@ dist: jsmn.h
 clean:
 	rm -rf $(PROGS) negotiator-guest.i386 $(TESTPROGS) t/oldkernel.i386 asan glibc t/fuzz-bin negotiator-*.tar.gz pkg/out
 
-.PHONY: all i386 asan glibc fuzz fuzz-run check check-fast demo bench install install-host install-guest \
+.PHONY: all i386 asan glibc fuzz fuzz-run check check-fast demo bench bench-ansible install install-host install-guest \
         uninstall deb dist clean
