@@ -487,7 +487,7 @@ chmod 755 /usr/lib/negotiator/commands/$1"
 	# then the end of the output, nothing more
 	if read -r -t 30 line <&"$fd"; then fail "a line after b: $line"; fi
 	exec {fd}<&-
-	for _ in $(seq 1 100); do [ -e "$D/ab.rc" ] && break; sleep 0.1; done
+	wait_until 60 test -e "$D/ab.rc" || true
 	run cat "$D/ab.rc" "$D/ab.err"
 	assert_output "0"
 }
@@ -534,7 +534,7 @@ exec cat'
 	# polled in the guest: gone within 1 s (20 looks 0.05 s apart)
 	run vm_run "i=0; while kill -0 $pid 2>/dev/null; do i=\$((i + 1)); [ \$i -ge 20 ] && exit 1; sleep 0.05; done"
 	assert_success
-	for _ in $(seq 1 100); do [ -e "$D/int.rc" ] && break; sleep 0.1; done
+	wait_until 60 test -e "$D/int.rc" || true
 	run cat "$D/int.rc"
 	assert_output "130"
 	run cat "$D/int.err"
