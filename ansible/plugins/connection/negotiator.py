@@ -285,26 +285,24 @@ class Connection(ConnectionBase):
             limit = min(limit, left) if limit > 0 else left
         return limit
 
-    def _argv(self, script, stdin):
-        args = ['-t', format_seconds(self._timeout())]
-        if stdin:
+    def _run_host(self, args, **kw):
+        """negotiator-host -t (this call's limit) args, where it runs: (rc, stdout, stderr)."""
+        argv = self._hv.argv(['-t', format_seconds(self._timeout())] + args)
+        display.vvvv(u'NEGOTIATOR: %s' % u' '.join(shlex.quote(to_text(a)) for a in argv), host=self._guest)
+        try:
+            return run(argv, **kw)
+        except (FileNotFoundError, PermissionError) as e:
+            raise self._hv.describe_missing(e)
+
+    def _call(self, script, **kw):
+        """Runs script in the guest; returns (rc, stdout, stderr) of the script, or raises."""
+        args = []
+        if kw.get('input_data') is not None or kw.get('gate') is not None or kw.get('stdin_file') is not None:
             args += ['--input', '-']
         args += ['-e', quote_script(self._command, script)]
         if not self._hv.socket:
             args += ['--', self._guest]
-        return self._hv.argv(args)
-
-    def _call(self, script, **kw):
-        """Runs script in the guest; returns (rc, stdout, stderr) of the script, or raises."""
-        stdin = kw.get('input_data') is not None or kw.get('gate') is not None or kw.get('stdin_file') is not None
-        argv = self._argv(script, stdin)
-        display.vvvv(u'NEGOTIATOR: %s' % u' '.join(shlex.quote(to_text(a)) for a in argv), host=self._guest)
-        try:
-            rc, out, err = run(argv, **kw)
-        except FileNotFoundError as e:
-            raise self._hv.describe_missing(e)
-        except PermissionError as e:
-            raise self._hv.describe_missing(e)
+        rc, out, err = self._run_host(args, **kw)
         rc, err = self._hv.check_result(rc, err, guest=self._guest, command=self._command)
         return rc, out, err
 
@@ -342,12 +340,7 @@ class Connection(ConnectionBase):
 
     def _transfer(self, what, args, **kw):
         """negotiator-host --put/--get: None when it worked, else its last line (negotiator's own)."""
-        argv = self._hv.argv(['-t', format_seconds(self._timeout())] + args)
-        display.vvvv(u'NEGOTIATOR: %s' % u' '.join(shlex.quote(to_text(a)) for a in argv), host=self._guest)
-        try:
-            rc, dummy, err = run(argv, stderr_limit=_TRANSFER_STDERR, **kw)
-        except (FileNotFoundError, PermissionError) as e:
-            raise self._hv.describe_missing(e)
+        rc, dummy, err = self._run_host(args, stderr_limit=_TRANSFER_STDERR, **kw)
         if rc == 0:
             return None
         self._hv.check_ssh(rc, err)
